@@ -1,1 +1,5 @@
+//! carebot: scripted SMS and Telegram conversations for home-care caregivers.
 
+pub mod domain;
+pub mod store;
+pub mod text;
