@@ -32,6 +32,13 @@ impl fmt::Display for Phone {
 }
 
 pub fn mask_address(raw: &str) -> String {
-    let keep: String = raw.chars().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect();
+    let keep: String = raw
+        .chars()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("***{keep}")
 }

@@ -349,7 +349,9 @@ pub enum Write {
     },
     Outbound(NewOutbound),
     /// Remember that this stranger got today's polite reply.
-    StrangerReplied { day: NaiveDate },
+    StrangerReplied {
+        day: NaiveDate,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
