@@ -1,15 +1,22 @@
-//! carebot: scripted SMS and Telegram conversations for home-care caregivers.
-//!
-//! The modules in the order an inbound message flows through them:
+//! carebot runs scripted SMS and Telegram conversations for home-care workers. The modules below
+//! are listed in the order an inbound message meets them.
 
-/// Text folding shared by every matcher.
-pub mod text;
-/// Types parsed at the edge: phone numbers, channels, addresses, languages.
+/// Transports: verify a provider's request (Twilio signatures), normalize it, ack it.
+pub mod channel;
+/// Types parsed at the edge and valid by construction: E.164 phones, channels, addresses.
 pub mod domain;
+/// Case and accent folding shared by every matcher of caregiver text.
+pub mod text;
+/// Consent keywords (STOP, START, HELP and their Spanish forms), handled before any flow.
+pub mod consent;
 /// Flow files, reply matching and the pure engine.
 pub mod flow;
+/// Every flow and template, loaded and checked together (`flows check`).
+pub mod catalog;
 /// Message templates (minijinja, strict, English fallback).
 pub mod render;
+/// What an outbound SMS costs: GSM-7 or UCS-2, and how many segments.
+pub mod sms;
 /// Quiet-hours windows in each person's own time zone.
 pub mod quiet_hours;
 /// The store trait and its SQLite and PostgreSQL implementations.

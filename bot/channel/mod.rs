@@ -1,0 +1,4 @@
+//! Transports: each verifies what its provider sends, normalizes it into one inbound message and
+//! acks; nothing flow-related happens here.
+
+pub mod twilio;

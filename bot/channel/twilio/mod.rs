@@ -1,0 +1,4 @@
+//! Twilio Programmable Messaging: the inbound SMS and status webhooks, starting with proof that
+//! a request came from Twilio.
+
+pub mod signature;
