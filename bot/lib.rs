@@ -1,6 +1,12 @@
 //! carebot runs scripted SMS and Telegram conversations for home-care workers. The modules below
 //! are listed in the order an inbound message meets them.
 
+/// The command line: serve, migrate, flows, simulate, import, start, export.
+pub mod cli;
+/// Typed settings: defaults < carebot.toml < environment < flags.
+pub mod config;
+/// Roster CSV import, validated row by row.
+pub mod roster;
 /// Transports: verify a provider's request (Twilio signatures), normalize it, ack it.
 pub mod channel;
 /// Types parsed at the edge and valid by construction: E.164 phones, channels, addresses.
@@ -13,11 +19,15 @@ pub mod consent;
 pub mod flow;
 /// Every flow and template, loaded and checked together (`flows check`).
 pub mod catalog;
+/// Transcript tests kept with the flows (`flows test`).
+pub mod transcript;
 /// Message templates (minijinja, strict, English fallback).
 pub mod render;
 /// What an outbound SMS costs: GSM-7 or UCS-2, and how many segments.
 pub mod sms;
 /// Quiet-hours windows in each person's own time zone.
 pub mod quiet_hours;
+/// The orchestrator: inbound -> consent -> engine -> one transaction -> outbox.
+pub mod runner;
 /// The store trait and its SQLite and PostgreSQL implementations.
 pub mod store;

@@ -67,6 +67,8 @@ struct StepFile {
     #[serde(default)]
     anonymous: bool,
     #[serde(default)]
+    opt_in: bool,
+    #[serde(default)]
     wait: Option<WaitFile>,
     #[serde(default)]
     set: BTreeMap<String, Spanned<String>>,
@@ -259,6 +261,8 @@ pub struct Ask {
     pub retries: u32,
     pub fallback: Target,
     pub anonymous: bool,
+    /// A yes here is the caregiver's opt-in on this channel (the welcome flow's question).
+    pub opt_in: bool,
     pub wait: Wait,
 }
 
@@ -670,6 +674,7 @@ fn build(raw: FlowFile, p: &mut Problems<'_>) -> Option<Flow> {
                     ("fallback", s.fallback.is_some()),
                     ("wait", s.wait.is_some()),
                     ("save_as", s.save_as.is_some()),
+                    ("opt_in", s.opt_in),
                 ] {
                     if present {
                         p.error(
@@ -694,6 +699,9 @@ fn build(raw: FlowFile, p: &mut Problems<'_>) -> Option<Flow> {
                     }
                     Some(e) => build_expect(p, e),
                 };
+                if s.opt_in && !matches!(expect, Expect::YesNo) {
+                    p.error(pos, "`opt_in` needs `expect: yes_no`: a yes is the opt-in");
+                }
                 let save_as = s.save_as.clone().unwrap_or_else(|| s.id.value.clone());
                 if let Some(prev) = save_keys.insert(save_as.clone(), pos) {
                     p.error(
@@ -720,6 +728,7 @@ fn build(raw: FlowFile, p: &mut Problems<'_>) -> Option<Flow> {
                     retries: s.retries.unwrap_or(2),
                     fallback,
                     anonymous: s.anonymous,
+                    opt_in: s.opt_in,
                     wait,
                 }))
             }

@@ -98,6 +98,8 @@ pub enum Event {
         raw: String,
         anonymous: bool,
     },
+    /// The caregiver said yes to an `opt_in` question: record consent on this channel.
+    OptIn,
     SetField {
         name: String,
         value: Value,

@@ -27,6 +27,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported DATABASE_URL {0:?} (expected sqlite://… or postgres://…)")]
     UnsupportedUrl(String),
+    /// The runner's decision failed; the transaction was rolled back.
+    #[error("{0}")]
+    Decide(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -422,7 +425,8 @@ pub struct FlowRevision {
 }
 
 /// The decision function the runner hands to the store: pure, called inside the transaction.
-pub type Decide<'a> = dyn Fn(&Snapshot) -> Plan + Send + Sync + 'a;
+/// An `Err` rolls the whole transaction back (the store returns `StoreError::Decide`).
+pub type Decide<'a> = dyn Fn(&Snapshot) -> std::result::Result<Plan, String> + Send + Sync + 'a;
 
 /// Everything carebot keeps. Both implementations pass one test suite (`tests/store.rs`).
 pub trait Store: Send + Sync + 'static {

@@ -1,0 +1,223 @@
+//! Typed settings, from lowest to highest precedence: defaults, `carebot.toml`, environment,
+//! flags. Secrets are redacted in `Debug` so a settings dump in a log never leaks a token.
+
+use std::fmt;
+use std::path::Path;
+
+use crate::quiet_hours::Window;
+use crate::render::Agency;
+use crate::runner::RunnerSettings;
+
+/// A secret that prints as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub database_url: String,
+    pub port: u16,
+    pub public_url: Option<String>,
+    pub twilio: Option<TwilioConfig>,
+    pub telegram_bot_token: Option<Secret>,
+    pub telegram_webhook_secret: Option<Secret>,
+    pub telegram_api_url: String,
+    pub sms_mps: f64,
+    pub telegram_mps: f64,
+    pub runner: RunnerSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct TwilioConfig {
+    pub account_sid: String,
+    pub auth_token: Secret,
+    pub from: Option<String>,
+    pub messaging_service_sid: Option<String>,
+    pub api_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {message}")]
+    File { path: String, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// Where a setting's value comes from, highest precedence first.
+struct Sources {
+    flags: Vec<(String, String)>,
+    file: toml::Table,
+}
+
+impl Sources {
+    fn get(&self, env: &str) -> Option<String> {
+        if let Some((_, v)) = self.flags.iter().find(|(k, _)| k == env) {
+            return Some(v.clone());
+        }
+        if let Ok(v) = std::env::var(env)
+            && !v.is_empty()
+        {
+            return Some(v);
+        }
+        // In carebot.toml the keys are the variable names in lowercase, without CAREBOT_.
+        let key = env.to_lowercase();
+        let key = key.strip_prefix("carebot_").unwrap_or(&key);
+        self.file.get(key).map(|v| match v {
+            toml::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
+impl Config {
+    /// Loads settings. `file` is `carebot.toml` unless given; a missing default file is fine.
+    /// `flags` are `(ENV_NAME, value)` pairs from the command line.
+    pub fn load(file: Option<&Path>, flags: Vec<(String, String)>) -> Result<Config, ConfigError> {
+        let path = file.unwrap_or(Path::new("carebot.toml"));
+        let table = match std::fs::read_to_string(path) {
+            Ok(text) => text.parse::<toml::Table>().map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?,
+            Err(e) if file.is_none() && e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(e) => {
+                return Err(ConfigError::File {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        let s = Sources { flags, file: table };
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_owned(),
+            message,
+        };
+        let number = |key: &str, default: f64| -> Result<f64, ConfigError> {
+            match s.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| *n > 0.0)
+                    .ok_or_else(|| invalid(key, format!("{v:?} is not a positive number"))),
+            }
+        };
+        let window = |key: &str| -> Result<Window, ConfigError> {
+            s.get(key)
+                .map_or(Ok(Window::default()), |v| Window::parse(&v).map_err(|e| invalid(key, e)))
+        };
+
+        let twilio = match (s.get("TWILIO_ACCOUNT_SID"), s.get("TWILIO_AUTH_TOKEN")) {
+            (Some(account_sid), Some(token)) => {
+                let from = s.get("TWILIO_FROM");
+                let messaging_service_sid = s.get("TWILIO_MESSAGING_SERVICE_SID");
+                if from.is_none() && messaging_service_sid.is_none() {
+                    return Err(invalid(
+                        "TWILIO_FROM",
+                        "set TWILIO_FROM (an E.164 number) or TWILIO_MESSAGING_SERVICE_SID".into(),
+                    ));
+                }
+                if let Some(f) = &from {
+                    crate::domain::Phone::parse(f)
+                        .map_err(|e| invalid("TWILIO_FROM", format!("{e}")))?;
+                }
+                Some(TwilioConfig {
+                    account_sid,
+                    auth_token: Secret(token),
+                    from,
+                    messaging_service_sid,
+                    api_url: s
+                        .get("TWILIO_API_URL")
+                        .unwrap_or_else(|| "https://api.twilio.com".into())
+                        .trim_end_matches('/')
+                        .to_owned(),
+                })
+            }
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "TWILIO_AUTH_TOKEN",
+                    "TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN go together".into(),
+                ));
+            }
+        };
+        let port = match s.get("PORT") {
+            None => 8080,
+            Some(p) => p
+                .parse()
+                .map_err(|_| invalid("PORT", format!("{p:?} is not a port number")))?,
+        };
+        Ok(Config {
+            database_url: s
+                .get("DATABASE_URL")
+                .unwrap_or_else(|| "sqlite://carebot.db".into()),
+            port,
+            public_url: s
+                .get("CAREBOT_PUBLIC_URL")
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            twilio,
+            telegram_bot_token: s.get("TELEGRAM_BOT_TOKEN").map(Secret),
+            telegram_webhook_secret: s.get("TELEGRAM_WEBHOOK_SECRET").map(Secret),
+            telegram_api_url: s
+                .get("TELEGRAM_API_URL")
+                .unwrap_or_else(|| "https://api.telegram.org".into()),
+            sms_mps: number("CAREBOT_SMS_MPS", 1.0)?,
+            telegram_mps: number("CAREBOT_TELEGRAM_MPS", 30.0)?,
+            runner: RunnerSettings {
+                agency: Agency {
+                    name: s
+                        .get("CAREBOT_AGENCY_NAME")
+                        .unwrap_or_else(|| "Your home-care agency".into()),
+                    phone: s
+                        .get("CAREBOT_AGENCY_PHONE")
+                        .unwrap_or_else(|| "the office".into()),
+                },
+                caregiver_window: window("CAREBOT_SEND_WINDOW")?,
+                supervisor_window: window("CAREBOT_SUPERVISOR_WINDOW")?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let flags = vec![
+            ("TWILIO_ACCOUNT_SID".to_owned(), "AC123".to_owned()),
+            ("TWILIO_AUTH_TOKEN".to_owned(), "super-secret-token".to_owned()),
+            ("TWILIO_FROM".to_owned(), "+13125550100".to_owned()),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::load(Some(&dir.path().join("none.toml")), flags);
+        // An explicitly named file that is missing is an error...
+        assert!(cfg.is_err());
+        let file = dir.path().join("carebot.toml");
+        std::fs::write(&file, "agency_name = \"Sunrise\"\nsms_mps = 10\n").unwrap();
+        let flags = vec![
+            ("TWILIO_ACCOUNT_SID".to_owned(), "AC123".to_owned()),
+            ("TWILIO_AUTH_TOKEN".to_owned(), "super-secret-token".to_owned()),
+            ("TWILIO_FROM".to_owned(), "+13125550100".to_owned()),
+        ];
+        let cfg = Config::load(Some(&file), flags).unwrap();
+        let dump = format!("{cfg:?}");
+        assert!(!dump.contains("super-secret-token"), "{dump}");
+        // ...and the file's values are read, with flags above them.
+        assert_eq!(cfg.runner.agency.name, "Sunrise");
+        assert_eq!(cfg.sms_mps, 10.0);
+    }
+}
