@@ -40,6 +40,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the HTTP server (webhooks, /healthz, /metrics), the outbox dispatcher and the scheduler.
+    Serve,
     /// Apply pending database migrations.
     Migrate,
     /// Check or test the flows and templates.
@@ -191,6 +193,16 @@ pub fn redact_url(url: &str) -> String {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
+        Command::Serve => {
+            let config = cli.config()?;
+            let catalog = cli.catalog()?;
+            let addr = std::net::SocketAddr::from(([0, 0, 0, 0], config.port));
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            crate::server::run(config, catalog, listener, crate::server::shutdown_on_signals()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Migrate => {
             let config = cli.config()?;
             cli.store(&config).await?;

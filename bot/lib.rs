@@ -7,6 +7,10 @@ pub mod cli;
 pub mod config;
 /// Roster CSV import, validated row by row.
 pub mod roster;
+/// `carebot serve`: server, dispatcher and scheduler, stopped together.
+pub mod server;
+/// HTTP: webhooks, health and metrics.
+pub mod web;
 /// Transports: verify a provider's request (Twilio signatures), normalize it, ack it.
 pub mod channel;
 /// Types parsed at the edge and valid by construction: E.164 phones, channels, addresses.
@@ -29,5 +33,9 @@ pub mod sms;
 pub mod quiet_hours;
 /// The orchestrator: inbound -> consent -> engine -> one transaction -> outbox.
 pub mod runner;
+/// The outbox worker: pacing, quiet hours, retries, never twice.
+pub mod dispatch;
+/// Counters for /metrics.
+pub mod metrics;
 /// The store trait and its SQLite and PostgreSQL implementations.
 pub mod store;

@@ -294,6 +294,9 @@ pub struct OutboundRow {
     pub attempts: u32,
     pub buttons: Vec<(String, String)>,
     pub created_at: DateTime<Utc>,
+    /// The caregiver's time zone, so the dispatcher can hold a program message whose window
+    /// closed while it waited in a backlog.
+    pub timezone: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
