@@ -188,10 +188,7 @@ async fn record(
             // Not retried: Twilio may have it. A status callback will say so.
             metrics.count_outbound("unknown");
             tracing::warn!(id = row.id, %to, %message, "outcome unknown; not re-sent");
-            store
-                .record_delivery_status(Some(row.id), "", crate::store::OutboundStatus::Unknown, None)
-                .await
-                .map(|_| ())
+            store.mark_outbound_unknown(row.id, &message).await
         }
     };
     if let Err(e) = outcome {

@@ -3,6 +3,7 @@
 //! should happen, and hands back a [`Plan`] that the store applies in the same transaction.
 
 mod postgres;
+mod sql;
 mod sqlite;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,11 @@ pub enum StoreError {
     /// The runner's decision failed; the transaction was rolled back.
     #[error("{0}")]
     Decide(String),
+    /// The runner handed over a plan that cannot be applied as written (an answer for an
+    /// address with no caregiver, a reference to a conversation the plan did not create). The
+    /// transaction is rolled back.
+    #[error("plan cannot be applied: {0}")]
+    InvalidPlan(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -188,6 +194,8 @@ pub struct Snapshot {
     /// The caregiver's active conversation on this channel.
     pub conversation: Option<ConversationRow>,
     /// For an address that is not on the roster: whether it already got today's polite reply.
+    /// "Today" is the UTC date of the inbound message's `received_at` (or of `now`), so a
+    /// [`Write::StrangerReplied`] should carry that same date.
     pub stranger_replied_today: bool,
 }
 
@@ -256,6 +264,52 @@ impl OutboundStatus {
             OutboundStatus::Unknown => "unknown",
         }
     }
+
+    /// How far along a message is: a status report is applied only when its rank is higher
+    /// than the stored status's, so nothing moves backwards and nothing final changes.
+    ///
+    /// - 0 `queued`
+    /// - 1 `sending` and `unknown`: the provider may or may not have it; a report settles it
+    /// - 2 `accepted`
+    /// - 3 `sent`
+    /// - 4 `delivered`, `undelivered`, `failed`, `suppressed`: final. The derived order puts
+    ///   `undelivered` and `failed` after `delivered`, but a late `undelivered` after
+    ///   `delivered` (or a `delivered` after `failed`) is a report out of order, not news.
+    pub fn rank(self) -> u8 {
+        match self {
+            OutboundStatus::Queued => 0,
+            OutboundStatus::Sending | OutboundStatus::Unknown => 1,
+            OutboundStatus::Accepted => 2,
+            OutboundStatus::Sent => 3,
+            OutboundStatus::Delivered
+            | OutboundStatus::Undelivered
+            | OutboundStatus::Failed
+            | OutboundStatus::Suppressed => 4,
+        }
+    }
+}
+
+/// `FromStr` for the store's enums: the inverse of `as_str`, for reading them back.
+macro_rules! from_as_str {
+    ($($ty:ident: $($variant:ident),+;)+) => {$(
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(text: &str) -> std::result::Result<Self, String> {
+                [$($ty::$variant),+]
+                    .into_iter()
+                    .find(|v| v.as_str() == text)
+                    .ok_or_else(|| format!(concat!("unknown ", stringify!($ty), " {:?}"), text))
+            }
+        }
+    )+};
+}
+
+from_as_str! {
+    ConsentStatus: Unknown, OptedIn, OptedOut;
+    ConversationStatus: Active, Completed, Expired, Interrupted;
+    OutboundKind: Reply, Program, Consent, Alert;
+    OutboundStatus: Queued, Sending, Accepted, Sent, Delivered, Undelivered, Failed, Suppressed,
+        Unknown;
 }
 
 /// A message to queue in the outbox.
@@ -418,6 +472,9 @@ pub struct EscalationRow {
     pub closed_at: Option<DateTime<Utc>>,
 }
 
+/// A consent ledger row: (status, source, detail, at).
+pub type LedgerRow = (String, String, String, DateTime<Utc>);
+
 /// A flow revision: the exact text a conversation started on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowRevision {
@@ -539,6 +596,10 @@ pub trait Store: Send + Sync + 'static {
         provider_id: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// The provider may or may not have the message (no answer came back): `unknown`, never
+    /// re-sent; a status callback carrying our id reconciles it.
+    fn mark_outbound_unknown(&self, id: i64, error: &str) -> impl Future<Output = Result<()>> + Send;
+
     /// A transient failure: back to `queued` until `retry_at`.
     fn mark_outbound_retry(
         &self,
@@ -608,11 +669,11 @@ pub trait Store: Send + Sync + 'static {
         since: Option<NaiveDate>,
     ) -> impl Future<Output = Result<Vec<EscalationRow>>> + Send;
 
-    /// Consent ledger rows for an address, oldest first: (status, source, detail, at).
+    /// Consent ledger rows for an address, oldest first.
     fn consent_ledger(
         &self,
         address: &Address,
-    ) -> impl Future<Output = Result<Vec<(String, String, String, DateTime<Utc>)>>> + Send;
+    ) -> impl Future<Output = Result<Vec<LedgerRow>>> + Send;
 }
 
 /// The store chosen by `DATABASE_URL`.
@@ -633,4 +694,55 @@ impl AnyStore {
             Err(StoreError::UnsupportedUrl(url.to_owned()))
         }
     }
+}
+
+/// Implements [`Store`] for [`AnyStore`] by handing each call to the store inside.
+macro_rules! delegate {
+    ($(fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty;)+) => {
+        impl Store for AnyStore {
+            $(async fn $name(&self $(, $arg: $ty)*) -> $ret {
+                match self {
+                    AnyStore::Sqlite(store) => store.$name($($arg),*).await,
+                    AnyStore::Postgres(store) => store.$name($($arg),*).await,
+                }
+            })+
+        }
+    };
+}
+
+delegate! {
+    fn migrate(&self) -> Result<()>;
+    fn upsert_caregivers(&self, rows: &[CaregiverRecord])
+        -> Result<Vec<(UpsertOutcome, Option<String>)>>;
+    fn deactivate_caregivers_except(&self, keep: &[String]) -> Result<u64>;
+    fn upsert_supervisors(&self, rows: &[SupervisorRecord])
+        -> Result<Vec<(UpsertOutcome, Option<String>)>>;
+    fn supervisor_ids(&self) -> Result<Vec<String>>;
+    fn audience(&self, audience: &Audience) -> Result<Vec<Caregiver>>;
+    fn caregiver_by_external_id(&self, external_id: &str) -> Result<Option<Caregiver>>;
+    fn handle_inbound(&self, inbound: &Inbound, decide: &Decide<'_>) -> Result<InboundOutcome>;
+    fn handle_addresses(&self, addresses: &[Address], now: DateTime<Utc>, decide: &Decide<'_>)
+        -> Result<()>;
+    fn due_conversations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<DueConversation>>;
+    fn handle_due_conversation(&self, id: i64, now: DateTime<Utc>, decide: &Decide<'_>)
+        -> Result<bool>;
+    fn register_flow_revision(&self, flow_id: &str, version: i64, source: &str) -> Result<i64>;
+    fn flow_revision(&self, id: i64) -> Result<Option<FlowRevision>>;
+    fn claim_outbound(&self, channel: Channel, now: DateTime<Utc>, limit: u32)
+        -> Result<Vec<OutboundRow>>;
+    fn mark_outbound_accepted(&self, id: i64, provider_id: &str) -> Result<()>;
+    fn mark_outbound_unknown(&self, id: i64, error: &str) -> Result<()>;
+    fn mark_outbound_retry(&self, id: i64, retry_at: DateTime<Utc>, error: &str) -> Result<()>;
+    fn mark_outbound_failed(&self, id: i64, code: Option<&str>, error: &str) -> Result<()>;
+    fn record_delivery_status(&self, id: Option<i64>, provider_id: &str, status: OutboundStatus,
+        error_code: Option<&str>) -> Result<bool>;
+    fn mark_stale_sending_unknown(&self, older_than: DateTime<Utc>) -> Result<u64>;
+    fn set_consent(&self, address: &Address, status: ConsentStatus, source: &str, detail: &str,
+        at: DateTime<Utc>) -> Result<()>;
+    fn flag_invalid_phone(&self, phone: &str) -> Result<()>;
+    fn outbound_to(&self, address: &Address) -> Result<Vec<(OutboundStatus, String)>>;
+    fn outbound_counts(&self) -> Result<Vec<(String, i64)>>;
+    fn answers(&self, flow: Option<&str>, since: Option<NaiveDate>) -> Result<Vec<AnswerRow>>;
+    fn escalations(&self, since: Option<NaiveDate>) -> Result<Vec<EscalationRow>>;
+    fn consent_ledger(&self, address: &Address) -> Result<Vec<LedgerRow>>;
 }

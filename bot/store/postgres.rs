@@ -1,8 +1,77 @@
-//! Placeholder: the PostgreSQL store lands from the `store` branch.
-#[derive(Clone)]
-pub struct PgStore;
-impl PgStore {
-    pub async fn connect(_url: &str) -> super::Result<Self> {
-        unimplemented!()
+//! PostgreSQL, the store for production and for several instances: how to open it, and what
+//! PostgreSQL does differently from SQLite (row locks). Everything else is the shared code in
+//! `sql.rs`.
+
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgArgumentBuffer, PgPoolOptions, PgQueryResult, PgTypeInfo, PgValueRef};
+use sqlx::{Decode, Encode, Postgres, Type};
+
+use super::Result;
+use super::sql::{Dialect, SqlStore, Ts, claim_outbound_sql, conversation_sql};
+
+/// The store on a PostgreSQL database.
+pub type PgStore = SqlStore<Postgres>;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
+
+impl SqlStore<Postgres> {
+    /// Connects to `postgres://…` without migrating.
+    pub async fn connect(url: &str) -> Result<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .connect(url)
+            .await?;
+        Ok(SqlStore { pool })
+    }
+}
+
+impl Dialect for Postgres {
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    // Dispatchers on several instances each take rows no other has locked, without waiting.
+    const CLAIM_OUTBOUND: &'static str = claim_outbound_sql!("FOR UPDATE SKIP LOCKED");
+    // Two messages from one caregiver handled at once on two instances take turns on the
+    // conversation instead of both advancing it from the same state.
+    const ACTIVE_CONVERSATION: &'static str = conversation_sql!(
+        "channel = $1 AND address = $2 AND status = 'active'",
+        "FOR UPDATE"
+    );
+    // The second instance to reach a due conversation waits, then re-checks the condition on
+    // the committed row and finds it no longer due.
+    const DUE_CONVERSATION: &'static str = conversation_sql!(
+        "id = $1 AND status = 'active' AND wake_at <= $2",
+        "FOR UPDATE"
+    );
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+// An instant on PostgreSQL is a TIMESTAMPTZ, as chrono encodes it.
+impl Type<Postgres> for Ts {
+    fn type_info() -> PgTypeInfo {
+        <chrono::DateTime<chrono::Utc> as Type<Postgres>>::type_info()
+    }
+
+    fn compatible(ty: &PgTypeInfo) -> bool {
+        <chrono::DateTime<chrono::Utc> as Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Postgres> for Ts {
+    fn encode_by_ref(&self, buf: &mut PgArgumentBuffer) -> Result<IsNull, BoxDynError> {
+        Encode::<Postgres>::encode_by_ref(&self.0, buf)
+    }
+}
+
+impl<'r> Decode<'r, Postgres> for Ts {
+    fn decode(value: PgValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Ts(Decode::<Postgres>::decode(value)?))
     }
 }

@@ -1,8 +1,91 @@
-//! Placeholder: the SQLite store lands from the `store` branch.
-#[derive(Clone)]
-pub struct SqliteStore;
-impl SqliteStore {
-    pub async fn connect(_url: &str) -> super::Result<Self> {
-        unimplemented!()
+//! SQLite, the default store (one file, zero set-up): how to open it, and what SQLite does
+//! differently from PostgreSQL. Everything else is the shared code in `sql.rs`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::SecondsFormat;
+use sqlx::encode::IsNull;
+use sqlx::error::BoxDynError;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteArgumentsBuffer, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions,
+    SqliteQueryResult, SqliteSynchronous, SqliteTypeInfo, SqliteValueRef,
+};
+use sqlx::{Decode, Encode, Sqlite, Type};
+
+use super::Result;
+use super::sql::{Dialect, SqlStore, Ts, claim_outbound_sql, conversation_sql};
+
+/// The store on a SQLite file.
+pub type SqliteStore = SqlStore<Sqlite>;
+
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
+
+impl SqlStore<Sqlite> {
+    /// Opens `sqlite://PATH` (creating the file if missing) without migrating.
+    pub async fn connect(url: &str) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            // Readers keep reading while the one writer writes.
+            .journal_mode(SqliteJournalMode::Wal)
+            // Durable at every checkpoint rather than every commit: with WAL, a power cut can
+            // lose the last commits but never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            // A writer waits for the lock instead of failing at once with SQLITE_BUSY.
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        // An in-memory database exists once per connection: keep to one so every query sees it.
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(if in_memory { 1 } else { 8 })
+            .connect_with(options)
+            .await?;
+        Ok(SqlStore { pool })
+    }
+}
+
+impl Dialect for Sqlite {
+    // A deferred transaction that reads and then writes must upgrade its lock, and two of them
+    // doing so at once deadlock (one gets SQLITE_BUSY at once, busy_timeout or not). Taking the
+    // write lock up front makes writers queue on busy_timeout instead.
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    // One writer at a time: the statement itself is the lock.
+    const CLAIM_OUTBOUND: &'static str = claim_outbound_sql!("");
+    const ACTIVE_CONVERSATION: &'static str =
+        conversation_sql!("channel = $1 AND address = $2 AND status = 'active'", "");
+    const DUE_CONVERSATION: &'static str =
+        conversation_sql!("id = $1 AND status = 'active' AND wake_at <= $2", "");
+
+    fn migrator() -> &'static Migrator {
+        &MIGRATOR
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+}
+
+// An instant on SQLite: `2024-05-01T13:45:00.000000Z`, always this width, so `<=` on the text
+// is `<=` on the instants. Microseconds, as PostgreSQL keeps.
+impl Type<Sqlite> for Ts {
+    fn type_info() -> SqliteTypeInfo {
+        <chrono::DateTime<chrono::Utc> as Type<Sqlite>>::type_info()
+    }
+
+    fn compatible(ty: &SqliteTypeInfo) -> bool {
+        <chrono::DateTime<chrono::Utc> as Type<Sqlite>>::compatible(ty)
+    }
+}
+
+impl Encode<'_, Sqlite> for Ts {
+    fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
+        Encode::<Sqlite>::encode(self.0.to_rfc3339_opts(SecondsFormat::Micros, true), buf)
+    }
+}
+
+impl<'r> Decode<'r, Sqlite> for Ts {
+    fn decode(value: SqliteValueRef<'r>) -> Result<Self, BoxDynError> {
+        Ok(Ts(Decode::<Sqlite>::decode(value)?))
     }
 }

@@ -1,0 +1,1736 @@
+//! The one implementation of [`Store`], written once over sqlx's `Database` and compiled for
+//! SQLite and PostgreSQL: the runner's transactions, the outbox, the roster and the results.
+//! The little that differs between the two (how a write transaction begins, row locks,
+//! timestamp encoding, migrations) is a [`Dialect`], in `sqlite.rs` and `postgres.rs`.
+//!
+//! The SQL is shared too: SQLite accepts PostgreSQL's numbered `$1` parameters, `ON CONFLICT`,
+//! `RETURNING`, `TRUE`/`FALSE` and partial indexes, so one string serves both.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use sqlx::migrate::{Migrate, Migrator};
+use sqlx::query::QueryAs;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool};
+use sqlx::{QueryBuilder, Type};
+
+use super::{
+    AnswerRow, Audience, Caregiver, CaregiverRecord, ConsentStatus, ConvRef, ConversationRow,
+    ConversationStatus, Decide, DueConversation, EscalationRow, FlowRevision, Inbound,
+    InboundOutcome, LedgerRow, NewOutbound, OutboundRow, OutboundStatus, Plan, Result, Snapshot,
+    Store, StoreError, Supervisor, SupervisorRecord, UpsertOutcome, Write,
+};
+use crate::domain::{Address, Channel, Lang};
+
+/// A store over one database: `SqlStore<Sqlite>` is [`super::SqliteStore`], and
+/// `SqlStore<Postgres>` is [`super::PgStore`].
+pub struct SqlStore<DB: Database> {
+    pub(super) pool: Pool<DB>,
+}
+
+// Not derived: the derive would ask `DB: Clone`, and only the pool is cloned.
+impl<DB: Database> Clone for SqlStore<DB> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+/// What SQLite and PostgreSQL do differently, as far as carebot is concerned.
+pub trait Dialect: Database {
+    /// The statement that opens a transaction which will write.
+    const BEGIN_WRITE: &'static str;
+    /// [`claim_outbound_sql!`] with the dialect's row-lock clause.
+    const CLAIM_OUTBOUND: &'static str;
+    /// [`conversation_sql!`] for the active conversation of `$1` channel, `$2` address, locked.
+    const ACTIVE_CONVERSATION: &'static str;
+    /// [`conversation_sql!`] for conversation `$1` if still active and due at `$2`, locked.
+    const DUE_CONVERSATION: &'static str;
+
+    fn migrator() -> &'static Migrator;
+
+    /// `rows_affected`, which each driver's result type has but `Database` does not name.
+    fn rows_affected(result: &Self::QueryResult) -> u64;
+}
+
+/// An instant as the store keeps it. Each dialect encodes it: TIMESTAMPTZ on PostgreSQL, and on
+/// SQLite fixed-width RFC 3339 text in UTC with microseconds (PostgreSQL's precision, so both
+/// databases hand back the same value, and comparing the text compares the instants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ts(pub DateTime<Utc>);
+
+impl Ts {
+    fn now() -> Ts {
+        Ts(Utc::now())
+    }
+
+    /// Midnight UTC at the start of `day`: the `since` filters take whole UTC days.
+    fn start_of(day: NaiveDate) -> Ts {
+        Ts(day.and_time(chrono::NaiveTime::MIN).and_utc())
+    }
+}
+
+/// A Rust type that binds to and decodes from a column of `DB`. Named so that the bounds below
+/// say `i64: SqlValue<DB>` once instead of spelling out encode, decode and type for each use.
+pub trait SqlValue<DB: Database>:
+    for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send
+{
+}
+impl<DB: Database, T> SqlValue<DB> for T where
+    T: for<'q> Encode<'q, DB> + for<'r> Decode<'r, DB> + Type<DB> + Send
+{
+}
+
+/// Whether a report of `to` moves a message on from `current`: only a status of higher
+/// [`OutboundStatus::rank`] replaces the stored one.
+fn advances(current: OutboundStatus, to: OutboundStatus) -> bool {
+    to.rank() > current.rank()
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL that is assembled from parts (the rest is written inline where it runs)
+
+/// The columns of a [`ConversationDb`], then `WHERE` with `$cond` and the dialect's `$lock`.
+macro_rules! conversation_sql {
+    ($cond:literal, $lock:literal) => {
+        concat!(
+            "SELECT id, caregiver_id, channel, address, flow_id, flow_rev, status, state, ",
+            "wake_at, started_at FROM conversations WHERE ",
+            $cond,
+            " ",
+            $lock
+        )
+    };
+}
+pub(crate) use conversation_sql;
+
+/// Why a queued message must not go out after all; see [`Store::claim_outbound`]. A consent
+/// confirmation goes out even after STOP (it is the one message allowed), and an alert to a
+/// supervisor does not depend on the caregiver it is about still being active.
+macro_rules! suppress_sql {
+    () => {
+        "((kind <> 'consent' AND EXISTS (SELECT 1 FROM subscriptions s \
+            WHERE s.channel = outbound_messages.channel \
+            AND s.address = outbound_messages.address AND s.status = 'opted_out')) \
+        OR (kind IN ('reply', 'program') AND EXISTS (SELECT 1 FROM caregivers c \
+            WHERE c.id = outbound_messages.caregiver_id AND NOT c.active)) \
+        OR (channel = 'sms' AND EXISTS (SELECT 1 FROM caregivers c \
+            WHERE c.phone = outbound_messages.address AND c.phone_invalid)))"
+    };
+}
+pub(crate) use suppress_sql;
+
+/// Claims queued messages of channel `$1` due at `$2`, at most `$3`, in one statement. `$lock`
+/// is PostgreSQL's `FOR UPDATE SKIP LOCKED`, so that dispatchers on several instances take
+/// disjoint rows without waiting on each other; SQLite has one writer and needs none.
+macro_rules! claim_outbound_sql {
+    ($lock:literal) => {
+        concat!(
+            "UPDATE outbound_messages SET status = CASE WHEN ",
+            $crate::store::sql::suppress_sql!(),
+            " THEN 'suppressed' ELSE 'sending' END, attempts = CASE WHEN ",
+            $crate::store::sql::suppress_sql!(),
+            " THEN attempts ELSE attempts + 1 END, updated_at = $2 ",
+            "WHERE id IN (SELECT id FROM outbound_messages WHERE channel = $1 ",
+            "AND status = 'queued' AND not_before <= $2 ORDER BY id LIMIT $3 ",
+            $lock,
+            ") RETURNING id, channel, address, caregiver_id, kind, body, segments, attempts, ",
+            "buttons, status, created_at"
+        )
+    };
+}
+pub(crate) use claim_outbound_sql;
+
+/// The caregivers matched by `$cond` (over `caregivers c`) with their supervisor, and the
+/// groups of the same caregivers: two statements, so that loading 100,000 caregivers is two
+/// scans and not one query per caregiver.
+macro_rules! caregivers_where {
+    ($cond:literal) => {
+        (
+            concat!(
+                "SELECT c.id, c.external_id, c.first_name, c.last_name, c.phone, c.language, ",
+                "c.timezone, c.branch, c.consent_at, c.active, c.fields, c.tags, ",
+                "s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, ",
+                "s.phone AS sup_phone, s.timezone AS sup_timezone ",
+                "FROM caregivers c ",
+                "LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id WHERE ",
+                $cond,
+                " ORDER BY c.id"
+            ),
+            concat!(
+                "SELECT g.caregiver_id, g.name FROM caregiver_groups g ",
+                "WHERE g.caregiver_id IN (SELECT c.id FROM caregivers c WHERE ",
+                $cond,
+                ") ORDER BY g.caregiver_id, g.name"
+            ),
+        )
+    };
+}
+
+/// Which caregivers to load.
+#[derive(Debug, Clone, Copy)]
+enum Filter<'a> {
+    Id(i64),
+    ExternalId(&'a str),
+    Phone(&'a str),
+    /// A non-phone address, through `caregiver_links`.
+    Link(Channel, &'a str),
+    Active,
+    ActiveGroup(&'a str),
+    ActiveBranch(&'a str),
+    ActivePhone(&'a str),
+}
+
+impl Filter<'_> {
+    /// The caregivers statement and the groups statement.
+    fn sql(self) -> (&'static str, &'static str) {
+        match self {
+            Filter::Id(_) => caregivers_where!("c.id = $1"),
+            Filter::ExternalId(_) => caregivers_where!("c.external_id = $1"),
+            Filter::Phone(_) => caregivers_where!("c.phone = $1"),
+            Filter::Link(..) => caregivers_where!(
+                "c.id IN (SELECT caregiver_id FROM caregiver_links \
+                 WHERE channel = $1 AND address = $2)"
+            ),
+            Filter::Active => caregivers_where!("c.active"),
+            Filter::ActiveGroup(_) => caregivers_where!(
+                "c.active AND c.id IN (SELECT caregiver_id FROM caregiver_groups WHERE name = $1)"
+            ),
+            Filter::ActiveBranch(_) => caregivers_where!("c.active AND c.branch = $1"),
+            Filter::ActivePhone(_) => caregivers_where!("c.active AND c.phone = $1"),
+        }
+    }
+
+    /// The caregivers an address belongs to: by phone number on SMS and the console, by link
+    /// elsewhere.
+    fn address(address: &Address) -> Filter<'_> {
+        match address.channel {
+            Channel::Sms | Channel::Console => Filter::Phone(&address.value),
+            other => Filter::Link(other, &address.value),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows as stored: text where Rust has an enum or JSON, converted (and checked) on the way out
+
+#[derive(FromRow)]
+struct CaregiverDb {
+    id: i64,
+    external_id: String,
+    first_name: String,
+    last_name: String,
+    phone: String,
+    language: String,
+    timezone: String,
+    branch: String,
+    consent_at: Option<NaiveDate>,
+    active: bool,
+    fields: String,
+    tags: String,
+    sup_id: Option<i64>,
+    sup_external_id: Option<String>,
+    sup_name: Option<String>,
+    sup_phone: Option<String>,
+    sup_timezone: Option<String>,
+}
+
+impl CaregiverDb {
+    fn into_caregiver(self, groups: Vec<String>) -> Result<Caregiver> {
+        let supervisor = match (self.sup_id, self.sup_external_id) {
+            (Some(id), Some(external_id)) => Some(Supervisor {
+                id,
+                external_id,
+                name: self.sup_name.unwrap_or_default(),
+                phone: self.sup_phone.unwrap_or_default(),
+                timezone: self.sup_timezone.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        Ok(Caregiver {
+            id: self.id,
+            language: parse("caregiver language", &self.language)?,
+            fields: json("caregiver fields", &self.fields)?,
+            tags: json("caregiver tags", &self.tags)?,
+            external_id: self.external_id,
+            first_name: self.first_name,
+            last_name: self.last_name,
+            phone: self.phone,
+            timezone: self.timezone,
+            branch: self.branch,
+            groups,
+            consent_at: self.consent_at,
+            active: self.active,
+            supervisor,
+        })
+    }
+}
+
+/// A caregiver as the roster import compares it.
+#[derive(FromRow)]
+struct RosterDb {
+    id: i64,
+    external_id: String,
+    first_name: String,
+    last_name: String,
+    phone: String,
+    language: String,
+    timezone: String,
+    branch: String,
+    supervisor_external_id: Option<String>,
+    consent_at: Option<NaiveDate>,
+    active: bool,
+}
+
+#[derive(FromRow)]
+struct SupervisorDb {
+    id: i64,
+    external_id: String,
+    name: String,
+    phone: String,
+    email: String,
+    branch: String,
+    timezone: String,
+}
+
+#[derive(FromRow)]
+struct ConversationDb {
+    id: i64,
+    caregiver_id: i64,
+    channel: String,
+    address: String,
+    flow_id: String,
+    flow_rev: i64,
+    status: String,
+    state: String,
+    wake_at: Option<Ts>,
+    started_at: Ts,
+}
+
+impl ConversationDb {
+    fn into_row(self) -> Result<ConversationRow> {
+        Ok(ConversationRow {
+            id: self.id,
+            caregiver_id: self.caregiver_id,
+            channel: parse("conversation channel", &self.channel)?,
+            address: self.address,
+            flow_id: self.flow_id,
+            flow_rev: self.flow_rev,
+            status: parse("conversation status", &self.status)?,
+            state: json("conversation state", &self.state)?,
+            wake_at: self.wake_at.map(|t| t.0),
+            started_at: self.started_at.0,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct OutboundDb {
+    id: i64,
+    channel: String,
+    address: String,
+    caregiver_id: Option<i64>,
+    kind: String,
+    body: String,
+    segments: i64,
+    attempts: i64,
+    buttons: String,
+    status: String,
+    created_at: Ts,
+}
+
+impl OutboundDb {
+    fn into_row(self) -> Result<OutboundRow> {
+        Ok(OutboundRow {
+            id: self.id,
+            address: Address::new(parse("outbound channel", &self.channel)?, self.address),
+            caregiver_id: self.caregiver_id,
+            kind: parse("outbound kind", &self.kind)?,
+            body: self.body,
+            segments: count("outbound segments", self.segments)?,
+            attempts: count("outbound attempts", self.attempts)?,
+            buttons: json("outbound buttons", &self.buttons)?,
+            created_at: self.created_at.0,
+            timezone: None,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct AnswerDb {
+    caregiver: String,
+    flow_id: String,
+    step: String,
+    key: String,
+    value: String,
+    raw: String,
+    answered_at: Ts,
+}
+
+#[derive(FromRow)]
+struct EscalationDb {
+    id: i64,
+    caregiver: String,
+    supervisor: Option<String>,
+    priority: String,
+    reason: String,
+    answer: String,
+    message: String,
+    status: String,
+    raised_at: Ts,
+    acknowledged_at: Option<Ts>,
+    closed_at: Option<Ts>,
+}
+
+#[derive(FromRow)]
+struct FlowRevisionDb {
+    id: i64,
+    flow_id: String,
+    version: i64,
+    source: String,
+}
+
+#[derive(FromRow)]
+struct LedgerDb {
+    status: String,
+    source: String,
+    detail: String,
+    at: Ts,
+}
+
+fn parse<T: FromStr>(what: &str, text: &str) -> Result<T>
+where
+    T::Err: Display,
+{
+    text.parse()
+        .map_err(|e| StoreError::Corrupt(format!("{what} {text:?}: {e}")))
+}
+
+fn json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn to_json(value: &impl serde::Serialize) -> String {
+    // Serializing maps with string keys, vectors and `Value`s cannot fail.
+    serde_json::to_string(value).expect("JSON serialization of plain data")
+}
+
+fn count(what: &str, n: i64) -> Result<u32> {
+    u32::try_from(n).map_err(|_| StoreError::Corrupt(format!("{what} {n} out of range")))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Applying a plan
+
+/// What a plan's writes need besides the plan: who it is about and when it happens.
+struct Ctx<'a> {
+    snapshot: &'a Snapshot,
+    now: Ts,
+    /// The inbound message that caused the plan, for the consent ledger.
+    inbound_id: Option<i64>,
+}
+
+impl Ctx<'_> {
+    fn caregiver(&self, write: &str) -> Result<&Caregiver> {
+        self.snapshot.caregiver.as_ref().ok_or_else(|| {
+            StoreError::InvalidPlan(format!(
+                "{write} for {}, which belongs to no caregiver",
+                self.snapshot.address.masked()
+            ))
+        })
+    }
+}
+
+/// Resolves a conversation reference against the conversation this plan created, if any.
+fn conversation_id(conv: ConvRef, created: Option<i64>) -> Result<i64> {
+    match conv {
+        ConvRef::Existing(id) => Ok(id),
+        ConvRef::New => created.ok_or_else(|| {
+            StoreError::InvalidPlan(
+                "a write refers to a new conversation the plan did not create".into(),
+            )
+        }),
+    }
+}
+
+/// Rows to insert per multi-row `INSERT`: few enough binds for either database's limit
+/// (SQLite 32,766, PostgreSQL 65,535), many enough that 100,000 rows are 200 statements.
+const CHUNK: usize = 500;
+
+// The bounds below are everything the shared code asks of a database; both SQLite and PostgreSQL
+// meet them. They appear twice (on the helpers and on the `Store` impl) because Rust does not
+// yet carry where-clauses along with a trait bound.
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    bool: SqlValue<DB>,
+    String: SqlValue<DB>,
+    Ts: SqlValue<DB>,
+    NaiveDate: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Option<String>: SqlValue<DB>,
+    Option<Ts>: SqlValue<DB>,
+    Option<NaiveDate>: SqlValue<DB>,
+{
+    fn bind_filter<'q, O>(
+        query: QueryAs<'q, DB, O, DB::Arguments>,
+        filter: Filter<'_>,
+    ) -> QueryAs<'q, DB, O, DB::Arguments> {
+        match filter {
+            Filter::Id(id) => query.bind(id),
+            Filter::Active => query,
+            Filter::Link(channel, address) => query.bind(channel.as_str()).bind(address.to_owned()),
+            Filter::ExternalId(text)
+            | Filter::Phone(text)
+            | Filter::ActiveGroup(text)
+            | Filter::ActiveBranch(text)
+            | Filter::ActivePhone(text) => query.bind(text.to_owned()),
+        }
+    }
+
+    async fn load_caregivers(
+        conn: &mut DB::Connection,
+        filter: Filter<'_>,
+    ) -> Result<Vec<Caregiver>> {
+        let (caregivers_sql, groups_sql) = filter.sql();
+        let rows: Vec<CaregiverDb> = Self::bind_filter(sqlx::query_as(caregivers_sql), filter)
+            .fetch_all(&mut *conn)
+            .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let memberships: Vec<(i64, String)> = Self::bind_filter(sqlx::query_as(groups_sql), filter)
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
+        for (caregiver_id, name) in memberships {
+            groups.entry(caregiver_id).or_default().push(name);
+        }
+        rows.into_iter()
+            .map(|row| {
+                let mine = groups.remove(&row.id).unwrap_or_default();
+                row.into_caregiver(mine)
+            })
+            .collect()
+    }
+
+    async fn load_caregiver(
+        conn: &mut DB::Connection,
+        filter: Filter<'_>,
+    ) -> Result<Option<Caregiver>> {
+        Ok(Self::load_caregivers(conn, filter)
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn consent_of(conn: &mut DB::Connection, address: &Address) -> Result<ConsentStatus> {
+        let status: Option<(String,)> =
+            sqlx::query_as("SELECT status FROM subscriptions WHERE channel = $1 AND address = $2")
+                .bind(address.channel.as_str())
+                .bind(address.value.clone())
+                .fetch_optional(&mut *conn)
+                .await?;
+        match status {
+            Some((status,)) => parse("consent status", &status),
+            None => Ok(ConsentStatus::Unknown),
+        }
+    }
+
+    /// The snapshot for `address` at `now`, with its active conversation locked on PostgreSQL
+    /// so that two instances handling the same caregiver at once take turns.
+    async fn snapshot(conn: &mut DB::Connection, address: &Address, now: Ts) -> Result<Snapshot> {
+        let consent = Self::consent_of(conn, address).await?;
+        let caregiver = Self::load_caregiver(conn, Filter::address(address)).await?;
+        let conversation: Option<ConversationDb> = sqlx::query_as(DB::ACTIVE_CONVERSATION)
+            .bind(address.channel.as_str())
+            .bind(address.value.clone())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let stranger_replied_today = if caregiver.is_none() {
+            Self::stranger_replied(conn, address, now.0.date_naive()).await?
+        } else {
+            false
+        };
+        Ok(Snapshot {
+            address: address.clone(),
+            consent,
+            caregiver,
+            conversation: conversation.map(ConversationDb::into_row).transpose()?,
+            stranger_replied_today,
+        })
+    }
+
+    async fn stranger_replied(
+        conn: &mut DB::Connection,
+        address: &Address,
+        day: NaiveDate,
+    ) -> Result<bool> {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM stranger_replies \
+             WHERE channel = $1 AND address = $2 AND day = $3",
+        )
+        .bind(address.channel.as_str())
+        .bind(address.value.clone())
+        .bind(day)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Sets the consent in force for an address and appends the ledger row that says why.
+    // One argument per ledger column; a struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_consent(
+        conn: &mut DB::Connection,
+        address: &Address,
+        caregiver_id: Option<i64>,
+        inbound_id: Option<i64>,
+        status: ConsentStatus,
+        source: &str,
+        detail: &str,
+        at: Ts,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO subscriptions (channel, address, status, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (channel, address) \
+             DO UPDATE SET status = excluded.status, updated_at = excluded.updated_at",
+        )
+        .bind(address.channel.as_str())
+        .bind(address.value.clone())
+        .bind(status.as_str())
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+        sqlx::query(
+            "INSERT INTO consent_ledger \
+             (channel, address, status, source, detail, caregiver_id, inbound_id, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(address.channel.as_str())
+        .bind(address.value.clone())
+        .bind(status.as_str())
+        .bind(source.to_owned())
+        .bind(detail.to_owned())
+        .bind(caregiver_id)
+        .bind(inbound_id)
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Applies a plan's writes in order. Any failure leaves the transaction to be rolled back.
+    async fn apply(conn: &mut DB::Connection, ctx: &Ctx<'_>, plan: &Plan) -> Result<()> {
+        let address = &ctx.snapshot.address;
+        let mut created: Option<i64> = None;
+        for write in &plan.writes {
+            match write {
+                Write::Consent {
+                    status,
+                    source,
+                    detail,
+                } => {
+                    let caregiver_id = ctx.snapshot.caregiver.as_ref().map(|c| c.id);
+                    Self::write_consent(
+                        conn,
+                        address,
+                        caregiver_id,
+                        ctx.inbound_id,
+                        *status,
+                        source,
+                        detail,
+                        ctx.now,
+                    )
+                    .await?;
+                }
+                Write::CreateConversation {
+                    flow_id,
+                    flow_rev,
+                    state,
+                    wake_at,
+                } => {
+                    let caregiver = ctx.caregiver("CreateConversation")?;
+                    let (id,): (i64,) = sqlx::query_as(
+                        "INSERT INTO conversations (caregiver_id, channel, address, flow_id, \
+                         flow_rev, status, state, wake_at, started_at, updated_at) \
+                         VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $8) RETURNING id",
+                    )
+                    .bind(caregiver.id)
+                    .bind(address.channel.as_str())
+                    .bind(address.value.clone())
+                    .bind(flow_id.clone())
+                    .bind(*flow_rev)
+                    .bind(to_json(state))
+                    .bind(wake_at.map(Ts))
+                    .bind(ctx.now)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    created = Some(id);
+                }
+                Write::UpdateConversation {
+                    conversation,
+                    status,
+                    state,
+                    wake_at,
+                } => {
+                    let id = conversation_id(*conversation, created)?;
+                    let ended_at = (*status != ConversationStatus::Active).then_some(ctx.now);
+                    let updated = sqlx::query(
+                        "UPDATE conversations SET status = $2, state = $3, wake_at = $4, \
+                         updated_at = $5, ended_at = $6 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(status.as_str())
+                    .bind(to_json(state))
+                    .bind(wake_at.map(Ts))
+                    .bind(ctx.now)
+                    .bind(ended_at)
+                    .execute(&mut *conn)
+                    .await?;
+                    if DB::rows_affected(&updated) == 0 {
+                        return Err(StoreError::InvalidPlan(format!(
+                            "UpdateConversation: no conversation {id}"
+                        )));
+                    }
+                }
+                Write::Answer {
+                    conversation,
+                    flow_id,
+                    step,
+                    key,
+                    value,
+                    raw,
+                    anonymous,
+                } => {
+                    // An anonymous answer keeps neither the caregiver nor the conversation
+                    // (which would lead back to the caregiver).
+                    let (conversation_id, caregiver_id) = if *anonymous {
+                        (None, None)
+                    } else {
+                        let caregiver = ctx.caregiver("Answer")?;
+                        (
+                            Some(conversation_id(*conversation, created)?),
+                            Some(caregiver.id),
+                        )
+                    };
+                    sqlx::query(
+                        "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, \
+                         value, raw, anonymous, answered_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                    )
+                    .bind(conversation_id)
+                    .bind(caregiver_id)
+                    .bind(flow_id.clone())
+                    .bind(step.clone())
+                    .bind(key.clone())
+                    .bind(to_json(value))
+                    .bind(raw.clone())
+                    .bind(*anonymous)
+                    .bind(ctx.now)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Write::Escalation {
+                    conversation,
+                    flow_id,
+                    step,
+                    priority,
+                    reason,
+                    answer,
+                    message,
+                } => {
+                    let caregiver = ctx.caregiver("Escalation")?;
+                    sqlx::query(
+                        "INSERT INTO escalations (conversation_id, caregiver_id, supervisor_id, \
+                         flow_id, step, priority, reason, answer, message, status, raised_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10)",
+                    )
+                    .bind(conversation_id(*conversation, created)?)
+                    .bind(caregiver.id)
+                    .bind(caregiver.supervisor.as_ref().map(|s| s.id))
+                    .bind(flow_id.clone())
+                    .bind(step.clone())
+                    .bind(priority.as_str())
+                    .bind(reason.clone())
+                    .bind(answer.clone())
+                    .bind(message.clone())
+                    .bind(ctx.now)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Write::CaregiverFields { fields, tags } => {
+                    let caregiver = ctx.caregiver("CaregiverFields")?;
+                    sqlx::query(
+                        "UPDATE caregivers SET fields = $2, tags = $3, updated_at = $4 \
+                         WHERE id = $1",
+                    )
+                    .bind(caregiver.id)
+                    .bind(to_json(fields))
+                    .bind(to_json(tags))
+                    .bind(ctx.now)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Write::Outbound(outbound) => {
+                    let conversation = outbound
+                        .conversation
+                        .map(|c| conversation_id(c, created))
+                        .transpose()?;
+                    Self::queue(conn, outbound, conversation, ctx.now).await?;
+                }
+                Write::StrangerReplied { day } => {
+                    sqlx::query(
+                        "INSERT INTO stranger_replies (channel, address, day) VALUES ($1, $2, $3) \
+                         ON CONFLICT (channel, address, day) DO NOTHING",
+                    )
+                    .bind(address.channel.as_str())
+                    .bind(address.value.clone())
+                    .bind(*day)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn queue(
+        conn: &mut DB::Connection,
+        outbound: &NewOutbound,
+        conversation_id: Option<i64>,
+        now: Ts,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, kind, \
+             body, encoding, segments, buttons, status, attempts, not_before, created_at, \
+             updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', 0, $10, $11, $11)",
+        )
+        .bind(outbound.address.channel.as_str())
+        .bind(outbound.address.value.clone())
+        .bind(outbound.caregiver_id)
+        .bind(conversation_id)
+        .bind(outbound.kind.as_str())
+        .bind(outbound.body.clone())
+        .bind(outbound.encoding.clone())
+        .bind(i64::from(outbound.segments))
+        .bind(to_json(&outbound.buttons))
+        .bind(Ts(outbound.not_before))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Reads the snapshot for `address`, decides, applies: the body of every runner transaction.
+    async fn decide_and_apply(
+        conn: &mut DB::Connection,
+        address: &Address,
+        now: Ts,
+        inbound_id: Option<i64>,
+        decide: &Decide<'_>,
+    ) -> Result<()> {
+        let snapshot = Self::snapshot(conn, address, now).await?;
+        let plan = decide(&snapshot).map_err(StoreError::Decide)?;
+        let ctx = Ctx {
+            snapshot: &snapshot,
+            now,
+            inbound_id,
+        };
+        Self::apply(conn, &ctx, &plan).await
+    }
+
+    /// Moves an outbound message to `to` if that is forward (see [`OutboundStatus::rank`]),
+    /// recording the error code and text when given. Compare-and-set on the status read, so a
+    /// concurrent report (two callbacks at once) can neither be lost nor move it backwards.
+    async fn advance(
+        conn: &mut DB::Connection,
+        id: i64,
+        to: OutboundStatus,
+        error_code: Option<&str>,
+        error: Option<&str>,
+    ) -> Result<()> {
+        loop {
+            let current: Option<(String,)> =
+                sqlx::query_as("SELECT status FROM outbound_messages WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            let Some((current,)) = current else {
+                return Ok(());
+            };
+            if !advances(parse("outbound status", &current)?, to) {
+                return Ok(());
+            }
+            let updated = sqlx::query(
+                "UPDATE outbound_messages SET status = $2, error_code = COALESCE($3, error_code), \
+                 error = COALESCE($4, error), updated_at = $5 WHERE id = $1 AND status = $6",
+            )
+            .bind(id)
+            .bind(to.as_str())
+            .bind(error_code.map(str::to_owned))
+            .bind(error.map(str::to_owned))
+            .bind(Ts::now())
+            .bind(current)
+            .execute(&mut *conn)
+            .await?;
+            if DB::rows_affected(&updated) == 1 {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn upsert_caregivers_in(
+        conn: &mut DB::Connection,
+        rows: &[CaregiverRecord],
+    ) -> Result<Vec<(UpsertOutcome, Option<String>)>> {
+        let now = Ts::now();
+
+        // Everything the comparison needs, in three reads.
+        let existing: Vec<RosterDb> = sqlx::query_as(
+            "SELECT id, external_id, first_name, last_name, phone, language, timezone, branch, \
+             supervisor_external_id, consent_at, active FROM caregivers",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let memberships: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT caregiver_id, name FROM caregiver_groups ORDER BY caregiver_id, name",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let subscriptions: Vec<(String, String)> =
+            sqlx::query_as("SELECT address, status FROM subscriptions WHERE channel = 'sms'")
+                .fetch_all(&mut *conn)
+                .await?;
+
+        let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
+        for (caregiver_id, name) in memberships {
+            groups.entry(caregiver_id).or_default().push(name);
+        }
+        let mut stored: HashMap<String, (i64, CaregiverRecord, bool)> = HashMap::new();
+        let mut phone_owner: HashMap<String, String> = HashMap::new();
+        for row in existing {
+            let record = CaregiverRecord {
+                language: parse::<Lang>("caregiver language", &row.language)?,
+                groups: groups.remove(&row.id).unwrap_or_default(),
+                external_id: row.external_id,
+                first_name: row.first_name,
+                last_name: row.last_name,
+                phone: row.phone,
+                timezone: row.timezone,
+                branch: row.branch,
+                supervisor_id: row.supervisor_external_id,
+                consent_at: row.consent_at,
+            };
+            phone_owner.insert(record.phone.clone(), record.external_id.clone());
+            stored.insert(record.external_id.clone(), (row.id, record, row.active));
+        }
+        let mut consent: HashMap<String, ConsentStatus> = HashMap::new();
+        for (address, status) in subscriptions {
+            consent.insert(address, parse("consent status", &status)?);
+        }
+
+        // Decide every row against what is stored and what earlier rows of this batch did.
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut inserts: Vec<&CaregiverRecord> = Vec::new();
+        let mut updates: Vec<(i64, &CaregiverRecord, bool, bool)> = Vec::new();
+        let mut opt_ins: Vec<&CaregiverRecord> = Vec::new();
+        for record in rows {
+            if !seen.insert(&record.external_id) {
+                outcomes.push((
+                    UpsertOutcome::Rejected,
+                    Some(format!(
+                        "external_id {} appears more than once",
+                        record.external_id
+                    )),
+                ));
+                continue;
+            }
+            if let Some(owner) = phone_owner.get(&record.phone)
+                && *owner != record.external_id
+            {
+                outcomes.push((
+                    UpsertOutcome::Rejected,
+                    Some(format!(
+                        "phone {} belongs to caregiver {owner}",
+                        record.phone
+                    )),
+                ));
+                continue;
+            }
+            let outcome = match stored.get(&record.external_id) {
+                None => {
+                    inserts.push(record);
+                    UpsertOutcome::Added
+                }
+                Some((_, old, true)) if old == record => UpsertOutcome::Unchanged,
+                Some((id, old, _)) => {
+                    let phone_changed = old.phone != record.phone;
+                    if phone_changed {
+                        phone_owner.remove(&old.phone);
+                    }
+                    updates.push((*id, record, old.groups != record.groups, phone_changed));
+                    UpsertOutcome::Updated
+                }
+            };
+            phone_owner.insert(record.phone.clone(), record.external_id.clone());
+            // Written consent on file opts the number in, once; it never overrides a STOP.
+            let status = consent
+                .get(&record.phone)
+                .copied()
+                .unwrap_or(ConsentStatus::Unknown);
+            if record.consent_at.is_some() && status == ConsentStatus::Unknown {
+                consent.insert(record.phone.clone(), ConsentStatus::OptedIn);
+                opt_ins.push(record);
+            }
+            outcomes.push((outcome, None));
+        }
+
+        // Updates first, in batch order: a number an update gives up may be taken by a later row.
+        let mut ids: HashMap<&str, i64> = HashMap::new();
+        for &(id, record, groups_changed, phone_changed) in &updates {
+            sqlx::query(
+                "UPDATE caregivers SET first_name = $2, last_name = $3, phone = $4, language = $5, \
+                 timezone = $6, branch = $7, supervisor_external_id = $8, consent_at = $9, \
+                 active = TRUE, phone_invalid = (phone_invalid AND NOT $10), updated_at = $11 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(record.first_name.clone())
+            .bind(record.last_name.clone())
+            .bind(record.phone.clone())
+            .bind(record.language.code())
+            .bind(record.timezone.clone())
+            .bind(record.branch.clone())
+            .bind(record.supervisor_id.clone())
+            .bind(record.consent_at)
+            .bind(phone_changed)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            if groups_changed {
+                sqlx::query("DELETE FROM caregiver_groups WHERE caregiver_id = $1")
+                    .bind(id)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            ids.insert(&record.external_id, id);
+        }
+        for chunk in inserts.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO caregivers (external_id, first_name, last_name, phone, language, \
+                 timezone, branch, supervisor_external_id, consent_at, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, record| {
+                row.push_bind(record.external_id.clone())
+                    .push_bind(record.first_name.clone())
+                    .push_bind(record.last_name.clone())
+                    .push_bind(record.phone.clone())
+                    .push_bind(record.language.code())
+                    .push_bind(record.timezone.clone())
+                    .push_bind(record.branch.clone())
+                    .push_bind(record.supervisor_id.clone())
+                    .push_bind(record.consent_at)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            insert.push(" RETURNING id, external_id");
+            let inserted: Vec<(i64, String)> =
+                insert.build_query_as().fetch_all(&mut *conn).await?;
+            let by_external_id: HashMap<String, i64> =
+                inserted.into_iter().map(|(id, e)| (e, id)).collect();
+            for record in chunk {
+                ids.insert(&record.external_id, by_external_id[&record.external_id]);
+            }
+        }
+
+        // Group memberships of new caregivers and of those whose groups changed.
+        let new_groups: Vec<(i64, &str)> = inserts
+            .iter()
+            .copied()
+            .chain(updates.iter().filter(|u| u.2).map(|u| u.1))
+            .flat_map(|r| {
+                r.groups
+                    .iter()
+                    .map(|g| (ids[r.external_id.as_str()], g.as_str()))
+            })
+            .collect();
+        for chunk in new_groups.chunks(CHUNK) {
+            let mut insert =
+                QueryBuilder::<DB>::new("INSERT INTO caregiver_groups (caregiver_id, name) ");
+            insert.push_values(chunk, |mut row, (id, name)| {
+                row.push_bind(*id).push_bind(name.to_string());
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+
+        for chunk in opt_ins.chunks(CHUNK) {
+            let mut subscribe = QueryBuilder::<DB>::new(
+                "INSERT INTO subscriptions (channel, address, status, updated_at) ",
+            );
+            subscribe.push_values(chunk, |mut row, record| {
+                row.push_bind("sms")
+                    .push_bind(record.phone.clone())
+                    .push_bind(ConsentStatus::OptedIn.as_str())
+                    .push_bind(now);
+            });
+            subscribe.push(
+                " ON CONFLICT (channel, address) DO UPDATE SET status = excluded.status, \
+                 updated_at = excluded.updated_at WHERE subscriptions.status = 'unknown'",
+            );
+            subscribe.build().execute(&mut *conn).await?;
+
+            let mut ledger = QueryBuilder::<DB>::new(
+                "INSERT INTO consent_ledger (channel, address, status, source, detail, \
+                 caregiver_id, at) ",
+            );
+            ledger.push_values(chunk, |mut row, record| {
+                let consent_at = record.consent_at.map(|d| d.to_string()).unwrap_or_default();
+                row.push_bind("sms")
+                    .push_bind(record.phone.clone())
+                    .push_bind(ConsentStatus::OptedIn.as_str())
+                    .push_bind("import")
+                    .push_bind(format!("written consent collected {consent_at}"))
+                    .push_bind(ids[record.external_id.as_str()])
+                    .push_bind(now);
+            });
+            ledger.build().execute(&mut *conn).await?;
+        }
+        Ok(outcomes)
+    }
+
+    async fn upsert_supervisors_in(
+        conn: &mut DB::Connection,
+        rows: &[SupervisorRecord],
+    ) -> Result<Vec<(UpsertOutcome, Option<String>)>> {
+        let now = Ts::now();
+        let existing: Vec<SupervisorDb> = sqlx::query_as(
+            "SELECT id, external_id, name, phone, email, branch, timezone FROM supervisors",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        let stored: HashMap<String, (i64, SupervisorRecord)> = existing
+            .into_iter()
+            .map(|s| {
+                let record = SupervisorRecord {
+                    external_id: s.external_id,
+                    name: s.name,
+                    phone: s.phone,
+                    email: s.email,
+                    branch: s.branch,
+                    timezone: s.timezone,
+                };
+                (record.external_id.clone(), (s.id, record))
+            })
+            .collect();
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut outcomes = Vec::with_capacity(rows.len());
+        for record in rows {
+            if !seen.insert(&record.external_id) {
+                outcomes.push((
+                    UpsertOutcome::Rejected,
+                    Some(format!(
+                        "external_id {} appears more than once",
+                        record.external_id
+                    )),
+                ));
+                continue;
+            }
+            let outcome = match stored.get(&record.external_id) {
+                Some((_, old)) if old == record => UpsertOutcome::Unchanged,
+                Some((id, _)) => {
+                    sqlx::query(
+                        "UPDATE supervisors SET name = $2, phone = $3, email = $4, branch = $5, \
+                         timezone = $6, updated_at = $7 WHERE id = $1",
+                    )
+                    .bind(*id)
+                    .bind(record.name.clone())
+                    .bind(record.phone.clone())
+                    .bind(record.email.clone())
+                    .bind(record.branch.clone())
+                    .bind(record.timezone.clone())
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                    UpsertOutcome::Updated
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO supervisors (external_id, name, phone, email, branch, \
+                         timezone, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                    )
+                    .bind(record.external_id.clone())
+                    .bind(record.name.clone())
+                    .bind(record.phone.clone())
+                    .bind(record.email.clone())
+                    .bind(record.branch.clone())
+                    .bind(record.timezone.clone())
+                    .bind(now)
+                    .execute(&mut *conn)
+                    .await?;
+                    UpsertOutcome::Added
+                }
+            };
+            outcomes.push((outcome, None));
+        }
+        Ok(outcomes)
+    }
+}
+
+impl<DB> Store for SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    bool: SqlValue<DB>,
+    String: SqlValue<DB>,
+    Ts: SqlValue<DB>,
+    NaiveDate: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Option<String>: SqlValue<DB>,
+    Option<Ts>: SqlValue<DB>,
+    Option<NaiveDate>: SqlValue<DB>,
+{
+    async fn migrate(&self) -> Result<()> {
+        DB::migrator().run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn upsert_caregivers(
+        &self,
+        rows: &[CaregiverRecord],
+    ) -> Result<Vec<(UpsertOutcome, Option<String>)>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let outcomes = Self::upsert_caregivers_in(&mut *tx, rows).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn deactivate_caregivers_except(&self, keep: &[String]) -> Result<u64> {
+        // The keep list is a whole roster (100,000 ids is too many binds for one statement):
+        // compare in Rust, then update the few that left.
+        let keep: HashSet<&str> = keep.iter().map(String::as_str).collect();
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let active: Vec<(i64, String)> =
+            sqlx::query_as("SELECT id, external_id FROM caregivers WHERE active")
+                .fetch_all(&mut *tx)
+                .await?;
+        let now = Ts::now();
+        let mut deactivated = 0;
+        for (id, _) in active.iter().filter(|(_, e)| !keep.contains(e.as_str())) {
+            sqlx::query("UPDATE caregivers SET active = FALSE, updated_at = $2 WHERE id = $1")
+                .bind(*id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            deactivated += 1;
+        }
+        tx.commit().await?;
+        Ok(deactivated)
+    }
+
+    async fn upsert_supervisors(
+        &self,
+        rows: &[SupervisorRecord],
+    ) -> Result<Vec<(UpsertOutcome, Option<String>)>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let outcomes = Self::upsert_supervisors_in(&mut *tx, rows).await?;
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn supervisor_ids(&self) -> Result<Vec<String>> {
+        let ids: Vec<(String,)> =
+            sqlx::query_as("SELECT external_id FROM supervisors ORDER BY external_id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn audience(&self, audience: &Audience) -> Result<Vec<Caregiver>> {
+        let mut conn = self.pool.acquire().await?;
+        match audience {
+            Audience::All => Self::load_caregivers(&mut *conn, Filter::Active).await,
+            Audience::Group(name) => {
+                Self::load_caregivers(&mut *conn, Filter::ActiveGroup(name)).await
+            }
+            Audience::Branch(name) => {
+                Self::load_caregivers(&mut *conn, Filter::ActiveBranch(name)).await
+            }
+            Audience::Phones(phones) => {
+                // Typed on a command line: a handful, one indexed lookup each.
+                let mut found = Vec::new();
+                for phone in phones {
+                    found.extend(
+                        Self::load_caregivers(&mut *conn, Filter::ActivePhone(phone)).await?,
+                    );
+                }
+                found.sort_by_key(|c| c.id);
+                found.dedup_by_key(|c| c.id);
+                Ok(found)
+            }
+        }
+    }
+
+    async fn caregiver_by_external_id(&self, external_id: &str) -> Result<Option<Caregiver>> {
+        let mut conn = self.pool.acquire().await?;
+        Self::load_caregiver(&mut *conn, Filter::ExternalId(external_id)).await
+    }
+
+    async fn handle_inbound(
+        &self,
+        inbound: &Inbound,
+        decide: &Decide<'_>,
+    ) -> Result<InboundOutcome> {
+        let now = Ts(inbound.received_at);
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        // The unique key absorbs a provider's retry; on PostgreSQL a concurrent retry waits here
+        // until this transaction ends, then finds the row (or inserts it, if this one rolled back).
+        let recorded: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO inbound_messages (channel, external_id, address, body, received_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (channel, external_id) DO NOTHING RETURNING id",
+        )
+        .bind(inbound.address.channel.as_str())
+        .bind(inbound.external_id.clone())
+        .bind(inbound.address.value.clone())
+        .bind(inbound.text.clone())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((inbound_id,)) = recorded else {
+            tx.rollback().await?;
+            return Ok(InboundOutcome::Duplicate);
+        };
+        let snapshot = Self::snapshot(&mut *tx, &inbound.address, now).await?;
+        if let Some(caregiver) = &snapshot.caregiver {
+            sqlx::query("UPDATE inbound_messages SET caregiver_id = $2 WHERE id = $1")
+                .bind(inbound_id)
+                .bind(caregiver.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let plan = decide(&snapshot).map_err(StoreError::Decide)?;
+        let ctx = Ctx {
+            snapshot: &snapshot,
+            now,
+            inbound_id: Some(inbound_id),
+        };
+        Self::apply(&mut *tx, &ctx, &plan).await?;
+        tx.commit().await?;
+        Ok(InboundOutcome::Processed)
+    }
+
+    async fn handle_addresses(
+        &self,
+        addresses: &[Address],
+        now: DateTime<Utc>,
+        decide: &Decide<'_>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        for address in addresses {
+            Self::decide_and_apply(&mut *tx, address, Ts(now), None, decide).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn due_conversations(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<DueConversation>> {
+        let due: Vec<(i64, Ts)> = sqlx::query_as(
+            "SELECT id, wake_at FROM conversations WHERE status = 'active' AND wake_at <= $1 \
+             ORDER BY wake_at, id LIMIT $2",
+        )
+        .bind(Ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(due
+            .into_iter()
+            .map(|(id, wake_at)| DueConversation {
+                id,
+                wake_at: wake_at.0,
+            })
+            .collect())
+    }
+
+    async fn handle_due_conversation(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        decide: &Decide<'_>,
+    ) -> Result<bool> {
+        let now = Ts(now);
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        // Locked on PostgreSQL: a second instance waits, then re-reads the row after our commit
+        // and finds it no longer due.
+        let due: Option<ConversationDb> = sqlx::query_as(DB::DUE_CONVERSATION)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(conversation) = due else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let conversation = conversation.into_row()?;
+        let address = Address::new(conversation.channel, conversation.address.clone());
+        let snapshot = Snapshot {
+            consent: Self::consent_of(&mut *tx, &address).await?,
+            caregiver: Self::load_caregiver(&mut *tx, Filter::Id(conversation.caregiver_id))
+                .await?,
+            conversation: Some(conversation),
+            stranger_replied_today: false,
+            address,
+        };
+        let plan = decide(&snapshot).map_err(StoreError::Decide)?;
+        let ctx = Ctx {
+            snapshot: &snapshot,
+            now,
+            inbound_id: None,
+        };
+        Self::apply(&mut *tx, &ctx, &plan).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn register_flow_revision(
+        &self,
+        flow_id: &str,
+        version: i64,
+        source: &str,
+    ) -> Result<i64> {
+        let sha256: String = Sha256::digest(source.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO flow_revisions (flow_id, version, sha256, source, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (flow_id, sha256) DO NOTHING RETURNING id",
+        )
+        .bind(flow_id.to_owned())
+        .bind(version)
+        .bind(sha256.clone())
+        .bind(source.to_owned())
+        .bind(Ts::now())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let id = match inserted {
+            Some((id,)) => id,
+            None => {
+                let (id,): (i64,) = sqlx::query_as(
+                    "SELECT id FROM flow_revisions WHERE flow_id = $1 AND sha256 = $2",
+                )
+                .bind(flow_id.to_owned())
+                .bind(sha256)
+                .fetch_one(&mut *tx)
+                .await?;
+                id
+            }
+        };
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn flow_revision(&self, id: i64) -> Result<Option<FlowRevision>> {
+        let row: Option<FlowRevisionDb> =
+            sqlx::query_as("SELECT id, flow_id, version, source FROM flow_revisions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.map(|r| FlowRevision {
+            id: r.id,
+            flow_id: r.flow_id,
+            version: r.version,
+            source: r.source,
+        }))
+    }
+
+    async fn claim_outbound(
+        &self,
+        channel: Channel,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<OutboundRow>> {
+        // One statement: atomic on both databases, so no transaction is needed.
+        let rows: Vec<OutboundDb> = sqlx::query_as(DB::CLAIM_OUTBOUND)
+            .bind(channel.as_str())
+            .bind(Ts(now))
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for row in rows {
+            if parse::<OutboundStatus>("outbound status", &row.status)? == OutboundStatus::Sending {
+                claimed.push(row.into_row()?);
+            }
+        }
+        // RETURNING promises no order.
+        claimed.sort_by_key(|r| r.id);
+        // Program messages carry their caregiver's time zone so the dispatcher can hold one
+        // whose quiet-hours window closed while it waited in a backlog.
+        for row in claimed.iter_mut().filter(|r| r.kind == super::OutboundKind::Program) {
+            if let Some(id) = row.caregiver_id {
+                row.timezone = sqlx::query_scalar("SELECT timezone FROM caregivers WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(claimed)
+    }
+
+    async fn mark_outbound_unknown(&self, id: i64, error: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbound_messages SET status = 'unknown', error = $2, updated_at = $3 \
+             WHERE id = $1 AND status = 'sending'",
+        )
+        .bind(id)
+        .bind(error.to_owned())
+        .bind(Ts::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_outbound_accepted(&self, id: i64, provider_id: &str) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("UPDATE outbound_messages SET provider_id = $2 WHERE id = $1")
+            .bind(id)
+            .bind(provider_id.to_owned())
+            .execute(&mut *conn)
+            .await?;
+        // A status callback may have overtaken this call; `advance` leaves a later status be.
+        Self::advance(&mut *conn, id, OutboundStatus::Accepted, None, None).await
+    }
+
+    async fn mark_outbound_retry(
+        &self,
+        id: i64,
+        retry_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbound_messages SET status = 'queued', not_before = $2, error = $3, \
+             updated_at = $4 WHERE id = $1 AND status IN ('sending', 'unknown')",
+        )
+        .bind(id)
+        .bind(Ts(retry_at))
+        .bind(error.to_owned())
+        .bind(Ts::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_outbound_failed(&self, id: i64, code: Option<&str>, error: &str) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        Self::advance(&mut *conn, id, OutboundStatus::Failed, code, Some(error)).await
+    }
+
+    async fn record_delivery_status(
+        &self,
+        id: Option<i64>,
+        provider_id: &str,
+        status: OutboundStatus,
+        error_code: Option<&str>,
+    ) -> Result<bool> {
+        let mut conn = self.pool.acquire().await?;
+        let mut found: Option<(i64, Option<String>)> = None;
+        if let Some(id) = id {
+            found = sqlx::query_as("SELECT id, provider_id FROM outbound_messages WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        }
+        if found.is_none() && !provider_id.is_empty() {
+            found = sqlx::query_as(
+                "SELECT id, provider_id FROM outbound_messages WHERE provider_id = $1 \
+                 ORDER BY id DESC LIMIT 1",
+            )
+            .bind(provider_id.to_owned())
+            .fetch_optional(&mut *conn)
+            .await?;
+        }
+        let Some((id, stored_provider_id)) = found else {
+            return Ok(false);
+        };
+        // A callback carrying our id settles a message whose acceptance was never recorded
+        // (a crash between the provider's answer and our write): keep the provider's id.
+        if stored_provider_id.is_none() && !provider_id.is_empty() {
+            sqlx::query(
+                "UPDATE outbound_messages SET provider_id = $2 \
+                 WHERE id = $1 AND provider_id IS NULL",
+            )
+            .bind(id)
+            .bind(provider_id.to_owned())
+            .execute(&mut *conn)
+            .await?;
+        }
+        Self::advance(&mut *conn, id, status, error_code, None).await?;
+        Ok(true)
+    }
+
+    async fn mark_stale_sending_unknown(&self, older_than: DateTime<Utc>) -> Result<u64> {
+        let updated = sqlx::query(
+            "UPDATE outbound_messages SET status = 'unknown', updated_at = $2 \
+             WHERE status = 'sending' AND updated_at < $1",
+        )
+        .bind(Ts(older_than))
+        .bind(Ts::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(DB::rows_affected(&updated))
+    }
+
+    async fn set_consent(
+        &self,
+        address: &Address,
+        status: ConsentStatus,
+        source: &str,
+        detail: &str,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let caregiver = Self::load_caregiver(&mut *tx, Filter::address(address)).await?;
+        Self::write_consent(
+            &mut *tx,
+            address,
+            caregiver.map(|c| c.id),
+            None,
+            status,
+            source,
+            detail,
+            Ts(at),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn flag_invalid_phone(&self, phone: &str) -> Result<()> {
+        sqlx::query("UPDATE caregivers SET phone_invalid = TRUE, updated_at = $2 WHERE phone = $1")
+            .bind(phone.to_owned())
+            .bind(Ts::now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn outbound_to(&self, address: &Address) -> Result<Vec<(OutboundStatus, String)>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT status, body FROM outbound_messages WHERE channel = $1 AND address = $2 \
+             ORDER BY id",
+        )
+        .bind(address.channel.as_str())
+        .bind(address.value.clone())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(status, body)| Ok((parse("outbound status", &status)?, body)))
+            .collect()
+    }
+
+    async fn outbound_counts(&self) -> Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as(
+            "SELECT status, COUNT(*) FROM outbound_messages GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn answers(
+        &self,
+        flow: Option<&str>,
+        since: Option<NaiveDate>,
+    ) -> Result<Vec<AnswerRow>> {
+        let rows: Vec<AnswerDb> = sqlx::query_as(
+            "SELECT COALESCE(c.external_id, '') AS caregiver, a.flow_id, a.step, a.key, a.value, \
+             a.raw, a.answered_at FROM answers a LEFT JOIN caregivers c ON c.id = a.caregiver_id \
+             WHERE ($1 IS NULL OR a.flow_id = $1) AND ($2 IS NULL OR a.answered_at >= $2) \
+             ORDER BY a.answered_at, a.id",
+        )
+        .bind(flow.map(str::to_owned))
+        .bind(since.map(Ts::start_of))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(AnswerRow {
+                    answer: json("answer value", &r.value)?,
+                    caregiver: r.caregiver,
+                    flow: r.flow_id,
+                    step: r.step,
+                    key: r.key,
+                    raw: r.raw,
+                    answered_at: r.answered_at.0,
+                })
+            })
+            .collect()
+    }
+
+    async fn escalations(&self, since: Option<NaiveDate>) -> Result<Vec<EscalationRow>> {
+        let rows: Vec<EscalationDb> = sqlx::query_as(
+            "SELECT e.id, c.external_id AS caregiver, s.external_id AS supervisor, e.priority, \
+             e.reason, e.answer, e.message, e.status, e.raised_at, e.acknowledged_at, \
+             e.closed_at FROM escalations e JOIN caregivers c ON c.id = e.caregiver_id \
+             LEFT JOIN supervisors s ON s.id = e.supervisor_id \
+             WHERE ($1 IS NULL OR e.raised_at >= $1) ORDER BY e.raised_at, e.id",
+        )
+        .bind(since.map(Ts::start_of))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| EscalationRow {
+                id: r.id,
+                caregiver: r.caregiver,
+                supervisor: r.supervisor,
+                priority: r.priority,
+                reason: r.reason,
+                answer: r.answer,
+                message: r.message,
+                status: r.status,
+                raised_at: r.raised_at.0,
+                acknowledged_at: r.acknowledged_at.map(|t| t.0),
+                closed_at: r.closed_at.map(|t| t.0),
+            })
+            .collect())
+    }
+
+    async fn consent_ledger(&self, address: &Address) -> Result<Vec<LedgerRow>> {
+        let rows: Vec<LedgerDb> = sqlx::query_as(
+            "SELECT status, source, detail, at FROM consent_ledger \
+             WHERE channel = $1 AND address = $2 ORDER BY id",
+        )
+        .bind(address.channel.as_str())
+        .bind(address.value.clone())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.status, r.source, r.detail, r.at.0))
+            .collect())
+    }
+}

@@ -1,0 +1,226 @@
+//! Test support shared by the integration tests: a fresh, migrated store per test, on SQLite
+//! always and on PostgreSQL when `CAREBOT_TEST_POSTGRES_URL` is set, plus small builders for the
+//! rows tests start from.
+//!
+//! Use it from a test file with `mod support;` and either [`stores`] (both databases, in one
+//! test) or [`store_tests!`] (a `sqlite::NAME` and a `postgres::NAME` test for each
+//! `async fn NAME(store: AnyStore)`).
+
+// Each test file uses a different part of this module.
+#![allow(dead_code)]
+
+use std::io::Write as _;
+use std::sync::Once;
+
+use carebot::domain::{Address, Channel, Lang};
+use carebot::store::{AnyStore, CaregiverRecord, Inbound, Store, SupervisorRecord};
+use chrono::{DateTime, TimeZone, Utc};
+use sqlx::{Connection, Executor, PgConnection};
+
+/// The variable that turns the PostgreSQL half of the suite on.
+pub const POSTGRES_URL_VAR: &str = "CAREBOT_TEST_POSTGRES_URL";
+
+/// A store that lives as long as the test: its SQLite file is deleted, or its PostgreSQL
+/// database dropped, when this is dropped (even when the test panics).
+pub struct TestStore {
+    pub store: AnyStore,
+    /// The `DATABASE_URL` of this store, for a test that opens it another way.
+    pub url: String,
+    // Declared after `store` so the store's pool is dropped first.
+    _owned: Owned,
+}
+
+enum Owned {
+    Sqlite(tempfile::TempDir),
+    Postgres { admin_url: String, database: String },
+}
+
+/// A migrated store on a new SQLite file.
+pub async fn sqlite() -> TestStore {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = format!("sqlite://{}", dir.path().join("carebot.db").display());
+    let store = AnyStore::connect(&url).await.expect("open SQLite");
+    store.migrate().await.expect("migrate SQLite");
+    TestStore {
+        store,
+        url,
+        _owned: Owned::Sqlite(dir),
+    }
+}
+
+/// A migrated store on a new PostgreSQL database created through `CAREBOT_TEST_POSTGRES_URL`,
+/// or `None` (after saying so once) when the variable is unset.
+pub async fn postgres() -> Option<TestStore> {
+    let Ok(admin_url) = std::env::var(POSTGRES_URL_VAR) else {
+        static SAID: Once = Once::new();
+        SAID.call_once(|| {
+            // Straight to stderr: libtest captures `eprintln!` from a passing test.
+            let _ = writeln!(
+                std::io::stderr(),
+                "PostgreSQL store tests SKIPPED: {POSTGRES_URL_VAR} is unset \
+                 (e.g. {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/test)"
+            );
+        });
+        return None;
+    };
+    let database = format!("carebot_test_{:016x}", rand::random::<u64>());
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .expect("connect to CAREBOT_TEST_POSTGRES_URL");
+    admin
+        .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {database}")))
+        .await
+        .expect("create test database");
+    admin.close().await.ok();
+    let owned = Owned::Postgres {
+        admin_url: admin_url.clone(),
+        database: database.clone(),
+    };
+    let url = with_database(&admin_url, &database);
+    let store = AnyStore::connect(&url)
+        .await
+        .expect("connect to the test database");
+    store.migrate().await.expect("migrate PostgreSQL");
+    Some(TestStore {
+        store,
+        url,
+        _owned: owned,
+    })
+}
+
+/// Every store this run can test: SQLite, and PostgreSQL when configured.
+pub async fn stores() -> Vec<(&'static str, TestStore)> {
+    let mut stores = vec![("sqlite", sqlite().await)];
+    if let Some(pg) = postgres().await {
+        stores.push(("postgres", pg));
+    }
+    stores
+}
+
+/// `url` with its database name replaced by `database`, query string kept.
+fn with_database(url: &str, database: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (url, String::new()),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    format!("{}/{database}{query}", &base[..host_end])
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let Owned::Postgres {
+            admin_url,
+            database,
+        } = self
+        else {
+            return;
+        };
+        // Best effort, on a thread of its own: drop runs inside the test's runtime, which
+        // cannot block on another future.
+        let (admin_url, database) = (admin_url.clone(), database.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let mut admin = PgConnection::connect(&admin_url).await.ok()?;
+                let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+                admin.execute(sqlx::AssertSqlSafe(drop)).await.ok()?;
+                admin.close().await.ok()
+            })
+        });
+        let _ = dropped.join();
+    }
+}
+
+/// Defines, for each `async fn NAME(store: AnyStore)` in the calling file, a test
+/// `sqlite::NAME` and a test `postgres::NAME` (which says it was skipped when
+/// `CAREBOT_TEST_POSTGRES_URL` is unset).
+macro_rules! store_tests {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let db = crate::support::sqlite().await;
+                    super::$test(db.store.clone()).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(db) = crate::support::postgres().await else {
+                        return;
+                    };
+                    super::$test(db.store.clone()).await;
+                }
+            )+
+        }
+    };
+}
+pub(crate) use store_tests;
+
+// ---------------------------------------------------------------------------------------------
+// Builders
+
+/// A fixed instant: 2025-03-03 (a Monday) at `hour`:00 UTC.
+pub fn at(hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2025, 3, 3, hour, 0, 0).unwrap()
+}
+
+/// A caregiver row as an import would hand it over: `+1555000` followed by `n` as the phone.
+pub fn caregiver(external_id: &str, n: u32) -> CaregiverRecord {
+    CaregiverRecord {
+        external_id: external_id.to_owned(),
+        first_name: "Ana".to_owned(),
+        last_name: format!("Lopez {external_id}"),
+        phone: phone(n),
+        language: Lang::En,
+        timezone: "America/Chicago".to_owned(),
+        branch: "north".to_owned(),
+        supervisor_id: None,
+        groups: Vec::new(),
+        consent_at: None,
+    }
+}
+
+pub fn supervisor(external_id: &str, n: u32) -> SupervisorRecord {
+    SupervisorRecord {
+        external_id: external_id.to_owned(),
+        name: format!("Supervisor {external_id}"),
+        phone: phone(9000 + n),
+        email: format!("{external_id}@agency.example"),
+        branch: "north".to_owned(),
+        timezone: "America/Chicago".to_owned(),
+    }
+}
+
+/// `+1555` and seven digits.
+pub fn phone(n: u32) -> String {
+    format!("+1555{n:07}")
+}
+
+pub fn sms(n: u32) -> Address {
+    Address::new(Channel::Sms, phone(n))
+}
+
+pub fn inbound(
+    address: &Address,
+    text: &str,
+    external_id: &str,
+    received_at: DateTime<Utc>,
+) -> Inbound {
+    Inbound {
+        address: address.clone(),
+        text: text.to_owned(),
+        external_id: external_id.to_owned(),
+        received_at,
+    }
+}
