@@ -10,12 +10,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::domain::Lang;
-use crate::flow::definition::{Expect, StepKind, EXPRESSIONS};
+use crate::flow::definition::{EXPRESSIONS, Expect, StepKind};
 use crate::flow::engine::Person;
 use crate::flow::{Flow, Problem, Severity};
 use crate::render::{
-    Agency, CaregiverView, EscalationView, FlowView, MessageContext, SupervisorView, Templates,
-    SYSTEM_TEMPLATES,
+    Agency, CaregiverView, EscalationView, FlowView, MessageContext, SYSTEM_TEMPLATES,
+    SupervisorView, Templates,
 };
 use crate::sms::segments;
 
@@ -264,13 +264,18 @@ fn check_flow(file: &str, flow: &Flow, templates: &Templates, report: &mut Repor
         if !seen.insert(name.clone()) {
             continue;
         }
-        if !templates.has(&name, Lang::En) && !flow.languages.iter().any(|l| templates.has(&name, *l)) {
+        if !templates.has(&name, Lang::En)
+            && !flow.languages.iter().any(|l| templates.has(&name, *l))
+        {
             report.problems.push(Problem {
                 file: file.to_owned(),
                 line: pos.line,
                 column: pos.column,
                 severity: Severity::Error,
-                message: format!("template {name:?} does not exist (expected {})", templates.path(&name, flow.language).display()),
+                message: format!(
+                    "template {name:?} does not exist (expected {})",
+                    templates.path(&name, flow.language).display()
+                ),
             });
             continue;
         }
@@ -385,7 +390,14 @@ fn check_system_templates(templates: &Templates, report: &mut Report) {
 
 /// Records a message's encoding and segments, and warns where it costs more than one GSM-7
 /// segment, naming the characters that force UCS-2 and their plain replacements.
-fn stats(report: &mut Report, flow: &str, name: &str, lang: Lang, templates: &Templates, text: &str) {
+fn stats(
+    report: &mut Report,
+    flow: &str,
+    name: &str,
+    lang: Lang,
+    templates: &Templates,
+    text: &str,
+) {
     let seg = segments::analyze(text);
     let file = templates.path(name, lang).display().to_string();
     if seg.encoding == segments::Encoding::Ucs2 {
@@ -414,7 +426,10 @@ fn stats(report: &mut Report, flow: &str, name: &str, lang: Lang, templates: &Te
             line: 1,
             column: 1,
             severity: Severity::Warning,
-            message: format!("GSM-7, {} segments ({} characters)", seg.segments, seg.units),
+            message: format!(
+                "GSM-7, {} segments ({} characters)",
+                seg.segments, seg.units
+            ),
         });
     }
     report.messages.push(MessageStats {

@@ -20,7 +20,11 @@ use crate::runner::{Runner, StartReport};
 use crate::store::{AnyStore, Audience, CaregiverRecord, Inbound, Store, SupervisorRecord};
 
 #[derive(Debug, Parser)]
-#[command(name = "carebot", version, about = "Scripted SMS and Telegram conversations that help home-care agencies keep their caregivers")]
+#[command(
+    name = "carebot",
+    version,
+    about = "Scripted SMS and Telegram conversations that help home-care agencies keep their caregivers"
+)]
 pub struct Cli {
     /// Directory of flow files.
     #[arg(long, global = true, default_value = "flows")]
@@ -161,8 +165,16 @@ impl Cli {
     async fn store(&self, config: &Config) -> anyhow::Result<AnyStore> {
         let store = AnyStore::connect(&config.database_url)
             .await
-            .with_context(|| format!("cannot open the database {}", redact_url(&config.database_url)))?;
-        store.migrate().await.context("cannot migrate the database")?;
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    redact_url(&config.database_url)
+                )
+            })?;
+        store
+            .migrate()
+            .await
+            .context("cannot migrate the database")?;
         Ok(store)
     }
 
@@ -171,7 +183,11 @@ impl Cli {
         match Catalog::load(&self.flows, &self.templates) {
             Ok((catalog, _)) => Ok(Arc::new(catalog)),
             Err(report) => {
-                for p in report.problems.iter().filter(|p| p.severity == Severity::Error) {
+                for p in report
+                    .problems
+                    .iter()
+                    .filter(|p| p.severity == Severity::Error)
+                {
                     eprintln!("{p}");
                 }
                 bail!(
@@ -186,7 +202,9 @@ impl Cli {
 /// A database URL safe to print: no password.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
         _ => url.to_owned(),
     }
 }
@@ -200,7 +218,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr}"))?;
-            crate::server::run(config, catalog, listener, crate::server::shutdown_on_signals()).await?;
+            crate::server::run(
+                config,
+                catalog,
+                listener,
+                crate::server::shutdown_on_signals(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -246,15 +270,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = cli.store(&config).await?;
             let (file, summary) = match cmd {
                 ImportCommand::Caregivers { file, sync } => {
-                    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
-                    (file, crate::roster::import_caregivers(&store, f, *sync).await)
+                    let f = std::fs::File::open(file)
+                        .with_context(|| format!("cannot open {}", file.display()))?;
+                    (
+                        file,
+                        crate::roster::import_caregivers(&store, f, *sync).await,
+                    )
                 }
                 ImportCommand::Supervisors { file } => {
-                    let f = std::fs::File::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+                    let f = std::fs::File::open(file)
+                        .with_context(|| format!("cannot open {}", file.display()))?;
                     (file, crate::roster::import_supervisors(&store, f).await)
                 }
             };
-            let summary = summary.with_context(|| format!("import of {} failed", file.display()))?;
+            let summary =
+                summary.with_context(|| format!("import of {} failed", file.display()))?;
             for (line, reason) in &summary.rejected {
                 println!("line {line}: {reason}");
             }
@@ -272,7 +302,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = cli.store(&config).await?;
             let runner = Runner::new(store, catalog, config.runner.clone()).await?;
             let vars = args.vars.iter().cloned().collect();
-            let report = runner.start(&args.flow_id, &audience, vars, Utc::now()).await?;
+            let report = runner
+                .start(&args.flow_id, &audience, vars, Utc::now())
+                .await?;
             println!("{}", describe_start(&report));
             Ok(ExitCode::SUCCESS)
         }
@@ -294,7 +326,10 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
         println!("{p}");
     }
     println!();
-    println!("{:<20} {:<30} {:<4} {:<6} {:>8} {:>6}", "flow", "template", "lang", "enc", "segments", "chars");
+    println!(
+        "{:<20} {:<30} {:<4} {:<6} {:>8} {:>6}",
+        "flow", "template", "lang", "enc", "segments", "chars"
+    );
     for m in &report.messages {
         println!(
             "{:<20} {:<30} {:<4} {:<6} {:>8} {:>6}",
@@ -323,7 +358,11 @@ pub fn parse_audience(s: &str) -> anyhow::Result<Audience> {
         Some(("phone", list)) => {
             let phones = list
                 .split(',')
-                .map(|p| Phone::parse(p).map(|p| p.as_str().to_owned()).map_err(|e| anyhow::anyhow!("{p:?}: {e}")))
+                .map(|p| {
+                    Phone::parse(p)
+                        .map(|p| p.as_str().to_owned())
+                        .map_err(|e| anyhow::anyhow!("{p:?}: {e}"))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?;
             Ok(Audience::Phones(phones))
         }
@@ -333,23 +372,45 @@ pub fn parse_audience(s: &str) -> anyhow::Result<Audience> {
 
 pub fn describe_start(r: &StartReport) -> String {
     let skipped: usize = r.skipped.values().sum();
-    let mut reasons: Vec<String> = ["no consent", "opted out", "already in a conversation", "capped", "inactive"]
-        .iter()
-        .map(|k| format!("{k}: {}", r.skipped.get(k).copied().unwrap_or(0)))
-        .collect();
+    let mut reasons: Vec<String> = [
+        "no consent",
+        "opted out",
+        "already in a conversation",
+        "capped",
+        "inactive",
+    ]
+    .iter()
+    .map(|k| format!("{k}: {}", r.skipped.get(k).copied().unwrap_or(0)))
+    .collect();
     for (k, v) in &r.skipped {
-        if !["no consent", "opted out", "already in a conversation", "capped", "inactive"].contains(k) {
+        if ![
+            "no consent",
+            "opted out",
+            "already in a conversation",
+            "capped",
+            "inactive",
+        ]
+        .contains(k)
+        {
             reasons.push(format!("{k}: {v}"));
         }
     }
-    format!("started {}, skipped {skipped} ({})", r.started, reasons.join(", "))
+    format!(
+        "started {}, skipped {skipped} ({})",
+        r.started,
+        reasons.join(", ")
+    )
 }
 
 async fn export(store: &AnyStore, cmd: &ExportCommand) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     match cmd {
-        ExportCommand::Answers { flow, since, format } => {
+        ExportCommand::Answers {
+            flow,
+            since,
+            format,
+        } => {
             let rows = store.answers(flow.as_deref(), *since).await?;
             let mut csv = csv::Writer::from_writer(Vec::new());
             if matches!(format, Format::Csv) {
@@ -361,7 +422,13 @@ async fn export(store: &AnyStore, cmd: &ExportCommand) -> anyhow::Result<()> {
                     other => other.to_string(),
                 };
                 match format {
-                    Format::Csv => csv.write_record([&r.caregiver, &r.flow, &r.step, &answer, &r.answered_at.to_rfc3339()])?,
+                    Format::Csv => csv.write_record([
+                        &r.caregiver,
+                        &r.flow,
+                        &r.step,
+                        &answer,
+                        &r.answered_at.to_rfc3339(),
+                    ])?,
                     Format::Jsonl => writeln!(
                         out,
                         "{}",
@@ -371,11 +438,25 @@ async fn export(store: &AnyStore, cmd: &ExportCommand) -> anyhow::Result<()> {
             }
             out.write_all(&csv.into_inner()?)?;
         }
-        ExportCommand::Escalations { flow: _, since, format } => {
+        ExportCommand::Escalations {
+            flow: _,
+            since,
+            format,
+        } => {
             let rows = store.escalations(*since).await?;
             let mut csv = csv::Writer::from_writer(Vec::new());
             if matches!(format, Format::Csv) {
-                csv.write_record(["id", "caregiver", "supervisor", "priority", "reason", "status", "raised_at", "acknowledged_at", "closed_at"])?;
+                csv.write_record([
+                    "id",
+                    "caregiver",
+                    "supervisor",
+                    "priority",
+                    "reason",
+                    "status",
+                    "raised_at",
+                    "acknowledged_at",
+                    "closed_at",
+                ])?;
             }
             let t = |d: &Option<DateTime<Utc>>| d.map(|d| d.to_rfc3339()).unwrap_or_default();
             for r in rows {
@@ -422,7 +503,8 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let lang: Lang = args.lang.parse().map_err(anyhow::Error::msg)?;
     let config = cli.config()?;
     let dir = tempfile_dir()?;
-    let store = AnyStore::connect(&format!("sqlite://{}", dir.join("simulate.db").display())).await?;
+    let store =
+        AnyStore::connect(&format!("sqlite://{}", dir.join("simulate.db").display())).await?;
     store.migrate().await?;
     let today = Utc::now().date_naive();
     store
@@ -458,7 +540,12 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut now = crate::transcript::start_time();
     let vars: BTreeMap<String, Value> = args.vars.iter().cloned().collect();
     let report = runner
-        .start(&args.flow_id, &Audience::Phones(vec![phone.into()]), vars, now)
+        .start(
+            &args.flow_id,
+            &Audience::Phones(vec![phone.into()]),
+            vars,
+            now,
+        )
         .await?;
     if report.started == 0 {
         bail!("the flow did not start: {}", describe_start(&report));
@@ -484,10 +571,16 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         if !interactive {
             println!("you> {line}");
         }
-        if let Some(d) = line.strip_prefix("/wait ").or_else(|| line.strip_prefix("/advance ")) {
+        if let Some(d) = line
+            .strip_prefix("/wait ")
+            .or_else(|| line.strip_prefix("/advance "))
+        {
             let d = crate::flow::definition::parse_duration(d).map_err(anyhow::Error::msg)?;
             now += chrono::Duration::from_std(d)?;
-            println!("       (clock moves to {})", now.format("%a %Y-%m-%d %H:%M UTC"));
+            println!(
+                "       (clock moves to {})",
+                now.format("%a %Y-%m-%d %H:%M UTC")
+            );
             runner.run_due(now).await?;
         } else if line == "/quit" {
             break;

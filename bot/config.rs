@@ -91,7 +91,9 @@ impl Config {
                 path: path.display().to_string(),
                 message: e.to_string(),
             })?,
-            Err(e) if file.is_none() && e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+            Err(e) if file.is_none() && e.kind() == std::io::ErrorKind::NotFound => {
+                toml::Table::new()
+            }
             Err(e) => {
                 return Err(ConfigError::File {
                     path: path.display().to_string(),
@@ -115,8 +117,9 @@ impl Config {
             }
         };
         let window = |key: &str| -> Result<Window, ConfigError> {
-            s.get(key)
-                .map_or(Ok(Window::default()), |v| Window::parse(&v).map_err(|e| invalid(key, e)))
+            s.get(key).map_or(Ok(Window::default()), |v| {
+                Window::parse(&v).map_err(|e| invalid(key, e))
+            })
         };
 
         let twilio = match (s.get("TWILIO_ACCOUNT_SID"), s.get("TWILIO_AUTH_TOKEN")) {
@@ -199,7 +202,10 @@ mod tests {
     fn debug_output_never_shows_secrets() {
         let flags = vec![
             ("TWILIO_ACCOUNT_SID".to_owned(), "AC123".to_owned()),
-            ("TWILIO_AUTH_TOKEN".to_owned(), "super-secret-token".to_owned()),
+            (
+                "TWILIO_AUTH_TOKEN".to_owned(),
+                "super-secret-token".to_owned(),
+            ),
             ("TWILIO_FROM".to_owned(), "+13125550100".to_owned()),
         ];
         let dir = tempfile::tempdir().unwrap();
@@ -210,7 +216,10 @@ mod tests {
         std::fs::write(&file, "agency_name = \"Sunrise\"\nsms_mps = 10\n").unwrap();
         let flags = vec![
             ("TWILIO_ACCOUNT_SID".to_owned(), "AC123".to_owned()),
-            ("TWILIO_AUTH_TOKEN".to_owned(), "super-secret-token".to_owned()),
+            (
+                "TWILIO_AUTH_TOKEN".to_owned(),
+                "super-secret-token".to_owned(),
+            ),
             ("TWILIO_FROM".to_owned(), "+13125550100".to_owned()),
         ];
         let cfg = Config::load(Some(&file), flags).unwrap();

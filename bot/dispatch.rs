@@ -50,6 +50,9 @@ pub struct DispatchSettings {
     pub concurrency: usize,
 }
 
+/// Longer than any send can take (the client's 15 s timeout, twice over).
+const STALE_SENDING: chrono::Duration = chrono::Duration::seconds(60);
+
 /// Twilio error codes that change what carebot knows about a person.
 const UNSUBSCRIBED: &str = "21610";
 const INVALID_NUMBER: &str = "21211";
@@ -64,7 +67,12 @@ pub struct Dispatcher<T> {
 }
 
 impl<T: Sender> Dispatcher<T> {
-    pub fn new(store: AnyStore, sender: T, settings: DispatchSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: AnyStore,
+        sender: T,
+        settings: DispatchSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Dispatcher {
             store,
             sender: Arc::new(sender),
@@ -77,20 +85,25 @@ impl<T: Sender> Dispatcher<T> {
     /// Runs until `shutdown` turns true; sends already handed to the provider are finished
     /// and recorded before it returns.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let stale = Utc::now() - chrono::Duration::minutes(5);
-        match self.store.mark_stale_sending_unknown(stale).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(count = n, "messages left in `sending` by a crash marked `unknown`; they will not be re-sent"),
-            Err(e) => tracing::error!(error = %e, "cannot check for messages left in `sending`"),
-        }
+        let mut last_stale_check = None;
         let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut inflight = JoinSet::new();
         let mut pacer = Pacer::new(self.settings.mps);
         while !*shutdown.borrow() {
+            if last_stale_check
+                .is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(60))
+            {
+                self.mark_stale().await;
+                last_stale_check = Some(std::time::Instant::now());
+            }
             // A few seconds' worth at most: the backlog stays in carebot's outbox, where quiet
             // hours and opt-outs still apply, not in Twilio's queue.
             let limit = (self.settings.mps * 3.0).ceil().clamp(1.0, 500.0) as u32;
-            let rows = match self.store.claim_outbound(self.sender.channel(), Utc::now(), limit).await {
+            let rows = match self
+                .store
+                .claim_outbound(self.sender.channel(), Utc::now(), limit)
+                .await
+            {
                 Ok(rows) => rows,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot claim outbound messages");
@@ -108,11 +121,18 @@ impl<T: Sender> Dispatcher<T> {
             }
             for row in rows {
                 if let Some(later) = self.held_for_quiet_hours(&row, Utc::now()) {
-                    let _ = self.store.mark_outbound_retry(row.id, later, "quiet hours").await;
+                    let _ = self
+                        .store
+                        .mark_outbound_retry(row.id, later, "quiet hours")
+                        .await;
                     continue;
                 }
                 pacer.wait(row.segments.max(1)).await;
-                let permit = permits.clone().acquire_owned().await.expect("semaphore open");
+                let permit = permits
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .expect("semaphore open");
                 let sender = self.sender.clone();
                 let store = self.store.clone();
                 let metrics = self.metrics.clone();
@@ -128,6 +148,20 @@ impl<T: Sender> Dispatcher<T> {
         }
         // Graceful: every send already handed to the provider is recorded before we return.
         while inflight.join_next().await.is_some() {}
+    }
+
+    /// Rows left in `sending` longer than any send can take (a crash, here or on another
+    /// instance) become `unknown`: they are never re-sent blindly.
+    async fn mark_stale(&self) {
+        let stale = Utc::now() - STALE_SENDING;
+        match self.store.mark_stale_sending_unknown(stale).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(
+                count = n,
+                "messages left in `sending` by a crash marked `unknown`; they will not be re-sent"
+            ),
+            Err(e) => tracing::error!(error = %e, "cannot check for messages left in `sending`"),
+        }
     }
 
     /// A program message whose caregiver's window has closed since it was queued waits again.
@@ -161,7 +195,13 @@ async fn record(
             match code.as_deref() {
                 Some(UNSUBSCRIBED) => {
                     let _ = store
-                        .set_consent(&row.address, ConsentStatus::OptedOut, "provider_error", "twilio 21610: unsubscribed recipient", Utc::now())
+                        .set_consent(
+                            &row.address,
+                            ConsentStatus::OptedOut,
+                            "provider_error",
+                            "twilio 21610: unsubscribed recipient",
+                            Utc::now(),
+                        )
                         .await;
                 }
                 Some(INVALID_NUMBER) => {
@@ -169,20 +209,35 @@ async fn record(
                 }
                 _ => {}
             }
-            store.mark_outbound_failed(row.id, code.as_deref(), &message).await
+            store
+                .mark_outbound_failed(row.id, code.as_deref(), &message)
+                .await
         }
-        Err(SendError::Transient { message, retry_after }) if row.attempts < settings.max_attempts => {
+        Err(SendError::Transient {
+            message,
+            retry_after,
+        }) if row.attempts < settings.max_attempts => {
             metrics.count_outbound("retried");
             let wait = backoff(row.attempts).max(retry_after.unwrap_or_default());
             tracing::info!(id = row.id, %to, attempt = row.attempts, retry_in_s = wait.as_secs(), %message, "will retry");
             store
-                .mark_outbound_retry(row.id, Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(), &message)
+                .mark_outbound_retry(
+                    row.id,
+                    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    &message,
+                )
                 .await
         }
         Err(SendError::Transient { message, .. }) => {
             metrics.count_outbound("failed");
             tracing::warn!(id = row.id, %to, %message, "giving up after {} attempts", row.attempts);
-            store.mark_outbound_failed(row.id, None, &format!("gave up after {} attempts: {message}", row.attempts)).await
+            store
+                .mark_outbound_failed(
+                    row.id,
+                    None,
+                    &format!("gave up after {} attempts: {message}", row.attempts),
+                )
+                .await
         }
         Err(SendError::Unknown { message }) => {
             // Not retried: Twilio may have it. A status callback will say so.

@@ -1,41 +1,41 @@
 //! carebot runs scripted SMS and Telegram conversations for home-care workers. The modules below
 //! are listed in the order an inbound message meets them.
 
+/// Every flow and template, loaded and checked together (`flows check`).
+pub mod catalog;
+/// Transports: verify a provider's request (Twilio signatures), normalize it, ack it.
+pub mod channel;
 /// The command line: serve, migrate, flows, simulate, import, start, export.
 pub mod cli;
 /// Typed settings: defaults < carebot.toml < environment < flags.
 pub mod config;
-/// Roster CSV import, validated row by row.
-pub mod roster;
-/// `carebot serve`: server, dispatcher and scheduler, stopped together.
-pub mod server;
-/// HTTP: webhooks, health and metrics.
-pub mod web;
-/// Transports: verify a provider's request (Twilio signatures), normalize it, ack it.
-pub mod channel;
-/// Types parsed at the edge and valid by construction: E.164 phones, channels, addresses.
-pub mod domain;
-/// Case and accent folding shared by every matcher of caregiver text.
-pub mod text;
 /// Consent keywords (STOP, START, HELP and their Spanish forms), handled before any flow.
 pub mod consent;
-/// Flow files, reply matching and the pure engine.
-pub mod flow;
-/// Every flow and template, loaded and checked together (`flows check`).
-pub mod catalog;
-/// Transcript tests kept with the flows (`flows test`).
-pub mod transcript;
-/// Message templates (minijinja, strict, English fallback).
-pub mod render;
-/// What an outbound SMS costs: GSM-7 or UCS-2, and how many segments.
-pub mod sms;
-/// Quiet-hours windows in each person's own time zone.
-pub mod quiet_hours;
-/// The orchestrator: inbound -> consent -> engine -> one transaction -> outbox.
-pub mod runner;
 /// The outbox worker: pacing, quiet hours, retries, never twice.
 pub mod dispatch;
+/// Types parsed at the edge and valid by construction: E.164 phones, channels, addresses.
+pub mod domain;
+/// Flow files, reply matching and the pure engine.
+pub mod flow;
 /// Counters for /metrics.
 pub mod metrics;
+/// Quiet-hours windows in each person's own time zone.
+pub mod quiet_hours;
+/// Message templates (minijinja, strict, English fallback).
+pub mod render;
+/// Roster CSV import, validated row by row.
+pub mod roster;
+/// The orchestrator: inbound -> consent -> engine -> one transaction -> outbox.
+pub mod runner;
+/// `carebot serve`: server, dispatcher and scheduler, stopped together.
+pub mod server;
+/// What an outbound SMS costs: GSM-7 or UCS-2, and how many segments.
+pub mod sms;
 /// The store trait and its SQLite and PostgreSQL implementations.
 pub mod store;
+/// Case and accent folding shared by every matcher of caregiver text.
+pub mod text;
+/// Transcript tests kept with the flows (`flows test`).
+pub mod transcript;
+/// HTTP: webhooks, health and metrics.
+pub mod web;

@@ -22,11 +22,21 @@ pub struct Metrics {
 impl Metrics {
     /// `result` is processed, duplicate, rejected or error.
     pub fn count_inbound(&self, channel: &'static str, result: &'static str) {
-        *self.inbound.lock().expect("metrics").entry((channel, result)).or_default() += 1;
+        *self
+            .inbound
+            .lock()
+            .expect("metrics")
+            .entry((channel, result))
+            .or_default() += 1;
     }
 
     pub fn count_outbound(&self, result: &'static str) {
-        *self.outbound.lock().expect("metrics").entry(result).or_default() += 1;
+        *self
+            .outbound
+            .lock()
+            .expect("metrics")
+            .entry(result)
+            .or_default() += 1;
     }
 
     pub fn observe_send(&self, d: Duration) {
@@ -37,7 +47,8 @@ impl Metrics {
             }
         }
         self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us.fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Renders everything; `outbox` is `(status, count)` from the store.
@@ -45,11 +56,17 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP carebot_inbound_total Inbound messages by channel and result.\n# TYPE carebot_inbound_total counter\n");
         for ((channel, result), n) in self.inbound.lock().expect("metrics").iter() {
-            let _ = writeln!(out, "carebot_inbound_total{{channel=\"{channel}\",result=\"{result}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "carebot_inbound_total{{channel=\"{channel}\",result=\"{result}\"}} {n}"
+            );
         }
         out.push_str("# HELP carebot_send_attempts_total Outbound send attempts by result since start.\n# TYPE carebot_send_attempts_total counter\n");
         for (result, n) in self.outbound.lock().expect("metrics").iter() {
-            let _ = writeln!(out, "carebot_send_attempts_total{{result=\"{result}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "carebot_send_attempts_total{{result=\"{result}\"}} {n}"
+            );
         }
         out.push_str("# HELP carebot_outbound_messages Outbound messages in the store by status.\n# TYPE carebot_outbound_messages gauge\n");
         let mut queued = 0;
@@ -70,7 +87,10 @@ impl Metrics {
             );
         }
         let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "carebot_send_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "carebot_send_latency_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
         let _ = writeln!(
             out,
             "carebot_send_latency_seconds_sum {}",

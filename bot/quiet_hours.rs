@@ -28,6 +28,10 @@ impl Window {
             .split_once('-')
             .ok_or_else(|| format!("quiet-hours window {s:?} must look like 08:00-20:00"))?;
         let t = |x: &str| {
+            // "24:00" closes a window at midnight, so "00:00-24:00" means any hour.
+            if x.trim() == "24:00" {
+                return Ok(NaiveTime::from_hms_nano_opt(23, 59, 59, 1_999_999_999).expect("valid"));
+            }
             NaiveTime::parse_from_str(x.trim(), "%H:%M")
                 .map_err(|_| format!("invalid time {x:?} in window {s:?}"))
         };
@@ -82,7 +86,10 @@ mod tests {
     #[test]
     fn inside_the_window_sends_now() {
         let now = utc("2026-11-20T16:00:00Z"); // 10:00 in Chicago
-        assert_eq!(Window::default().next_allowed(now, chrono_tz::America::Chicago), now);
+        assert_eq!(
+            Window::default().next_allowed(now, chrono_tz::America::Chicago),
+            now
+        );
     }
 
     #[test]
@@ -101,6 +108,13 @@ mod tests {
             Window::default().next_allowed(now, chrono_tz::America::Chicago),
             utc("2026-11-20T14:00:00Z")
         );
+    }
+
+    #[test]
+    fn a_window_to_midnight_allows_every_hour() {
+        let w = Window::parse("00:00-24:00").unwrap();
+        let now = utc("2026-11-21T05:59:59Z"); // 23:59:59 in Chicago
+        assert_eq!(w.next_allowed(now, chrono_tz::America::Chicago), now);
     }
 
     #[test]

@@ -210,7 +210,9 @@ impl Templates {
 }
 
 fn render_message(e: &minijinja::Error) -> String {
-    let mut msg = e.detail().map_or_else(|| e.kind().to_string(), str::to_owned);
+    let mut msg = e
+        .detail()
+        .map_or_else(|| e.kind().to_string(), str::to_owned);
     if msg.is_empty() {
         msg = e.kind().to_string();
     }
@@ -270,7 +272,11 @@ mod tests {
     fn renders_in_the_caregivers_language_and_falls_back_to_english() {
         let dir = tempfile::tempdir().unwrap();
         write(dir.path(), "en/a.txt", "Hi {{ caregiver.first_name }}!\n");
-        write(dir.path(), "es/a.txt", "¡Hola {{ caregiver.first_name }}!\n");
+        write(
+            dir.path(),
+            "es/a.txt",
+            "¡Hola {{ caregiver.first_name }}!\n",
+        );
         write(dir.path(), "en/b.txt", "Only English, {{ agency.name }}\n");
         let (t, problems) = Templates::load(dir.path());
         assert!(problems.is_empty(), "{problems:?}");
@@ -286,7 +292,9 @@ mod tests {
                 last_name: "G",
             },
             agency: &agency,
-            supervisor: SupervisorView { name: "Dana".into() },
+            supervisor: SupervisorView {
+                name: "Dana".into(),
+            },
             answers: &empty,
             vars: &empty,
             flow: FlowView { id: "f", name: "F" },
@@ -309,7 +317,11 @@ mod tests {
     #[test]
     fn a_misspelled_variable_is_an_error_not_a_blank() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "en/a.txt", "line one\nHi {{ caregiver.frist_name }}\n");
+        write(
+            dir.path(),
+            "en/a.txt",
+            "line one\nHi {{ caregiver.frist_name }}\n",
+        );
         let (t, _) = Templates::load(dir.path());
         let p = person();
         let agency = Agency {

@@ -23,7 +23,14 @@ pub const CAREGIVER_HEADERS: &[&str] = &[
     "consent_at",
 ];
 
-pub const SUPERVISOR_HEADERS: &[&str] = &["external_id", "name", "phone", "email", "branch", "timezone"];
+pub const SUPERVISOR_HEADERS: &[&str] = &[
+    "external_id",
+    "name",
+    "phone",
+    "email",
+    "branch",
+    "timezone",
+];
 
 /// What an import did, in the words the summary line uses.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -106,7 +113,9 @@ fn timezone(s: &str) -> Result<String, String> {
     }
     s.parse::<chrono_tz::Tz>()
         .map(|_| s.to_owned())
-        .map_err(|_| format!("timezone {s:?} is not an IANA time zone name (such as America/Chicago)"))
+        .map_err(|_| {
+            format!("timezone {s:?} is not an IANA time zone name (such as America/Chicago)")
+        })
 }
 
 fn phone(s: &str) -> Result<String, String> {
@@ -137,10 +146,18 @@ pub fn parse_caregiver(
     let supervisor_id = match field(row, "supervisor_id") {
         "" => None,
         s if supervisors.contains(s) => Some(s.to_owned()),
-        s => return Err(format!("supervisor_id {s:?} is not a known supervisor (import supervisors first)")),
+        s => {
+            return Err(format!(
+                "supervisor_id {s:?} is not a known supervisor (import supervisors first)"
+            ));
+        }
     };
     let mut groups = Vec::new();
-    for g in field(row, "groups").split(';').map(str::trim).filter(|g| !g.is_empty()) {
+    for g in field(row, "groups")
+        .split(';')
+        .map(str::trim)
+        .filter(|g| !g.is_empty())
+    {
         if !g
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -217,9 +234,18 @@ pub async fn import_caregivers<S: Store>(
             Err(reason) => summary.rejected.push((*line, reason)),
             Ok(rec) => {
                 if let Some(first) = ids.get(&rec.external_id) {
-                    summary.rejected.push((*line, format!("external_id {:?} already on line {first}", rec.external_id)));
+                    summary.rejected.push((
+                        *line,
+                        format!("external_id {:?} already on line {first}", rec.external_id),
+                    ));
                 } else if let Some(first) = phones.get(&rec.phone) {
-                    summary.rejected.push((*line, format!("phone {} already belongs to the caregiver on line {first}", crate::domain::phone::mask_address(&rec.phone))));
+                    summary.rejected.push((
+                        *line,
+                        format!(
+                            "phone {} already belongs to the caregiver on line {first}",
+                            crate::domain::phone::mask_address(&rec.phone)
+                        ),
+                    ));
                 } else {
                     ids.insert(rec.external_id.clone(), *line);
                     phones.insert(rec.phone.clone(), *line);
@@ -256,7 +282,10 @@ pub async fn import_supervisors<S: Store>(
             Err(reason) => summary.rejected.push((*line, reason)),
             Ok(rec) => {
                 if let Some(first) = ids.get(&rec.external_id) {
-                    summary.rejected.push((*line, format!("external_id {:?} already on line {first}", rec.external_id)));
+                    summary.rejected.push((
+                        *line,
+                        format!("external_id {:?} already on line {first}", rec.external_id),
+                    ));
                 } else {
                     ids.insert(rec.external_id.clone(), *line);
                     lines.push(*line);
@@ -271,7 +300,11 @@ pub async fn import_supervisors<S: Store>(
     Ok(summary)
 }
 
-fn tally(summary: &mut ImportSummary, outcomes: Vec<(UpsertOutcome, Option<String>)>, lines: &[u64]) {
+fn tally(
+    summary: &mut ImportSummary,
+    outcomes: Vec<(UpsertOutcome, Option<String>)>,
+    lines: &[u64],
+) {
     for ((outcome, reason), line) in outcomes.into_iter().zip(lines) {
         match outcome {
             UpsertOutcome::Added => summary.added += 1,
@@ -289,7 +322,10 @@ mod tests {
     use super::*;
 
     fn row(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     fn good() -> Vec<(&'static str, &'static str)> {

@@ -12,9 +12,9 @@ use serde_json::Value;
 use crate::catalog::Catalog;
 use crate::consent::{self, Keyword};
 use crate::domain::{Address, Channel, Lang, Priority};
+use crate::flow::Flow;
 use crate::flow::definition::{Program, WhenBusy};
 use crate::flow::engine::{self, Event, Input, Outcome, Person, State, Transition};
-use crate::flow::Flow;
 use crate::quiet_hours::{self, Window};
 use crate::render::{
     Agency, CaregiverView, EscalationView, FlowView, MessageContext, SupervisorView,
@@ -80,7 +80,11 @@ const MISSING_REVISION: &str = "flow revision not loaded: ";
 impl<S: Store> Runner<S> {
     /// Registers the text of every flow in the catalog as a revision, so conversations started
     /// from now on can always find the exact version they started on.
-    pub async fn new(store: S, catalog: Arc<Catalog>, settings: RunnerSettings) -> Result<Self, RunError> {
+    pub async fn new(
+        store: S,
+        catalog: Arc<Catalog>,
+        settings: RunnerSettings,
+    ) -> Result<Self, RunError> {
         let mut revisions = HashMap::new();
         let mut current = HashMap::new();
         for (id, loaded) in &catalog.flows {
@@ -105,9 +109,14 @@ impl<S: Store> Runner<S> {
         let Some(stored) = self.store.flow_revision(rev).await? else {
             return Err(StoreError::Corrupt(format!("flow revision {rev} does not exist")).into());
         };
-        let flow = Flow::parse(&format!("{} (revision {rev})", stored.flow_id), &stored.source)
-            .map_err(|e| StoreError::Corrupt(format!("stored flow revision {rev} no longer parses: {e}")))?
-            .0;
+        let flow = Flow::parse(
+            &format!("{} (revision {rev})", stored.flow_id),
+            &stored.source,
+        )
+        .map_err(|e| {
+            StoreError::Corrupt(format!("stored flow revision {rev} no longer parses: {e}"))
+        })?
+        .0;
         self.revisions
             .write()
             .expect("revision cache poisoned")
@@ -308,7 +317,13 @@ impl<S: Store> Runner<S> {
             .map_err(|e| format!("conversation {} has unreadable state: {e}", conv.id))?;
         let person = person(caregiver);
         plan.conv = ConvRef::Existing(conv.id);
-        match engine::resume(&flow, &state, &person, Input::Reply(text), inbound.received_at) {
+        match engine::resume(
+            &flow,
+            &state,
+            &person,
+            Input::Reply(text),
+            inbound.received_at,
+        ) {
             Ok(t) => plan.apply(&flow, &person, t, OutboundKind::Reply)?,
             Err(e) => {
                 // A flow that fails at run time must not swallow the caregiver's messages in a
@@ -481,7 +496,15 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
             .map_err(|e| e.to_string())?;
         let address = self.snap.address.clone();
         let caregiver_id = self.caregiver_id();
-        self.queue(address, caregiver_id, None, kind, body, Vec::new(), self.now);
+        self.queue(
+            address,
+            caregiver_id,
+            None,
+            kind,
+            body,
+            Vec::new(),
+            self.now,
+        );
         Ok(())
     }
 
@@ -560,14 +583,21 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
         t: Transition,
         kind: OutboundKind,
     ) -> Result<(), String> {
-        let caregiver = self.snap.caregiver.as_ref().expect("flows run for caregivers");
+        let caregiver = self
+            .snap
+            .caregiver
+            .as_ref()
+            .expect("flows run for caregivers");
         let mut person = start_person.clone();
         let prior: Option<State> = self
             .snap
             .conversation
             .as_ref()
             .and_then(|c| serde_json::from_value(c.state.clone()).ok());
-        let mut answers = prior.as_ref().map(|s| s.answers.clone()).unwrap_or_default();
+        let mut answers = prior
+            .as_ref()
+            .map(|s| s.answers.clone())
+            .unwrap_or_default();
         let vars = t
             .state
             .as_ref()
@@ -592,7 +622,14 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                     unprompted,
                     ..
                 } => {
-                    let ctx = self.context(&person, &caregiver.last_name, &answers, &vars, (&flow.id, &flow.name), None);
+                    let ctx = self.context(
+                        &person,
+                        &caregiver.last_name,
+                        &answers,
+                        &vars,
+                        (&flow.id, &flow.name),
+                        None,
+                    );
                     let (body, _) = self
                         .runner
                         .catalog
@@ -601,9 +638,17 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                         .map_err(|e| e.to_string())?;
                     // A reply to someone who just wrote is never held; anything they did not
                     // just prompt waits for their window.
-                    let kind = if unprompted { OutboundKind::Program } else { kind };
+                    let kind = if unprompted {
+                        OutboundKind::Program
+                    } else {
+                        kind
+                    };
                     let not_before = match kind {
-                        OutboundKind::Program => self.runner.settings.caregiver_window.next_allowed(self.now, tz),
+                        OutboundKind::Program => self
+                            .runner
+                            .settings
+                            .caregiver_window
+                            .next_allowed(self.now, tz),
                         _ => self.now,
                     };
                     self.queue(
@@ -669,7 +714,14 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                     };
                     // Alerts are read by the supervisor: English unless a translation is all
                     // there is.
-                    let ctx = self.context(&person, &caregiver.last_name, &answers, &vars, (&flow.id, &flow.name), Some(view));
+                    let ctx = self.context(
+                        &person,
+                        &caregiver.last_name,
+                        &answers,
+                        &vars,
+                        (&flow.id, &flow.name),
+                        Some(view),
+                    );
                     let (message, _) = self
                         .runner
                         .catalog
@@ -692,7 +744,10 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                         let not_before = if priority == Priority::High {
                             self.now
                         } else {
-                            self.runner.settings.supervisor_window.next_allowed(self.now, sup_tz)
+                            self.runner
+                                .settings
+                                .supervisor_window
+                                .next_allowed(self.now, sup_tz)
                         };
                         self.queue(
                             Address::new(Channel::Sms, sup.phone.clone()),

@@ -28,20 +28,32 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store = AnyStore::connect(&config.database_url)
         .await
-        .with_context(|| format!("cannot open the database {}", crate::cli::redact_url(&config.database_url)))?;
-    store.migrate().await.context("cannot migrate the database")?;
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                crate::cli::redact_url(&config.database_url)
+            )
+        })?;
+    store
+        .migrate()
+        .await
+        .context("cannot migrate the database")?;
     let runner = Arc::new(Runner::new(store.clone(), catalog, config.runner.clone()).await?);
     let metrics = Arc::new(Metrics::default());
 
     let mut tasks = tokio::task::JoinSet::new();
     let sms_wake = match &config.twilio {
         None => {
-            tracing::warn!("SMS is off: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM (or TWILIO_MESSAGING_SERVICE_SID) to turn it on");
+            tracing::warn!(
+                "SMS is off: set TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN and TWILIO_FROM (or TWILIO_MESSAGING_SERVICE_SID) to turn it on"
+            );
             None
         }
         Some(tw) => {
             if config.public_url.is_none() {
-                tracing::warn!("CAREBOT_PUBLIC_URL is not set: Twilio signatures are checked against the Host header and no delivery status callbacks are requested");
+                tracing::warn!(
+                    "CAREBOT_PUBLIC_URL is not set: Twilio signatures are checked against the Host header and no delivery status callbacks are requested"
+                );
             }
             let client = TwilioClient::new(tw.clone(), config.public_url.clone());
             let dispatcher = Dispatcher::new(
@@ -61,7 +73,11 @@ pub async fn run(
             Some(wake)
         }
     };
-    tasks.spawn(scheduler(runner.clone(), sms_wake.clone(), shutdown.clone()));
+    tasks.spawn(scheduler(
+        runner.clone(),
+        sms_wake.clone(),
+        shutdown.clone(),
+    ));
 
     let state = Arc::new(AppState {
         runner,
@@ -117,8 +133,9 @@ pub fn shutdown_on_signals() -> watch::Receiver<bool> {
         let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
         {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("can listen for SIGTERM");
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("can listen for SIGTERM");
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}

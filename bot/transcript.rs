@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::catalog::{sample_agency, sample_person, Catalog};
+use crate::catalog::{Catalog, sample_agency, sample_person};
 use crate::domain::Lang;
 use crate::flow::definition::parse_duration;
 use crate::flow::engine::{self, Event, Input, Outcome, Person, State, Transition};
@@ -173,8 +173,9 @@ pub fn run_one(catalog: &Catalog, source: &str) -> Vec<String> {
         match line {
             Line::Bot(want) => {
                 if play.pending.is_empty() {
-                    play.failures
-                        .push(format!("{at}: expected a message containing {want:?}, got none"));
+                    play.failures.push(format!(
+                        "{at}: expected a message containing {want:?}, got none"
+                    ));
                 } else {
                     let got = play.pending.remove(0);
                     if !got.contains(want.as_str()) {
@@ -206,8 +207,9 @@ pub fn run_one(catalog: &Catalog, source: &str) -> Vec<String> {
                     let t = engine::resume(&flow, &state, &play.person, Input::Reply(reply), now);
                     play.absorb(t, &vars);
                 } else {
-                    play.failures
-                        .push(format!("{at}: the conversation has ended; nobody reads {reply:?}"));
+                    play.failures.push(format!(
+                        "{at}: the conversation has ended; nobody reads {reply:?}"
+                    ));
                 }
             }
         }
@@ -249,12 +251,17 @@ pub fn run_one(catalog: &Catalog, source: &str) -> Vec<String> {
 impl Play<'_> {
     fn unread(&mut self, at: &str) {
         for msg in self.pending.drain(..) {
-            self.failures
-                .push(format!("{at}: message not expected by the transcript: {msg:?}"));
+            self.failures.push(format!(
+                "{at}: message not expected by the transcript: {msg:?}"
+            ));
         }
     }
 
-    fn absorb(&mut self, t: Result<Transition, engine::EngineError>, vars: &BTreeMap<String, Value>) {
+    fn absorb(
+        &mut self,
+        t: Result<Transition, engine::EngineError>,
+        vars: &BTreeMap<String, Value>,
+    ) {
         let t = match t {
             Ok(t) => t,
             Err(e) => {

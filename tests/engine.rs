@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use carebot::domain::{Lang, Priority};
-use carebot::flow::engine::{self, Event, Input, Outcome, Person};
 use carebot::flow::Flow;
+use carebot::flow::engine::{self, Event, Input, Outcome, Person};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
 
@@ -64,7 +64,9 @@ fn person() -> Person {
 }
 
 fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-20T16:00:00Z").unwrap().with_timezone(&Utc)
+    DateTime::parse_from_rfc3339("2026-11-20T16:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
 }
 
 fn flow() -> Flow {
@@ -86,7 +88,9 @@ fn starting_asks_the_first_question_with_buttons_and_timers() {
     let f = flow();
     let t = engine::start(&f, &person(), BTreeMap::new(), t0()).unwrap();
     assert_eq!(sent(&t.events), vec!["pulse/score"]);
-    let Event::Send { buttons, .. } = &t.events[0] else { panic!() };
+    let Event::Send { buttons, .. } = &t.events[0] else {
+        panic!()
+    };
     assert_eq!(buttons.len(), 5);
     let state = t.state.unwrap();
     assert_eq!(state.step, "score");
@@ -98,7 +102,10 @@ fn starting_asks_the_first_question_with_buttons_and_timers() {
 #[test]
 fn an_answer_that_does_not_fit_is_re_asked_then_falls_back() {
     let f = flow();
-    let s = engine::start(&f, &person(), BTreeMap::new(), t0()).unwrap().state.unwrap();
+    let s = engine::start(&f, &person(), BTreeMap::new(), t0())
+        .unwrap()
+        .state
+        .unwrap();
     let t = engine::resume(&f, &s, &person(), Input::Reply("seven"), t0()).unwrap();
     assert_eq!(sent(&t.events), vec!["pulse/score-hint"]);
     let s = t.state.unwrap();
@@ -106,22 +113,34 @@ fn an_answer_that_does_not_fit_is_re_asked_then_falls_back() {
     let t = engine::resume(&f, &s, &person(), Input::Reply("purple"), t0()).unwrap();
     assert_eq!(sent(&t.events), vec!["pulse/bye"]);
     assert!(t.state.is_none());
-    assert!(t.events.contains(&Event::End { outcome: Outcome::Completed }));
+    assert!(t.events.contains(&Event::End {
+        outcome: Outcome::Completed
+    }));
 }
 
 #[test]
 fn a_low_score_escalates_at_once_and_branches() {
     let f = flow();
-    let s = engine::start(&f, &person(), BTreeMap::new(), t0()).unwrap().state.unwrap();
+    let s = engine::start(&f, &person(), BTreeMap::new(), t0())
+        .unwrap()
+        .state
+        .unwrap();
     let t = engine::resume(&f, &s, &person(), Input::Reply("2"), t0()).unwrap();
     let kinds: Vec<String> = t
         .events
         .iter()
-        .map(|e| serde_json::to_value(e).unwrap()["event"].as_str().unwrap().to_owned())
+        .map(|e| {
+            serde_json::to_value(e).unwrap()["event"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     // The escalation comes right after the answer, before anything else is sent.
     assert_eq!(kinds[..2], ["answer".to_owned(), "escalate".to_owned()]);
-    assert!(matches!(&t.events[1], Event::Escalate { priority: Priority::High, answer, .. } if answer == "2"));
+    assert!(
+        matches!(&t.events[1], Event::Escalate { priority: Priority::High, answer, .. } if answer == "2")
+    );
     assert_eq!(sent(&t.events), vec!["pulse/sorry", "pulse/help"]);
     assert_eq!(t.state.unwrap().answers["week_score"], Value::from(2));
 }
@@ -129,7 +148,10 @@ fn a_low_score_escalates_at_once_and_branches() {
 #[test]
 fn a_good_score_goes_straight_on_without_an_alert() {
     let f = flow();
-    let s = engine::start(&f, &person(), BTreeMap::new(), t0()).unwrap().state.unwrap();
+    let s = engine::start(&f, &person(), BTreeMap::new(), t0())
+        .unwrap()
+        .state
+        .unwrap();
     let t = engine::resume(&f, &s, &person(), Input::Reply("4"), t0()).unwrap();
     assert!(!t.events.iter().any(|e| matches!(e, Event::Escalate { .. })));
     assert_eq!(sent(&t.events), vec!["pulse/help"]);
@@ -138,36 +160,75 @@ fn a_good_score_goes_straight_on_without_an_alert() {
 #[test]
 fn worrying_words_in_free_text_escalate_and_fields_are_set() {
     let f = flow();
-    let s = engine::start(&f, &person(), BTreeMap::new(), t0()).unwrap().state.unwrap();
-    let s = engine::resume(&f, &s, &person(), Input::Reply("4"), t0()).unwrap().state.unwrap();
-    let t = engine::resume(&f, &s, &person(), Input::Reply("Me siento insegura en esa casa"), t0()).unwrap();
-    assert!(t.events.iter().any(|e| matches!(e, Event::Escalate { reason, .. } if reason == "worrying words")));
+    let s = engine::start(&f, &person(), BTreeMap::new(), t0())
+        .unwrap()
+        .state
+        .unwrap();
+    let s = engine::resume(&f, &s, &person(), Input::Reply("4"), t0())
+        .unwrap()
+        .state
+        .unwrap();
+    let t = engine::resume(
+        &f,
+        &s,
+        &person(),
+        Input::Reply("Me siento insegura en esa casa"),
+        t0(),
+    )
+    .unwrap();
+    assert!(
+        t.events
+            .iter()
+            .any(|e| matches!(e, Event::Escalate { reason, .. } if reason == "worrying words"))
+    );
     assert!(t.events.contains(&Event::SetField {
         name: "last_help".into(),
         value: Value::from("Me siento insegura en esa casa")
     }));
-    let s2 = engine::start(&f, &person(), BTreeMap::new(), t0()).unwrap().state.unwrap();
-    let s2 = engine::resume(&f, &s2, &person(), Input::Reply("4"), t0()).unwrap().state.unwrap();
+    let s2 = engine::start(&f, &person(), BTreeMap::new(), t0())
+        .unwrap()
+        .state
+        .unwrap();
+    let s2 = engine::resume(&f, &s2, &person(), Input::Reply("4"), t0())
+        .unwrap()
+        .state
+        .unwrap();
     let calm = engine::resume(&f, &s2, &person(), Input::Reply("quite a good week"), t0()).unwrap();
-    assert!(!calm.events.iter().any(|e| matches!(e, Event::Escalate { .. })));
+    assert!(
+        !calm
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::Escalate { .. }))
+    );
 }
 
 #[test]
 fn a_reminder_then_expiry_lead_to_the_declared_step() {
     let f = flow();
-    let s = engine::start(&f, &person(), BTreeMap::new(), t0()).unwrap().state.unwrap();
+    let s = engine::start(&f, &person(), BTreeMap::new(), t0())
+        .unwrap()
+        .state
+        .unwrap();
     let at = s.remind_at.unwrap();
     assert_eq!(s.due(at), Some(Input::Reminder));
     let t = engine::resume(&f, &s, &person(), Input::Reminder, at).unwrap();
     assert_eq!(sent(&t.events), vec!["pulse/score"]);
-    assert!(matches!(t.events[0], Event::Send { unprompted: true, .. }));
+    assert!(matches!(
+        t.events[0],
+        Event::Send {
+            unprompted: true,
+            ..
+        }
+    ));
     let s = t.state.unwrap();
     assert_eq!(s.remind_at, None, "one reminder was declared");
     let at = s.expire_at.unwrap();
     assert_eq!(s.due(at), Some(Input::Expiry));
     let t = engine::resume(&f, &s, &person(), Input::Expiry, at).unwrap();
     assert_eq!(sent(&t.events), vec!["pulse/expired"]);
-    assert!(t.events.contains(&Event::End { outcome: Outcome::Expired }));
+    assert!(t.events.contains(&Event::End {
+        outcome: Outcome::Expired
+    }));
 }
 
 #[test]

@@ -27,9 +27,13 @@ fn shipped_flows_and_templates_have_no_errors() {
 
 #[test]
 fn every_shipped_transcript_passes() {
-    let (catalog, _) = Catalog::load(&root().join("flows"), &root().join("templates")).expect("valid catalog");
+    let (catalog, _) =
+        Catalog::load(&root().join("flows"), &root().join("templates")).expect("valid catalog");
     let results = carebot::transcript::run_dir(&catalog, &root().join("flows/tests"));
-    assert!(results.len() >= 8, "expected transcripts for every flow in both languages");
+    assert!(
+        results.len() >= 8,
+        "expected transcripts for every flow in both languages"
+    );
     let failures: Vec<String> = results
         .iter()
         .filter(|r| !r.failures.is_empty())
@@ -40,7 +44,8 @@ fn every_shipped_transcript_passes() {
 
 #[test]
 fn a_transcript_that_expects_the_wrong_thing_fails() {
-    let (catalog, _) = Catalog::load(&root().join("flows"), &root().join("templates")).expect("valid catalog");
+    let (catalog, _) =
+        Catalog::load(&root().join("flows"), &root().join("templates")).expect("valid catalog");
     let wrong = "flow: weekly-pulse\nlanguage: en\ntranscript:\n  - bot: \"this text is not in the question\"\nexpect:\n  outcome: completed\n";
     let failures = carebot::transcript::run_one(&catalog, wrong);
     assert_eq!(failures.len(), 2, "{failures:?}");
@@ -68,9 +73,18 @@ fn flows_check_reports_every_error_with_file_line_and_column_and_exits_1() {
     let out = carebot(&["flows", "check"], dir.path());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("flows/broken.yaml:8:11: error: unknown step \"nowhere\""), "{stdout}");
-    assert!(stdout.contains("flows/broken.yaml:9:9: error: step \"orphan\" can never be reached"), "{stdout}");
-    assert!(stdout.contains("flows/broken.yaml:12:13: error: invalid expression"), "{stdout}");
+    assert!(
+        stdout.contains("flows/broken.yaml:8:11: error: unknown step \"nowhere\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("flows/broken.yaml:9:9: error: step \"orphan\" can never be reached"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("flows/broken.yaml:12:13: error: invalid expression"),
+        "{stdout}"
+    );
 
     let json = carebot(&["flows", "check", "--json"], dir.path());
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("JSON output");

@@ -32,12 +32,14 @@ support::store_tests! {
     inbound_retry_is_a_duplicate_and_changes_nothing,
     inbound_plan_creates_a_conversation_and_queues_a_reply,
     failing_plan_rolls_back_the_inbound_message_too,
+    failing_decide_rolls_back_and_records_nothing,
     claim_marks_sending_and_a_second_claim_gets_nothing,
     concurrent_claims_take_disjoint_messages,
     claim_suppresses_opted_out_inactive_and_invalid_except_consent,
     dispatcher_transitions_retry_failed_accepted,
     delivery_status_never_moves_backwards,
     stale_sending_becomes_unknown_and_is_not_resent,
+    unanswered_send_becomes_unknown_and_a_report_reconciles_it,
     consent_ledger_records_keyword_and_provider_changes,
     flow_revisions_dedupe_by_text,
     due_conversation_is_handled_once,
@@ -61,7 +63,7 @@ async fn sqlite_file_is_wal_with_fixed_width_utc_instants() {
     for message in [no_fraction, fraction] {
         let outcome = db
             .store
-            .handle_inbound(&message, &|_: &Snapshot| Plan::default())
+            .handle_inbound(&message, &|_: &Snapshot| Ok(Plan::default()))
             .await;
         assert_eq!(outcome.unwrap(), InboundOutcome::Processed);
     }
@@ -113,8 +115,10 @@ async fn queue(store: &AnyStore, outbound: NewOutbound) {
     let address = outbound.address.clone();
     let write = Write::Outbound(outbound);
     store
-        .handle_addresses(&[address], at(8), &|_: &Snapshot| Plan {
-            writes: vec![write.clone()],
+        .handle_addresses(&[address], at(8), &|_: &Snapshot| {
+            Ok(Plan {
+                writes: vec![write.clone()],
+            })
         })
         .await
         .unwrap();
@@ -126,9 +130,9 @@ async fn queue_for_caregiver(store: &AnyStore, address: &Address, kind: Outbound
         .handle_addresses(std::slice::from_ref(address), at(8), &|s: &Snapshot| {
             let mut outbound = message(address, kind, body, at(9));
             outbound.caregiver_id = s.caregiver.as_ref().map(|c| c.id);
-            Plan {
+            Ok(Plan {
                 writes: vec![Write::Outbound(outbound)],
-            }
+            })
         })
         .await
         .unwrap();
@@ -162,7 +166,7 @@ async fn snapshot(store: &AnyStore, address: &Address) -> Snapshot {
     store
         .handle_addresses(std::slice::from_ref(address), at(8), &|s: &Snapshot| {
             *seen.lock().unwrap() = Some(s.clone());
-            Plan::default()
+            Ok(Plan::default())
         })
         .await
         .unwrap();
@@ -181,13 +185,15 @@ async fn start(
         .await
         .unwrap();
     store
-        .handle_addresses(std::slice::from_ref(address), at(8), &|_: &Snapshot| Plan {
-            writes: vec![Write::CreateConversation {
-                flow_id: flow_id.to_owned(),
-                flow_rev: rev,
-                state: json!({"step": "score"}),
-                wake_at,
-            }],
+        .handle_addresses(std::slice::from_ref(address), at(8), &|_: &Snapshot| {
+            Ok(Plan {
+                writes: vec![Write::CreateConversation {
+                    flow_id: flow_id.to_owned(),
+                    flow_rev: rev,
+                    state: json!({"step": "score"}),
+                    wake_at,
+                }],
+            })
         })
         .await
         .unwrap();
@@ -474,14 +480,14 @@ async fn inbound_retry_is_a_duplicate_and_changes_nothing(store: AnyStore) {
     let calls = Mutex::new(0);
     let decide = |s: &Snapshot| {
         *calls.lock().unwrap() += 1;
-        Plan {
+        Ok(Plan {
             writes: vec![Write::Outbound(message(
                 &s.address,
                 OutboundKind::Reply,
                 "Got it",
                 at(10),
             ))],
-        }
+        })
     };
     let first = inbound(&sms(1), "4", "SM1", at(10));
     assert_eq!(
@@ -549,7 +555,7 @@ async fn inbound_plan_creates_a_conversation_and_queues_a_reply(store: AnyStore)
         reply.caregiver_id = caregiver_id;
         reply.conversation = Some(conversation);
         writes.push(Write::Outbound(reply));
-        Plan { writes }
+        Ok(Plan { writes })
     };
 
     let outcome = store
@@ -599,16 +605,18 @@ async fn failing_plan_rolls_back_the_inbound_message_too(store: AnyStore) {
 
     // A second active conversation on the same channel breaks the unique index, after a reply
     // and an answer were already written in the same transaction.
-    let conflicting = |s: &Snapshot| Plan {
-        writes: vec![
-            Write::Outbound(message(&s.address, OutboundKind::Reply, "Welcome", at(10))),
-            Write::CreateConversation {
-                flow_id: "training".into(),
-                flow_rev: rev,
-                state: json!({}),
-                wake_at: None,
-            },
-        ],
+    let conflicting = |s: &Snapshot| {
+        Ok(Plan {
+            writes: vec![
+                Write::Outbound(message(&s.address, OutboundKind::Reply, "Welcome", at(10))),
+                Write::CreateConversation {
+                    flow_id: "training".into(),
+                    flow_rev: rev,
+                    state: json!({}),
+                    wake_at: None,
+                },
+            ],
+        })
     };
     let message_in = inbound(&sms(1), "hi", "SM1", at(10));
     let failed = store.handle_inbound(&message_in, &conflicting).await;
@@ -616,13 +624,15 @@ async fn failing_plan_rolls_back_the_inbound_message_too(store: AnyStore) {
     assert!(store.outbound_to(&sms(1)).await.unwrap().is_empty());
 
     // The provider's retry is processed, not taken for a duplicate.
-    let fine = |s: &Snapshot| Plan {
-        writes: vec![Write::Outbound(message(
-            &s.address,
-            OutboundKind::Reply,
-            "Hi",
-            at(10),
-        ))],
+    let fine = |s: &Snapshot| {
+        Ok(Plan {
+            writes: vec![Write::Outbound(message(
+                &s.address,
+                OutboundKind::Reply,
+                "Hi",
+                at(10),
+            ))],
+        })
     };
     let retried = store.handle_inbound(&message_in, &fine).await.unwrap();
     assert_eq!(retried, InboundOutcome::Processed);
@@ -630,11 +640,13 @@ async fn failing_plan_rolls_back_the_inbound_message_too(store: AnyStore) {
 
     // A plan that cannot be applied as written is refused the same way.
     let stranger = inbound(&sms(50), "hi", "SM2", at(10));
-    let answer_for_nobody = |_: &Snapshot| Plan {
-        writes: vec![Write::CaregiverFields {
-            fields: Default::default(),
-            tags: vec![],
-        }],
+    let answer_for_nobody = |_: &Snapshot| {
+        Ok(Plan {
+            writes: vec![Write::CaregiverFields {
+                fields: Default::default(),
+                tags: vec![],
+            }],
+        })
     };
     let refused = store.handle_inbound(&stranger, &answer_for_nobody).await;
     assert!(
@@ -644,6 +656,41 @@ async fn failing_plan_rolls_back_the_inbound_message_too(store: AnyStore) {
     assert_eq!(
         store.handle_inbound(&stranger, &fine).await.unwrap(),
         InboundOutcome::Processed
+    );
+}
+
+async fn failing_decide_rolls_back_and_records_nothing(store: AnyStore) {
+    store
+        .upsert_caregivers(&[caregiver("c1", 1)])
+        .await
+        .unwrap();
+    let message_in = inbound(&sms(1), "4", "SM1", at(10));
+    let boom = |_: &Snapshot| Err("boom".into());
+    let failed = store.handle_inbound(&message_in, &boom).await;
+    assert!(
+        matches!(&failed, Err(StoreError::Decide(reason)) if reason == "boom"),
+        "{failed:?}"
+    );
+    assert!(store.outbound_to(&sms(1)).await.unwrap().is_empty());
+
+    // The message was not recorded: the provider's retry is processed, not a duplicate.
+    let reply = |s: &Snapshot| {
+        Ok(Plan {
+            writes: vec![Write::Outbound(message(
+                &s.address,
+                OutboundKind::Reply,
+                "Got it",
+                at(10),
+            ))],
+        })
+    };
+    assert_eq!(
+        store.handle_inbound(&message_in, &reply).await.unwrap(),
+        InboundOutcome::Processed
+    );
+    assert_eq!(
+        store.outbound_to(&sms(1)).await.unwrap(),
+        [(OutboundStatus::Queued, "Got it".to_owned())]
     );
 }
 
@@ -915,6 +962,44 @@ async fn stale_sending_becomes_unknown_and_is_not_resent(store: AnyStore) {
     );
 }
 
+async fn unanswered_send_becomes_unknown_and_a_report_reconciles_it(store: AnyStore) {
+    queue(
+        &store,
+        message(&sms(1), OutboundKind::Program, "hello", at(9)),
+    )
+    .await;
+    let claimed = claim_sms(&store, at(10), 10).await;
+    assert_eq!(
+        statuses_to(&store, &sms(1)).await,
+        [OutboundStatus::Sending]
+    );
+
+    // The provider call timed out: it may or may not have the message.
+    store
+        .mark_outbound_unknown(claimed[0].id, "timeout")
+        .await
+        .unwrap();
+    assert_eq!(
+        statuses_to(&store, &sms(1)).await,
+        [OutboundStatus::Unknown]
+    );
+    assert!(
+        claim_sms(&store, at(12), 10).await.is_empty(),
+        "never re-sent"
+    );
+
+    // A status callback that carries our id settles it.
+    let found = store
+        .record_delivery_status(Some(claimed[0].id), "SM1", OutboundStatus::Delivered, None)
+        .await
+        .unwrap();
+    assert!(found);
+    assert_eq!(
+        statuses_to(&store, &sms(1)).await,
+        [OutboundStatus::Delivered]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Consent, flows, timers, results
 
@@ -923,20 +1008,22 @@ async fn consent_ledger_records_keyword_and_provider_changes(store: AnyStore) {
         .upsert_caregivers(&[caregiver("c1", 1)])
         .await
         .unwrap();
-    let stop = |s: &Snapshot| Plan {
-        writes: vec![
-            Write::Consent {
-                status: ConsentStatus::OptedOut,
-                source: "keyword".into(),
-                detail: "STOP".into(),
-            },
-            Write::Outbound(message(
-                &s.address,
-                OutboundKind::Consent,
-                "Unsubscribed",
-                at(10),
-            )),
-        ],
+    let stop = |s: &Snapshot| {
+        Ok(Plan {
+            writes: vec![
+                Write::Consent {
+                    status: ConsentStatus::OptedOut,
+                    source: "keyword".into(),
+                    detail: "STOP".into(),
+                },
+                Write::Outbound(message(
+                    &s.address,
+                    OutboundKind::Consent,
+                    "Unsubscribed",
+                    at(10),
+                )),
+            ],
+        })
     };
     store
         .handle_inbound(&inbound(&sms(1), "stop", "SM1", at(10)), &stop)
@@ -1032,7 +1119,7 @@ async fn due_conversation_is_handled_once(store: AnyStore) {
 
     let remind = |s: &Snapshot| {
         let conversation = s.conversation.as_ref().unwrap();
-        Plan {
+        Ok(Plan {
             writes: vec![
                 Write::UpdateConversation {
                     conversation: ConvRef::Existing(conversation.id),
@@ -1047,7 +1134,7 @@ async fn due_conversation_is_handled_once(store: AnyStore) {
                     at(12),
                 )),
             ],
-        }
+        })
     };
     assert!(
         store
@@ -1081,13 +1168,15 @@ async fn due_conversation_is_handled_once(store: AnyStore) {
     );
 
     // Ending a conversation frees the address for the next flow.
-    let end = |s: &Snapshot| Plan {
-        writes: vec![Write::UpdateConversation {
-            conversation: ConvRef::Existing(s.conversation.as_ref().unwrap().id),
-            status: ConversationStatus::Expired,
-            state: json!({}),
-            wake_at: None,
-        }],
+    let end = |s: &Snapshot| {
+        Ok(Plan {
+            writes: vec![Write::UpdateConversation {
+                conversation: ConvRef::Existing(s.conversation.as_ref().unwrap().id),
+                status: ConversationStatus::Expired,
+                state: json!({}),
+                wake_at: None,
+            }],
+        })
     };
     assert!(
         store
@@ -1105,21 +1194,23 @@ async fn racing_timers_handle_a_due_conversation_once(store: AnyStore) {
         .await
         .unwrap();
     let id = start(&store, &sms(1), "pulse", Some(at(12))).await;
-    let remind = |s: &Snapshot| Plan {
-        writes: vec![
-            Write::UpdateConversation {
-                conversation: ConvRef::Existing(id),
-                status: ConversationStatus::Active,
-                state: json!({}),
-                wake_at: None,
-            },
-            Write::Outbound(message(
-                &s.address,
-                OutboundKind::Program,
-                "Reminder",
-                at(12),
-            )),
-        ],
+    let remind = |s: &Snapshot| {
+        Ok(Plan {
+            writes: vec![
+                Write::UpdateConversation {
+                    conversation: ConvRef::Existing(id),
+                    status: ConversationStatus::Active,
+                    state: json!({}),
+                    wake_at: None,
+                },
+                Write::Outbound(message(
+                    &s.address,
+                    OutboundKind::Program,
+                    "Reminder",
+                    at(12),
+                )),
+            ],
+        })
     };
     // Two schedulers (two instances on PostgreSQL) reach the same timer at once.
     let (a, b) = tokio::join!(
@@ -1135,13 +1226,15 @@ async fn racing_retries_of_one_inbound_are_processed_once(store: AnyStore) {
         .upsert_caregivers(&[caregiver("c1", 1)])
         .await
         .unwrap();
-    let reply = |s: &Snapshot| Plan {
-        writes: vec![Write::Outbound(message(
-            &s.address,
-            OutboundKind::Reply,
-            "Got it",
-            at(10),
-        ))],
+    let reply = |s: &Snapshot| {
+        Ok(Plan {
+            writes: vec![Write::Outbound(message(
+                &s.address,
+                OutboundKind::Reply,
+                "Got it",
+                at(10),
+            ))],
+        })
     };
     let message_in = inbound(&sms(1), "4", "SM1", at(10));
     let (a, b) = tokio::join!(
@@ -1194,7 +1287,7 @@ async fn answers_and_escalations_are_listed_with_filters(store: AnyStore) {
                     message: "Call them".into(),
                 });
             }
-            Plan { writes }
+            Ok(Plan { writes })
         }
     };
     let march = |d: u32, hour: u32| at(hour) + Duration::days(i64::from(d) - 3);
@@ -1279,9 +1372,9 @@ async fn stranger_gets_one_polite_reply_a_day(store: AnyStore) {
     let polite = |today: NaiveDate| {
         move |s: &Snapshot| {
             if s.caregiver.is_some() || s.stranger_replied_today {
-                return Plan::default();
+                return Ok(Plan::default());
             }
-            Plan {
+            Ok(Plan {
                 writes: vec![
                     Write::StrangerReplied { day: today },
                     Write::Outbound(message(
@@ -1291,7 +1384,7 @@ async fn stranger_gets_one_polite_reply_a_day(store: AnyStore) {
                         at(10),
                     )),
                 ],
-            }
+            })
         }
     };
     let monday = at(10);
@@ -1322,11 +1415,13 @@ async fn caregiver_fields_and_tags_are_replaced(store: AnyStore) {
     let fields: BTreeMap<String, serde_json::Value> = [("hours_wanted".to_owned(), json!(30))]
         .into_iter()
         .collect();
-    let set = move |_: &Snapshot| Plan {
-        writes: vec![Write::CaregiverFields {
-            fields: fields.clone(),
-            tags: vec!["wants_hours".into()],
-        }],
+    let set = move |_: &Snapshot| {
+        Ok(Plan {
+            writes: vec![Write::CaregiverFields {
+                fields: fields.clone(),
+                tags: vec!["wants_hours".into()],
+            }],
+        })
     };
     store
         .handle_addresses(&[sms(1)], at(10), &set)
@@ -1373,7 +1468,7 @@ async fn start_for_an_audience_skips_those_already_in_a_conversation(store: AnyS
         .collect();
     let begin = |s: &Snapshot| {
         if s.conversation.is_some() {
-            return Plan::default();
+            return Ok(Plan::default());
         }
         let mut hello = message(
             &s.address,
@@ -1383,7 +1478,7 @@ async fn start_for_an_audience_skips_those_already_in_a_conversation(store: AnyS
         );
         hello.conversation = Some(ConvRef::New);
         hello.caregiver_id = s.caregiver.as_ref().map(|c| c.id);
-        Plan {
+        Ok(Plan {
             writes: vec![
                 Write::CreateConversation {
                     flow_id: "pulse".into(),
@@ -1393,7 +1488,7 @@ async fn start_for_an_audience_skips_those_already_in_a_conversation(store: AnyS
                 },
                 Write::Outbound(hello),
             ],
-        }
+        })
     };
     store
         .handle_addresses(&addresses, at(10), &begin)

@@ -598,7 +598,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The provider may or may not have the message (no answer came back): `unknown`, never
     /// re-sent; a status callback carrying our id reconciles it.
-    fn mark_outbound_unknown(&self, id: i64, error: &str) -> impl Future<Output = Result<()>> + Send;
+    fn mark_outbound_unknown(
+        &self,
+        id: i64,
+        error: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// A transient failure: back to `queued` until `retry_at`.
     fn mark_outbound_retry(

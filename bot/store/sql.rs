@@ -1490,7 +1490,10 @@ where
         claimed.sort_by_key(|r| r.id);
         // Program messages carry their caregiver's time zone so the dispatcher can hold one
         // whose quiet-hours window closed while it waited in a backlog.
-        for row in claimed.iter_mut().filter(|r| r.kind == super::OutboundKind::Program) {
+        for row in claimed
+            .iter_mut()
+            .filter(|r| r.kind == super::OutboundKind::Program)
+        {
             if let Some(id) = row.caregiver_id {
                 row.timezone = sqlx::query_scalar("SELECT timezone FROM caregivers WHERE id = $1")
                     .bind(id)

@@ -25,7 +25,9 @@ fn verified(
     body: &[u8],
 ) -> Result<Vec<(String, String)>, AppError> {
     let Some(token) = &state.twilio_auth_token else {
-        return Err(AppError::Forbidden("SMS is not configured on this server".into()));
+        return Err(AppError::Forbidden(
+            "SMS is not configured on this server".into(),
+        ));
     };
     let params = tw::parse_form(body).map_err(|e| AppError::BadRequest(e.to_string()))?;
     // Twilio signs the URL it was given; behind a proxy that is CAREBOT_PUBLIC_URL. Without
@@ -80,10 +82,9 @@ pub async fn inbound_sms(
         Err(e) => {
             state.metrics.count_inbound("sms", "error");
             // A 5xx means nothing was recorded: Twilio's retry is safe.
-            return Err(AppError::Internal(anyhow::Error::new(e).context(format!(
-                "inbound from {}",
-                inbound.address.masked()
-            ))));
+            return Err(AppError::Internal(
+                anyhow::Error::new(e).context(format!("inbound from {}", inbound.address.masked())),
+            ));
         }
     }
     Ok(([(header::CONTENT_TYPE, "text/xml")], EMPTY_TWIML))
@@ -96,7 +97,9 @@ pub async fn status_callback(
     body: Bytes,
 ) -> Result<impl IntoResponse, AppError> {
     let params = verified(&state, &uri, &headers, &body)?;
-    let Some(report) = tw::status_report(&params).map_err(|e| AppError::BadRequest(e.to_string()))? else {
+    let Some(report) =
+        tw::status_report(&params).map_err(|e| AppError::BadRequest(e.to_string()))?
+    else {
         return Ok(([(header::CONTENT_TYPE, "text/xml")], EMPTY_TWIML));
     };
     // Our own id rides in the callback URL, so a message whose sid was never stored (a crash
@@ -108,7 +111,12 @@ pub async fn status_callback(
         .and_then(|(_, v)| v.parse::<i64>().ok());
     let store = &state.runner.store;
     let matched = store
-        .record_delivery_status(id, &report.message_sid, report.status, report.error_code.as_deref())
+        .record_delivery_status(
+            id,
+            &report.message_sid,
+            report.status,
+            report.error_code.as_deref(),
+        )
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
     if !matched {
@@ -116,7 +124,10 @@ pub async fn status_callback(
     }
     if report.status == OutboundStatus::Failed
         && report.error_code.as_deref() == Some("21610")
-        && let Some(to) = params.iter().find(|(k, _)| k == "To").map(|(_, v)| v.clone())
+        && let Some(to) = params
+            .iter()
+            .find(|(k, _)| k == "To")
+            .map(|(_, v)| v.clone())
     {
         store
             .set_consent(

@@ -39,7 +39,11 @@ pub enum Reply {
     /// 201 with a Message resource.
     Accept,
     /// Twilio's error body with this HTTP status and error code.
-    Error { status: u16, code: u32, message: String },
+    Error {
+        status: u16,
+        code: u32,
+        message: String,
+    },
     /// Accept, but answer only after this long (to provoke client timeouts).
     Slow(Duration),
 }
@@ -83,7 +87,10 @@ impl FakeTwilio {
 
     /// The messages Twilio accepted (what a phone would receive).
     pub fn delivered(&self) -> Vec<Received> {
-        self.received().into_iter().filter(|r| r.sid.is_some()).collect()
+        self.received()
+            .into_iter()
+            .filter(|r| r.sid.is_some())
+            .collect()
     }
 
     pub fn delivered_to(&self, to: &str) -> Vec<String> {
@@ -104,7 +111,10 @@ impl FakeTwilio {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
         let got = self.delivered_to(to);
-        panic!("expected {n} message(s) to {to}, got {}: {got:?}", got.len());
+        panic!(
+            "expected {n} message(s) to {to}, got {}: {got:?}",
+            got.len()
+        );
     }
 
     /// Posts a status callback for an accepted message to the URL it asked for, signed like
@@ -115,7 +125,10 @@ impl FakeTwilio {
             .into_iter()
             .find(|r| r.sid.as_deref() == Some(sid))
             .expect("a message with this sid");
-        let url = r.status_callback.clone().expect("the message asked for a status callback");
+        let url = r
+            .status_callback
+            .clone()
+            .expect("the message asked for a status callback");
         let mut params = vec![
             ("AccountSid".to_owned(), ACCOUNT_SID.to_owned()),
             ("MessageSid".to_owned(), sid.to_owned()),
@@ -186,24 +199,42 @@ async fn create(
         http_status: 0,
     };
     let reply = if account != ACCOUNT_SID || !authorized(&headers) {
-        Reply::Error { status: 401, code: 20003, message: "Authenticate".into() }
+        Reply::Error {
+            status: 401,
+            code: 20003,
+            message: "Authenticate".into(),
+        }
     } else if received.to.is_empty() {
-        Reply::Error { status: 400, code: 21604, message: "A 'To' phone number is required.".into() }
+        Reply::Error {
+            status: 400,
+            code: 21604,
+            message: "A 'To' phone number is required.".into(),
+        }
     } else if received.from.is_none() && get("MessagingServiceSid").is_none() {
-        Reply::Error { status: 400, code: 21603, message: "A 'From' phone number is required.".into() }
+        Reply::Error {
+            status: 400,
+            code: 21603,
+            message: "A 'From' phone number is required.".into(),
+        }
     } else {
-        inner.lock().unwrap().script.pop_front().unwrap_or(Reply::Accept)
+        inner
+            .lock()
+            .unwrap()
+            .script
+            .pop_front()
+            .unwrap_or(Reply::Accept)
     };
     match reply {
-        Reply::Error { status, code, message } => {
+        Reply::Error {
+            status,
+            code,
+            message,
+        } => {
             received.http_status = status;
             inner.lock().unwrap().received.push(received);
             error(status, code, &message)
         }
         Reply::Accept | Reply::Slow(_) => {
-            if let Reply::Slow(d) = reply {
-                tokio::time::sleep(d).await;
-            }
             let sid = {
                 let mut i = inner.lock().unwrap();
                 i.next_sid += 1;
@@ -211,6 +242,13 @@ async fn create(
             };
             received.sid = Some(sid.clone());
             received.http_status = 201;
+            if let Reply::Slow(d) = reply {
+                // Twilio has the message (a phone will get it) before it answers: record it
+                // first, so a client that dies while waiting still "sent" it.
+                inner.lock().unwrap().received.push(received.clone());
+                tokio::time::sleep(d).await;
+                received.http_status = 0;
+            }
             let now = chrono::Utc::now().to_rfc2822();
             let resource = serde_json::json!({
                 "account_sid": ACCOUNT_SID,
@@ -234,7 +272,9 @@ async fn create(
                 "to": received.to,
                 "uri": format!("/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/{sid}.json"),
             });
-            inner.lock().unwrap().received.push(received);
+            if received.http_status == 201 {
+                inner.lock().unwrap().received.push(received);
+            }
             (StatusCode::CREATED, axum::Json(resource)).into_response()
         }
     }

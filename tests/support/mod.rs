@@ -9,6 +9,9 @@
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
+pub mod app;
+pub mod fake_twilio;
+
 use std::io::Write as _;
 use std::sync::Once;
 

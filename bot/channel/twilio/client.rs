@@ -21,9 +21,15 @@ pub struct TwilioClient {
 pub enum SendError {
     /// Twilio refused the message for good (4xx): do not retry. `code` is Twilio's error code
     /// (21211 invalid number, 21610 unsubscribed recipient...).
-    Permanent { code: Option<String>, message: String },
+    Permanent {
+        code: Option<String>,
+        message: String,
+    },
     /// Nothing was sent (connection refused, 429, 5xx): safe to retry later.
-    Transient { message: String, retry_after: Option<Duration> },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The request may have reached Twilio but no answer came back (a timeout mid-request).
     /// Retrying could text the caregiver twice, so the message is left for reconciliation.
     Unknown { message: String },
@@ -68,15 +74,23 @@ impl TwilioClient {
         match (&self.config.messaging_service_sid, &self.config.from) {
             (Some(mss), _) => form.push(("MessagingServiceSid", mss.clone())),
             (None, Some(from)) => form.push(("From", from.clone())),
-            (None, None) => unreachable!("config requires TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID"),
+            (None, None) => {
+                unreachable!("config requires TWILIO_FROM or TWILIO_MESSAGING_SERVICE_SID")
+            }
         }
         if let Some(base) = &self.public_url {
-            form.push(("StatusCallback", format!("{base}/webhooks/twilio/status?id={id}")));
+            form.push((
+                "StatusCallback",
+                format!("{base}/webhooks/twilio/status?id={id}"),
+            ));
         }
         let response = self
             .http
             .post(self.messages_url())
-            .basic_auth(&self.config.account_sid, Some(self.config.auth_token.expose()))
+            .basic_auth(
+                &self.config.account_sid,
+                Some(self.config.auth_token.expose()),
+            )
             .form(&form)
             .send()
             .await;
@@ -106,7 +120,10 @@ impl TwilioClient {
             Ok(b) => b,
             Err(e) if status.is_success() => {
                 return Err(SendError::Unknown {
-                    message: format!("Twilio accepted but the answer was cut: {}", without_url(&e)),
+                    message: format!(
+                        "Twilio accepted but the answer was cut: {}",
+                        without_url(&e)
+                    ),
                 });
             }
             Err(_) => Default::default(),

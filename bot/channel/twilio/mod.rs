@@ -45,7 +45,10 @@ fn get<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// Normalizes a verified inbound SMS webhook into an [`Inbound`].
-pub fn inbound(params: &[(String, String)], received_at: DateTime<Utc>) -> Result<Inbound, WebhookError> {
+pub fn inbound(
+    params: &[(String, String)],
+    received_at: DateTime<Utc>,
+) -> Result<Inbound, WebhookError> {
     let sid = get(params, "MessageSid")
         .or_else(|| get(params, "SmsSid"))
         .filter(|s| !s.is_empty())
@@ -106,12 +109,19 @@ mod tests {
     use super::*;
 
     fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).into(), (*v).into()))
+            .collect()
     }
 
     #[test]
     fn a_valid_inbound_sms_is_normalized() {
-        let p = form(&[("MessageSid", "SM1"), ("From", "+13125550123"), ("Body", " 4 ")]);
+        let p = form(&[
+            ("MessageSid", "SM1"),
+            ("From", "+13125550123"),
+            ("Body", " 4 "),
+        ]);
         let i = inbound(&p, Utc::now()).unwrap();
         assert_eq!(i.address, Address::new(Channel::Sms, "+13125550123"));
         assert_eq!(i.text, " 4 ");
@@ -125,7 +135,10 @@ mod tests {
             form(&[("MessageSid", "SM1")]),
             form(&[("MessageSid", "SM1"), ("From", "not-a-number")]),
         ] {
-            assert!(matches!(inbound(&p, Utc::now()), Err(WebhookError::Malformed(_))));
+            assert!(matches!(
+                inbound(&p, Utc::now()),
+                Err(WebhookError::Malformed(_))
+            ));
         }
     }
 
@@ -135,13 +148,23 @@ mod tests {
         let url = "https://bot.example.org/webhooks/twilio/sms";
         let good = signature::sign("token", url, &p);
         assert_eq!(verify("token", url, &p, Some(&good)), Ok(()));
-        assert_eq!(verify("other", url, &p, Some(&good)), Err(WebhookError::BadSignature));
-        assert_eq!(verify("token", url, &p, None), Err(WebhookError::BadSignature));
+        assert_eq!(
+            verify("other", url, &p, Some(&good)),
+            Err(WebhookError::BadSignature)
+        );
+        assert_eq!(
+            verify("token", url, &p, None),
+            Err(WebhookError::BadSignature)
+        );
     }
 
     #[test]
     fn statuses_map_and_inbound_ones_are_ignored() {
-        let p = form(&[("MessageSid", "SM1"), ("MessageStatus", "undelivered"), ("ErrorCode", "30003")]);
+        let p = form(&[
+            ("MessageSid", "SM1"),
+            ("MessageStatus", "undelivered"),
+            ("ErrorCode", "30003"),
+        ]);
         let r = status_report(&p).unwrap().unwrap();
         assert_eq!(r.status, OutboundStatus::Undelivered);
         assert_eq!(r.error_code.as_deref(), Some("30003"));

@@ -1,0 +1,197 @@
+//! `spawn_app`: the real `carebot serve` (HTTP, dispatcher, scheduler) on 127.0.0.1:0 against a
+//! fresh database and a fake Twilio, with helpers that act as Twilio and as an operator.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::sync::Arc;
+
+use carebot::catalog::Catalog;
+use carebot::config::Config;
+use carebot::runner::Runner;
+use carebot::store::AnyStore;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::TestStore;
+use super::fake_twilio::{self, FakeTwilio};
+
+pub struct TestApp {
+    /// Where carebot listens, which is also its `CAREBOT_PUBLIC_URL`.
+    pub url: String,
+    pub twilio: FakeTwilio,
+    pub db: TestStore,
+    /// An operator's runner on the same database (what `carebot start` uses).
+    pub runner: Arc<Runner<AnyStore>>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<anyhow::Result<()>>,
+    port: u16,
+}
+
+fn catalog() -> Arc<Catalog> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (catalog, _) = Catalog::load(&root.join("flows"), &root.join("templates"))
+        .expect("shipped flows are valid");
+    Arc::new(catalog)
+}
+
+fn config(db_url: &str, public_url: &str, twilio_url: &str) -> Config {
+    let flags = [
+        ("DATABASE_URL", db_url),
+        ("CAREBOT_PUBLIC_URL", public_url),
+        ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", fake_twilio::AUTH_TOKEN),
+        ("TWILIO_FROM", fake_twilio::FROM),
+        ("TWILIO_API_URL", twilio_url),
+        ("CAREBOT_SMS_MPS", "50"),
+        ("CAREBOT_AGENCY_NAME", "Sunrise Home Care"),
+        ("CAREBOT_AGENCY_PHONE", "(312) 555-0100"),
+        // Tests run at any hour; quiet hours have their own unit tests.
+        ("CAREBOT_SEND_WINDOW", "00:00-24:00"),
+        ("CAREBOT_SUPERVISOR_WINDOW", "00:00-24:00"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec();
+    Config::load(None, flags).expect("test config")
+}
+
+async fn serve(
+    db_url: &str,
+    port: u16,
+    twilio: &FakeTwilio,
+) -> (watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, u16) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}");
+    let (tx, rx) = watch::channel(false);
+    let server = tokio::spawn(carebot::server::run(
+        config(db_url, &url, &twilio.url),
+        catalog(),
+        listener,
+        rx,
+    ));
+    (tx, server, port)
+}
+
+pub async fn spawn_app(db: TestStore) -> TestApp {
+    let twilio = FakeTwilio::start().await;
+    let (shutdown, server, port) = serve(&db.url, 0, &twilio).await;
+    let url = format!("http://127.0.0.1:{port}");
+    let settings = config(&db.url, &url, &twilio.url).runner;
+    let runner = Arc::new(
+        Runner::new(db.store.clone(), catalog(), settings)
+            .await
+            .expect("runner"),
+    );
+    let app = TestApp {
+        url,
+        twilio,
+        db,
+        runner,
+        shutdown,
+        server,
+        port,
+    };
+    app.wait_healthy().await;
+    app
+}
+
+impl TestApp {
+    pub fn store(&self) -> &AnyStore {
+        &self.db.store
+    }
+
+    async fn wait_healthy(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = reqwest::get(format!("{}/healthz", self.url)).await
+                && r.status().is_success()
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("carebot did not become healthy");
+    }
+
+    /// Posts an inbound SMS as Twilio would, signed. Returns (status, body).
+    pub async fn post_sms(&self, from: &str, body: &str, sid: &str) -> (u16, String) {
+        let params = sms_params(from, body, sid);
+        self.post_twilio("/webhooks/twilio/sms", &params, true)
+            .await
+    }
+
+    /// Posts a form to a Twilio webhook, signed correctly or not.
+    pub async fn post_twilio(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+        signed: bool,
+    ) -> (u16, String) {
+        let url = format!("{}{path}", self.url);
+        let token = if signed {
+            fake_twilio::AUTH_TOKEN
+        } else {
+            "not-the-token"
+        };
+        let sig = carebot::channel::twilio::signature::sign(token, &url, params);
+        let r = reqwest::Client::new()
+            .post(&url)
+            .header("X-Twilio-Signature", sig)
+            .form(params)
+            .send()
+            .await
+            .expect("carebot answers");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("{}{path}", self.url))
+            .await
+            .expect("carebot answers");
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap_or_default())
+    }
+
+    /// Stops carebot gracefully (as on SIGTERM) and waits for it.
+    pub async fn stop(self) -> TestStore {
+        let _ = self.shutdown.send(true);
+        self.server
+            .await
+            .expect("server task")
+            .expect("clean shutdown");
+        self.db
+    }
+
+    /// Kills carebot at once, mid-work, like `kill -9`, then starts a new one on the same
+    /// database, port and fake Twilio.
+    pub async fn crash_and_restart(&mut self) {
+        self.server.abort();
+        let _ = (&mut self.server).await;
+        let (shutdown, server, _) = serve(&self.db.url, self.port, &self.twilio).await;
+        self.shutdown = shutdown;
+        self.server = server;
+        self.wait_healthy().await;
+    }
+}
+
+pub fn sms_params(from: &str, body: &str, sid: &str) -> Vec<(String, String)> {
+    [
+        ("ToCountry", "US"),
+        ("SmsMessageSid", sid),
+        ("NumMedia", "0"),
+        ("SmsSid", sid),
+        ("SmsStatus", "received"),
+        ("Body", body),
+        ("To", fake_twilio::FROM),
+        ("NumSegments", "1"),
+        ("MessageSid", sid),
+        ("AccountSid", fake_twilio::ACCOUNT_SID),
+        ("From", from),
+        ("ApiVersion", "2010-04-01"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .to_vec()
+}
