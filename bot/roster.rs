@@ -67,11 +67,11 @@ pub enum ImportError {
     Store(#[from] StoreError),
 }
 
+/// One CSV row: header to value.
+type Row = HashMap<String, String>;
+
 /// Reads rows as maps from header to value, keeping each row's line number.
-fn rows(
-    input: impl Read,
-    expected: &[&str],
-) -> Result<Vec<(u64, HashMap<String, String>)>, ImportError> {
+fn rows(input: impl Read, expected: &[&str]) -> Result<Vec<(u64, Row)>, ImportError> {
     let mut reader = csv::ReaderBuilder::new()
         .trim(csv::Trim::All)
         .flexible(true)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use carebot::domain::{Address, Channel};
 use carebot::store::{Audience, OutboundStatus, Store};
 use serde_json::Value;
-use support::app::{TestApp, sms_params, spawn_app};
+use support::app::{TestApp, sms_params};
 use support::fake_twilio::Reply;
 
 const MARIA: &str = "+13125550123";

@@ -56,7 +56,7 @@ pub fn parse(expect: &Expect, reply: &str) -> Option<Value> {
             }
             options
                 .iter()
-                .find(|o| o.synonyms.iter().any(|s| *s == squashed))
+                .find(|o| o.synonyms.contains(&squashed))
                 .map(|o| Value::from(o.value.clone()))
         }
         Expect::Scale { min, max } => integer_answer(&squashed)

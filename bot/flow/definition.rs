@@ -964,11 +964,8 @@ fn build_wait(
     if let Some(e) = &w.expire_at {
         wait.expire_at = compile(p, e);
     }
-    if w.expire_after.is_some() && w.expire_at.is_some() {
-        p.error(
-            Pos::from(w.expire_at.as_ref().expect("checked")),
-            "use expire_after or expire_at, not both",
-        );
+    if let (Some(_), Some(at)) = (&w.expire_after, &w.expire_at) {
+        p.error(Pos::from(at), "use expire_after or expire_at, not both");
     }
     if let Some(t) = &w.on_expire {
         if w.expire_after.is_none() && w.expire_at.is_none() {

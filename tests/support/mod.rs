@@ -144,6 +144,7 @@ impl Drop for Owned {
 /// Defines, for each `async fn NAME(store: AnyStore)` in the calling file, a test
 /// `sqlite::NAME` and a test `postgres::NAME` (which says it was skipped when
 /// `CAREBOT_TEST_POSTGRES_URL` is unset).
+#[allow(unused_macros)]
 macro_rules! store_tests {
     ($($test:ident),+ $(,)?) => {
         mod sqlite {
@@ -168,6 +169,7 @@ macro_rules! store_tests {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use store_tests;
 
 // ---------------------------------------------------------------------------------------------
