@@ -532,7 +532,12 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             consent_at: Some(today),
         }])
         .await?;
-    let runner = Runner::new(store, catalog, config.runner.clone()).await?;
+    let mut settings = config.runner.clone();
+    if settings.agency.name == crate::config::DEFAULT_AGENCY_NAME {
+        // A demo reads better with the sample agency the templates are checked against.
+        settings.agency = catalog::sample_agency();
+    }
+    let runner = Runner::new(store, catalog, settings).await?;
     let me = Address::new(Channel::Sms, phone);
     let supervisor = Address::new(Channel::Sms, "+13125550100");
     // The simulation's clock: a weekday morning in Chicago, so nothing is held for quiet hours

@@ -8,6 +8,9 @@ use crate::quiet_hours::Window;
 use crate::render::Agency;
 use crate::runner::RunnerSettings;
 
+/// What templates call the agency until `CAREBOT_AGENCY_NAME` says otherwise.
+pub const DEFAULT_AGENCY_NAME: &str = "your home-care agency";
+
 /// A secret that prints as `***`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(pub String);
@@ -182,7 +185,7 @@ impl Config {
                 agency: Agency {
                     name: s
                         .get("CAREBOT_AGENCY_NAME")
-                        .unwrap_or_else(|| "Your home-care agency".into()),
+                        .unwrap_or_else(|| DEFAULT_AGENCY_NAME.into()),
                     phone: s
                         .get("CAREBOT_AGENCY_PHONE")
                         .unwrap_or_else(|| "the office".into()),
