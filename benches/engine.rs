@@ -14,35 +14,64 @@ use carebot::render::{CaregiverView, FlowView, MessageContext, SupervisorView};
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (catalog, _) = Catalog::load(&root.join("flows"), &root.join("templates")).expect("valid catalog");
-    let flow = catalog.get("weekly-pulse").expect("weekly-pulse").flow.clone();
+    let (catalog, _) =
+        Catalog::load(&root.join("flows"), &root.join("templates")).expect("valid catalog");
+    let flow = catalog
+        .get("weekly-pulse")
+        .expect("weekly-pulse")
+        .flow
+        .clone();
     let person = sample_person(Lang::En);
     let agency = sample_agency();
     let now = carebot::transcript::start_time();
-    let state = engine::start(&flow, &person, BTreeMap::new(), now).unwrap().state.unwrap();
+    let state = engine::start(&flow, &person, BTreeMap::new(), now)
+        .unwrap()
+        .state
+        .unwrap();
 
     let step = |reply: &str| {
         let t = engine::resume(&flow, &state, &person, Input::Reply(reply), now).unwrap();
-        let answers = t.state.as_ref().map(|s| s.answers.clone()).unwrap_or_default();
+        let answers = t
+            .state
+            .as_ref()
+            .map(|s| s.answers.clone())
+            .unwrap_or_default();
         let mut out = 0usize;
         for e in &t.events {
             if let Event::Send { template, .. } = e {
                 let ctx = MessageContext {
-                    caregiver: CaregiverView { person: &person, last_name: "Gonzalez" },
+                    caregiver: CaregiverView {
+                        person: &person,
+                        last_name: "Gonzalez",
+                    },
                     agency: &agency,
-                    supervisor: SupervisorView { name: "Dana Smith".into() },
+                    supervisor: SupervisorView {
+                        name: "Dana Smith".into(),
+                    },
                     answers: &answers,
                     vars: &flow.vars,
-                    flow: FlowView { id: &flow.id, name: &flow.name },
+                    flow: FlowView {
+                        id: &flow.id,
+                        name: &flow.name,
+                    },
                     escalation: None,
                 };
-                out += catalog.templates.render(template, Lang::En, &ctx).unwrap().0.len();
+                out += catalog
+                    .templates
+                    .render(template, Lang::En, &ctx)
+                    .unwrap()
+                    .0
+                    .len();
             }
         }
         out
     };
 
-    for (label, reply) in [("good week (\"4\")", "4"), ("low week (\"2\", escalates)", "2"), ("re-ask (\"purple\")", "purple")] {
+    for (label, reply) in [
+        ("good week (\"4\")", "4"),
+        ("low week (\"2\", escalates)", "2"),
+        ("re-ask (\"purple\")", "purple"),
+    ] {
         for _ in 0..2_000 {
             black_box(step(black_box(reply)));
         }
