@@ -2,9 +2,13 @@
 //! flow sees it: an opt-out word stops everything on that channel, an opt-in word resumes, a
 //! help word gets who is texting and how to stop.
 //!
-//! A keyword counts only when it is the whole message (case, accents, surrounding spaces and
-//! punctuation aside), as with Twilio's own filter, so "I want to stop by tomorrow" is an answer
-//! and not an opt-out.
+//! A keyword counts when it is the whole message (case, accents, surrounding spaces and
+//! punctuation aside), as with Twilio's own filter. The FCC also asks senders to honour any
+//! wording a reasonable person would read as revoking consent, so a short message that starts
+//! or ends with a stop word ("STOP PLEASE", "please cancel", "stop texting me") is an opt-out
+//! too; a longer sentence that merely contains one ("I want to stop by tomorrow") is an answer.
+//! Erring this way costs a caregiver one "reply START to resume"; erring the other way keeps
+//! texting someone who asked us to stop.
 
 use crate::text;
 
@@ -22,7 +26,7 @@ pub enum Keyword {
 /// Every keyword in its matching form (folded, without inner spaces or hyphens), with the
 /// language its confirmation should be sent in. Twilio's defaults and the FCC's list in English;
 /// the common Spanish words, since many caregivers write in Spanish.
-const KEYWORDS: [(&str, Keyword, &str); 22] = [
+const KEYWORDS: [(&str, Keyword, &str); 23] = [
     ("stop", Keyword::OptOut, "en"),
     ("stopall", Keyword::OptOut, "en"),
     ("unsubscribe", Keyword::OptOut, "en"),
@@ -37,6 +41,8 @@ const KEYWORDS: [(&str, Keyword, &str); 22] = [
     ("detener", Keyword::OptOut, "es"),
     ("cancelar", Keyword::OptOut, "es"),
     ("baja", Keyword::OptOut, "es"),
+    // French, from Twilio's Proxy list; confirmed in English, the closest language we speak.
+    ("arret", Keyword::OptOut, "en"),
     ("start", Keyword::OptIn, "en"),
     ("unstop", Keyword::OptIn, "en"),
     ("comenzar", Keyword::OptIn, "es"),
@@ -62,6 +68,54 @@ pub fn classify(text: &str) -> Option<Keyword> {
         .iter()
         .find(|(word, _, _)| *word == key)
         .map(|&(_, keyword, _)| keyword)
+        .or_else(|| is_revocation(text).then_some(Keyword::OptOut))
+}
+
+/// Words that, opening or closing a short message, ask us to stop. QUIT and END are left out
+/// on purpose: "I quit" is a caregiver about to leave the job, which a supervisor must hear.
+const STOP_WORDS: [&str; 11] = [
+    "stop",
+    "unsubscribe",
+    "cancel",
+    "revoke",
+    "optout",
+    "alto",
+    "parar",
+    "pare",
+    "detener",
+    "cancelar",
+    "baja",
+];
+
+/// Phrases that ask us to stop wherever they appear in a short message.
+const STOP_PHRASES: [&[&str]; 8] = [
+    &["opt", "out"],
+    &["stop", "texting"],
+    &["stop", "messaging"],
+    &["no", "more", "texts"],
+    &["no", "more", "messages"],
+    &["dont", "text"],
+    &["no", "mas", "mensajes"],
+    &["no", "me", "escriban"],
+];
+
+/// A revocation in a few words of a sentence ("STOP PLEASE", "please cancel", "no more texts").
+fn is_revocation(text: &str) -> bool {
+    let words: Vec<String> = text::words(&text.replace(['\'', '’'], ""));
+    if !(2..=5).contains(&words.len()) {
+        return false;
+    }
+    let first = words.first().map(String::as_str).unwrap_or_default();
+    let last = words.last().map(String::as_str).unwrap_or_default();
+    // CANCEL opens many ordinary requests ("cancel my shift tomorrow"); it asks us to stop
+    // only when it closes the message ("please cancel").
+    (STOP_WORDS.contains(&first) && !first.starts_with("cancel"))
+        || STOP_WORDS.contains(&last)
+        || STOP_PHRASES.iter().any(|phrase| {
+            words
+                .windows(phrase.len())
+                .any(|w| w.iter().map(String::as_str).eq(phrase.iter().copied()))
+        })
 }
 
 /// Whether the whole message is a yes (YES, Y, SÍ, SI in any case). The runner takes it as an
@@ -102,14 +156,6 @@ mod tests {
         "/tests/fixtures/sms_keywords/sms_optout_keywords.json"
     ));
 
-    /// Cases whose recommended action is an opt-out because the FCC asks senders to honour any
-    /// wording a reasonable person would read as revocation. carebot's rule is whole-message
-    /// only (like Twilio's filter), so `classify` does not see them; reported as a conflict.
-    const REVOCATION_IN_A_SENTENCE: [&str; 3] = ["STOP PLEASE", "PLEASE CANCEL", "Stop texting me"];
-
-    /// French opt-out from Twilio's Proxy docs; carebot speaks English and Spanish only.
-    const OTHER_LANGUAGE: [&str; 1] = ["ARRET"];
-
     #[test]
     fn every_classification_case_gets_the_recommended_action_or_a_documented_exception() {
         let doc: serde_json::Value = serde_json::from_str(KEYWORD_CASES).unwrap();
@@ -133,9 +179,6 @@ mod tests {
                 assert_eq!(expected, Some(Keyword::OptIn), "{body:?}");
                 assert_eq!(classify(body), None, "{body:?}");
                 assert!(is_yes(body), "{body:?}");
-            } else if REVOCATION_IN_A_SENTENCE.contains(&body) || OTHER_LANGUAGE.contains(&body) {
-                assert_eq!(expected, Some(Keyword::OptOut), "{body:?}");
-                assert_eq!(classify(body), None, "{body:?}");
             } else {
                 assert_eq!(classify(body), expected, "{body:?}");
             }
@@ -184,6 +227,25 @@ mod tests {
         assert_eq!(classify("I want to stop by tomorrow"), None);
         assert_eq!(classify("help me with my schedule"), None);
         assert_eq!(classify("STOPP"), None);
+        // "I quit" is about the job: an escalation for a supervisor, not an opt-out.
+        assert_eq!(classify("I quit"), None);
+        assert_eq!(classify("Cancel my shift tomorrow"), None);
+        assert_eq!(classify("I'm going to end it with this client"), None);
+    }
+
+    #[test]
+    fn a_short_request_to_stop_is_an_opt_out() {
+        for text in [
+            "STOP PLEASE",
+            "please cancel",
+            "Stop texting me",
+            "no more texts!",
+            "Don't text me",
+            "No más mensajes",
+            "alto por favor",
+        ] {
+            assert_eq!(classify(text), Some(Keyword::OptOut), "{text:?}");
+        }
     }
 
     #[test]
