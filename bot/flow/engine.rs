@@ -262,6 +262,9 @@ impl Run<'_> {
             raw: text.trim().to_owned(),
             anonymous: ask.anonymous,
         });
+        if ask.opt_in && value == Value::Bool(true) {
+            self.events.push(Event::OptIn);
+        }
         self.state
             .answers
             .insert(ask.save_as.clone(), value.clone());
