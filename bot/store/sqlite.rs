@@ -2,6 +2,7 @@
 //! differently from PostgreSQL. Everything else is the shared code in `sql.rs`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::SecondsFormat;
@@ -15,7 +16,7 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Encode, Sqlite, Type};
 
 use super::Result;
-use super::sql::{Dialect, SqlStore, Ts, claim_outbound_sql, conversation_sql};
+use super::sql::{Dialect, GroupCommit, SqlStore, Ts, claim_outbound_sql, conversation_sql};
 
 /// The store on a SQLite file.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -41,7 +42,9 @@ impl SqlStore<Sqlite> {
             .max_connections(if in_memory { 1 } else { 8 })
             .connect_with(options)
             .await?;
-        Ok(SqlStore { pool })
+        // Concurrent inbound messages share one transaction: see `sql/group_commit.rs`.
+        let group_commit = Some(Arc::new(GroupCommit::start(pool.clone())));
+        Ok(SqlStore { pool, group_commit })
     }
 }
 
