@@ -113,20 +113,23 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     .await?;
     next += warm.sent;
     results.push(warm);
-    let sat = run_closed(
+    let cpu = Cpu::now(server.child.id());
+    let mut sat = run_closed(
         &requests,
         next..budget,
         settings.connections,
         settings.saturation,
     )
     .await?;
+    sat.cpu = Cpu::now(server.child.id()).since(cpu, sat.elapsed);
     next += sat.sent;
     let sat_rate = sat.ok as f64 / sat.elapsed.as_secs_f64();
     sat.print("saturation", settings.connections);
 
     // Phase 2: half the saturation rate, open loop.
     let rate = sat_rate / 2.0;
-    let half = run_open(
+    let cpu = Cpu::now(server.child.id());
+    let mut half = run_open(
         &requests,
         next..requests.len(),
         settings.connections,
@@ -134,6 +137,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.half_load,
     )
     .await?;
+    half.cpu = Cpu::now(server.child.id()).since(cpu, half.elapsed);
     next += half.sent;
     half.print(
         &format!("half load ({rate:.0}/s offered)"),
@@ -164,10 +168,11 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
     println!();
     println!("summary (target: >= 15000 SMS/s at saturation, p99 <= 5 ms at half load)");
     println!(
-        "  saturation: {:>7.0} SMS/s   p50 {:>6.2} ms   p99 {:>6.2} ms",
+        "  saturation: {:>7.0} SMS/s   p50 {:>6.2} ms   p99 {:>6.2} ms   ({})",
         sat_rate,
         sat.percentile(0.50),
-        sat.percentile(0.99)
+        sat.percentile(0.99),
+        sat.cpu
     );
     println!(
         "  half load:  {:>7.0} SMS/s   p50 {:>6.2} ms   p99 {:>6.2} ms   p99.9 {:>6.2} ms",
@@ -223,6 +228,16 @@ async fn setup(root: &Path, db_url: &str, n: usize) -> anyhow::Result<Vec<String
         .start("weekly-pulse", &Audience::All, BTreeMap::new(), Utc::now())
         .await?;
     anyhow::ensure!(report.started == n, "start: {report:?}");
+    // The questions went out long before the answers come in: mark them sent, or the
+    // dispatcher would spend the run working through a backlog of 100,000 program messages.
+    let mut db = sqlx::SqliteConnection::connect(db_url).await?;
+    sqlx::query(
+        "UPDATE outbound_messages SET status = 'delivered', attempts = 1, \
+         provider_id = 'SMbench' || id WHERE status = 'queued'",
+    )
+    .execute(&mut db)
+    .await?;
+    db.close().await?;
     Ok(phones)
 }
 
@@ -278,7 +293,9 @@ struct Server {
 
 impl Server {
     fn start(root: &Path, dir: &Path, db_url: &str, port: u16) -> anyhow::Result<Server> {
-        let log = dir.join("carebot.log");
+        // BENCH_SERVER_LOG keeps the server's log where it says, past the run.
+        let log = std::env::var_os("BENCH_SERVER_LOG")
+            .map_or_else(|| dir.join("carebot.log"), PathBuf::from);
         let child = Command::new(env!("CARGO_BIN_EXE_carebot"))
             .arg("--flows")
             .arg(root.join("flows"))
@@ -295,7 +312,11 @@ impl Server {
             // Nothing listens there: sends fail at once and are retried later, a row a second.
             .env("TWILIO_API_URL", "http://127.0.0.1:9")
             .env_remove("CAREBOT_SMS_MPS")
-            .env_remove("RUST_LOG")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVER_RUST_LOG")
+                    .unwrap_or_else(|_| "carebot=info,warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
@@ -345,6 +366,72 @@ impl Drop for Server {
 // ---------------------------------------------------------------------------------------------
 // Load
 
+/// CPU time in clock ticks (`/proc`, Linux): the whole machine's busy time, this process's,
+/// and the server's; so a run on a machine busy with something else says so.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    machine: u64,
+    load: u64,
+    server: u64,
+}
+
+impl Cpu {
+    fn now(server: u32) -> Cpu {
+        fn process(pid: &str) -> u64 {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // Fields after the parenthesized name: utime and stime are the 12th and 13th.
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .map(|(_, rest)| rest.split_whitespace().collect())
+                .unwrap_or_default();
+            let get = |i: usize| {
+                fields
+                    .get(i)
+                    .and_then(|f| f.parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            get(11) + get(12)
+        }
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        // user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+        let machine = ticks
+            .iter()
+            .take(8)
+            .enumerate()
+            .filter(|(i, _)| *i != 3 && *i != 4)
+            .map(|(_, t)| t)
+            .sum();
+        Cpu {
+            machine,
+            load: process("self"),
+            server: process(&server.to_string()),
+        }
+    }
+
+    /// Cores used by the server, the load generator and everything else since `earlier`.
+    fn since(self, earlier: Cpu, elapsed: Duration) -> String {
+        // Clock ticks are 1/100 s on Linux.
+        let cores = |t: u64| t as f64 / 100.0 / elapsed.as_secs_f64();
+        let server = self.server.saturating_sub(earlier.server);
+        let load = self.load.saturating_sub(earlier.load);
+        let machine = self.machine.saturating_sub(earlier.machine);
+        format!(
+            "cores busy: server {:.2}, load generator {:.2}, other processes {:.2}",
+            cores(server),
+            cores(load),
+            cores(machine.saturating_sub(server + load))
+        )
+    }
+}
+
 #[derive(Clone, Default)]
 struct Phase {
     sent: usize,
@@ -353,6 +440,8 @@ struct Phase {
     elapsed: Duration,
     /// Microseconds, one per answered request.
     latencies: Vec<u32>,
+    /// Where the CPU went during the phase.
+    cpu: String,
 }
 
 impl Phase {
@@ -386,6 +475,7 @@ impl Phase {
             self.percentile(1.0),
             self.failed
         );
+        println!("    {}", self.cpu);
     }
 }
 

@@ -22,13 +22,16 @@
 //! goes away (its HTTP request dropped) simply has no plan, and its message is left out.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use chrono::SecondsFormat;
 use serde_json::{Value, json};
 use sqlx::{Pool, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{CaregiverDb, ConversationDb, Ctx, Filter, SqlStore, Ts, parse, to_json};
+use super::{CaregiverDb, ConversationDb, Ctx, Filter, SqlStore, Ts, json, parse, to_json};
 use crate::domain::Channel;
 use crate::store::{
     ConsentStatus, ConvRef, Decide, Inbound, InboundOutcome, Plan, Result, Snapshot, StoreError,
@@ -72,7 +75,13 @@ impl GroupCommit {
     /// Starts the writer task on the current tokio runtime.
     pub(crate) fn start(pool: Pool<Sqlite>) -> GroupCommit {
         let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(writer(pool, jobs));
+        let wal_is_long = Arc::new(AtomicBool::new(false));
+        tokio::spawn(checkpointer(
+            pool.clone(),
+            queue.downgrade(),
+            wal_is_long.clone(),
+        ));
+        tokio::spawn(writer(pool, jobs, wal_is_long));
         GroupCommit { queue }
     }
 
@@ -116,11 +125,75 @@ impl GroupCommit {
     }
 }
 
-async fn writer(pool: Pool<Sqlite>, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn writer(
+    pool: Pool<Sqlite>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    wal_is_long: Arc<AtomicBool>,
+) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
         run_group(&pool, std::mem::take(&mut group)).await;
+        if wal_is_long.swap(false, Ordering::Relaxed) {
+            // Between two groups no write transaction of ours is open, and the checkpointer
+            // has copied all but the last few frames: this one finishes quickly, and the next
+            // transaction starts the WAL file over instead of making it longer.
+            checkpoint(&pool).await;
+        }
     }
+}
+
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// WAL frames (pages) past which the writer is asked to finish a checkpoint itself.
+const LONG_WAL: i64 = 4096;
+
+/// Checkpoints the WAL in the background. SQLite's own automatic checkpoint (turned off in
+/// `sqlite.rs`) runs inside whichever commit crosses 1,000 pages, which is nearly always the
+/// group writer's, and stalls every message in that group for the tens of milliseconds the
+/// copy and its fsyncs take. A passive checkpoint on another connection runs beside the writer
+/// instead. Under a steady stream of commits it rarely catches the last frame, so the WAL would
+/// only grow: past [`LONG_WAL`] frames the writer finishes the job between two groups.
+async fn checkpointer(
+    pool: Pool<Sqlite>,
+    alive: mpsc::WeakUnboundedSender<Job>,
+    wal_is_long: Arc<AtomicBool>,
+) {
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if alive.strong_count() == 0 {
+            return;
+        }
+        if let Some((_, frames, _)) = checkpoint(&pool).await
+            && frames > LONG_WAL
+        {
+            wal_is_long.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A passive checkpoint: copies what it can without waiting for readers or writers. Returns
+/// SQLite's (busy, frames in the WAL, frames copied).
+async fn checkpoint(pool: &Pool<Sqlite>) -> Option<(i64, i64, i64)> {
+    match sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(pool)
+        .await
+    {
+        Ok(result) => Some(result),
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+            None
+        }
+    }
+}
+
+/// Where a group's time went, for `RUST_LOG=carebot::store=debug`.
+#[derive(Default)]
+struct Spent {
+    begin: Duration,
+    read: Duration,
+    decide: Duration,
+    write: Duration,
+    commit: Duration,
 }
 
 /// A message decided in this group, waiting for its rows to be written.
@@ -140,8 +213,11 @@ async fn run_group(pool: &Pool<Sqlite>, jobs: Vec<Job>) {
         dones.push(job.done);
     }
     let mut outcomes: Vec<Option<Done>> = vec![None; inbounds.len()];
+    let started = Instant::now();
+    let mut spent = Spent::default();
     let result = async {
         let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        spent.begin = started.elapsed();
         let mut rest: Vec<usize> = (0..inbounds.len()).collect();
         // Rounds of distinct addresses and message ids: a caregiver who wrote twice, or a
         // provider retry racing its original, is decided after the first one's rows are
@@ -156,12 +232,32 @@ async fn run_group(pool: &Pool<Sqlite>, jobs: Vec<Job>) {
                     & ids.insert((inbound.address.channel, &inbound.external_id))
             });
             rest = later;
-            run_round(&mut tx, &inbounds, &mut asks, &round, &mut outcomes).await?;
+            run_round(
+                &mut tx,
+                &inbounds,
+                &mut asks,
+                &round,
+                &mut outcomes,
+                &mut spent,
+            )
+            .await?;
         }
+        let committing = Instant::now();
         tx.commit().await?;
+        spent.commit = committing.elapsed();
         Ok::<_, StoreError>(())
     }
     .await;
+    tracing::debug!(
+        messages = inbounds.len(),
+        total_us = started.elapsed().as_micros() as u64,
+        begin_us = spent.begin.as_micros() as u64,
+        read_us = spent.read.as_micros() as u64,
+        decide_us = spent.decide.as_micros() as u64,
+        write_us = spent.write.as_micros() as u64,
+        commit_us = spent.commit.as_micros() as u64,
+        "inbound group"
+    );
     match result {
         Ok(()) => {
             for (done, outcome) in dones.into_iter().zip(outcomes) {
@@ -188,44 +284,30 @@ async fn run_round(
     asks: &mut [Option<oneshot::Sender<Ask>>],
     round: &[usize],
     outcomes: &mut [Option<Done>],
+    spent: &mut Spent,
 ) -> Result<()> {
-    // Duplicates first: a provider retry of a message already recorded changes nothing.
-    let keys = Value::Array(
-        round
-            .iter()
-            .map(|&i| {
-                let inbound = &inbounds[i];
-                json!([inbound.address.channel.as_str(), inbound.external_id])
-            })
-            .collect(),
-    );
-    let seen: Vec<(String, String)> = sqlx::query_as(
-        "SELECT channel, external_id FROM inbound_messages \
-         WHERE (channel, external_id) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))",
-    )
-    .bind(keys.to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    let seen: HashSet<(String, String)> = seen.into_iter().collect();
+    let reading = Instant::now();
+    // Duplicates (a provider retry of a message already recorded changes nothing) come back
+    // as `None`.
+    let snapshots = snapshots(conn, inbounds, round).await?;
     let mut fresh = Vec::with_capacity(round.len());
-    for &i in round {
-        let inbound = &inbounds[i];
-        let key = (
-            inbound.address.channel.as_str().to_owned(),
-            inbound.external_id.clone(),
-        );
-        if seen.contains(&key) {
-            outcomes[i] = Some(Done::Duplicate);
-        } else {
-            fresh.push(i);
+    let mut fresh_snapshots = Vec::with_capacity(round.len());
+    for (&i, snapshot) in round.iter().zip(snapshots) {
+        match snapshot {
+            None => outcomes[i] = Some(Done::Duplicate),
+            Some(snapshot) => {
+                fresh.push(i);
+                fresh_snapshots.push(snapshot);
+            }
         }
     }
     if fresh.is_empty() {
+        spent.read += reading.elapsed();
         return Ok(());
     }
-
-    // Snapshots, read together, then decided by each caller on its own task.
-    let snapshots = snapshots(conn, inbounds, &fresh).await?;
+    let snapshots = fresh_snapshots;
+    spent.read += reading.elapsed();
+    let deciding = Instant::now();
     let mut waiting = Vec::with_capacity(fresh.len());
     for (&i, snapshot) in fresh.iter().zip(snapshots) {
         let (answer, plan) = oneshot::channel();
@@ -247,115 +329,203 @@ async fn run_round(
             });
         }
     }
+    spent.decide += deciding.elapsed();
     if decided.is_empty() {
         return Ok(());
     }
+    let writing = Instant::now();
     write(conn, inbounds, &decided).await?;
+    spent.write += writing.elapsed();
     for d in &decided {
         outcomes[d.job] = Some(Done::Processed);
     }
     Ok(())
 }
 
-/// The snapshot of each message in `fresh`, in that order, as
-/// [`SqlStore::snapshot`](super::SqlStore) reads it one at a time.
+/// Everything a snapshot needs, for every message of a round, in one statement (each
+/// statement is a round trip to the connection's thread): whether the message is already
+/// recorded, the address's consent, its caregiver with supervisor and groups, its active
+/// conversation, and whether a stranger there already had today's reply. The messages go in
+/// as one JSON array, so the statement text, and its prepared plan, is the same for any round.
+const SNAPSHOTS: &str = "\
+    WITH m AS (SELECT key AS i, value ->> 0 AS channel, value ->> 1 AS address, \
+        value ->> 2 AS external_id, value ->> 3 AS phone, value ->> 4 AS day FROM json_each($1)) \
+    SELECT m.i, \
+        EXISTS (SELECT 1 FROM inbound_messages r \
+            WHERE r.channel = m.channel AND r.external_id = m.external_id) AS seen, \
+        (SELECT status FROM subscriptions s \
+            WHERE s.channel = m.channel AND s.address = m.address) AS consent, \
+        EXISTS (SELECT 1 FROM stranger_replies r \
+            WHERE r.channel = m.channel AND r.address = m.address AND r.day = m.day) \
+            AS stranger_replied, \
+        c.id, c.external_id, c.first_name, c.last_name, c.phone, c.language, c.timezone, \
+        c.branch, c.consent_at, c.active, c.fields, c.tags, \
+        (SELECT json_group_array(g.name) FROM caregiver_groups g WHERE g.caregiver_id = c.id) \
+            AS groups, \
+        s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, \
+        s.phone AS sup_phone, s.timezone AS sup_timezone, \
+        v.id AS conv_id, v.caregiver_id AS conv_caregiver_id, v.channel AS conv_channel, \
+        v.address AS conv_address, v.flow_id AS conv_flow_id, v.flow_rev AS conv_flow_rev, \
+        v.status AS conv_status, v.state AS conv_state, v.wake_at AS conv_wake_at, \
+        v.started_at AS conv_started_at \
+    FROM m \
+    LEFT JOIN caregivers c ON c.phone = m.phone \
+    LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id \
+    LEFT JOIN conversations v \
+        ON v.channel = m.channel AND v.address = m.address AND v.status = 'active' \
+    ORDER BY m.i";
+
+/// A row of [`SNAPSHOTS`]: the caregiver and conversation columns are NULL when there is none.
+#[derive(sqlx::FromRow)]
+struct SnapshotDb {
+    i: i64,
+    seen: bool,
+    consent: Option<String>,
+    stranger_replied: bool,
+    id: Option<i64>,
+    external_id: Option<String>,
+    first_name: Option<String>,
+    last_name: Option<String>,
+    phone: Option<String>,
+    language: Option<String>,
+    timezone: Option<String>,
+    branch: Option<String>,
+    consent_at: Option<chrono::NaiveDate>,
+    active: Option<bool>,
+    fields: Option<String>,
+    tags: Option<String>,
+    groups: Option<String>,
+    sup_id: Option<i64>,
+    sup_external_id: Option<String>,
+    sup_name: Option<String>,
+    sup_phone: Option<String>,
+    sup_timezone: Option<String>,
+    conv_id: Option<i64>,
+    conv_caregiver_id: Option<i64>,
+    conv_channel: Option<String>,
+    conv_address: Option<String>,
+    conv_flow_id: Option<String>,
+    conv_flow_rev: Option<i64>,
+    conv_status: Option<String>,
+    conv_state: Option<String>,
+    conv_wake_at: Option<Ts>,
+    conv_started_at: Option<Ts>,
+}
+
+impl SnapshotDb {
+    fn caregiver(&mut self) -> Result<Option<crate::store::Caregiver>> {
+        let Some(id) = self.id else {
+            return Ok(None);
+        };
+        let missing = || StoreError::Corrupt(format!("caregiver {id}: a NOT NULL column is NULL"));
+        let mut groups: Vec<String> =
+            json("caregiver groups", self.groups.as_deref().unwrap_or("[]"))?;
+        groups.sort();
+        let row = CaregiverDb {
+            id,
+            external_id: self.external_id.take().ok_or_else(missing)?,
+            first_name: self.first_name.take().ok_or_else(missing)?,
+            last_name: self.last_name.take().ok_or_else(missing)?,
+            phone: self.phone.take().ok_or_else(missing)?,
+            language: self.language.take().ok_or_else(missing)?,
+            timezone: self.timezone.take().ok_or_else(missing)?,
+            branch: self.branch.take().ok_or_else(missing)?,
+            consent_at: self.consent_at,
+            active: self.active.ok_or_else(missing)?,
+            fields: self.fields.take().ok_or_else(missing)?,
+            tags: self.tags.take().ok_or_else(missing)?,
+            sup_id: self.sup_id,
+            sup_external_id: self.sup_external_id.take(),
+            sup_name: self.sup_name.take(),
+            sup_phone: self.sup_phone.take(),
+            sup_timezone: self.sup_timezone.take(),
+        };
+        row.into_caregiver(groups).map(Some)
+    }
+
+    fn conversation(&mut self) -> Result<Option<crate::store::ConversationRow>> {
+        let Some(id) = self.conv_id else {
+            return Ok(None);
+        };
+        let missing =
+            || StoreError::Corrupt(format!("conversation {id}: a NOT NULL column is NULL"));
+        let row = ConversationDb {
+            id,
+            caregiver_id: self.conv_caregiver_id.ok_or_else(missing)?,
+            channel: self.conv_channel.take().ok_or_else(missing)?,
+            address: self.conv_address.take().ok_or_else(missing)?,
+            flow_id: self.conv_flow_id.take().ok_or_else(missing)?,
+            flow_rev: self.conv_flow_rev.ok_or_else(missing)?,
+            status: self.conv_status.take().ok_or_else(missing)?,
+            state: self.conv_state.take().ok_or_else(missing)?,
+            wake_at: self.conv_wake_at,
+            started_at: self.conv_started_at.ok_or_else(missing)?,
+        };
+        row.into_row().map(Some)
+    }
+}
+
+/// The snapshot of each message in `round`, in that order, as [`SqlStore::snapshot`] reads it
+/// one at a time; `None` for a message already recorded.
 async fn snapshots(
     conn: &mut SqliteConnection,
     inbounds: &[Inbound],
-    fresh: &[usize],
-) -> Result<Vec<Snapshot>> {
-    let pairs = Value::Array(
-        fresh
+    round: &[usize],
+) -> Result<Vec<Option<Snapshot>>> {
+    let messages = Value::Array(
+        round
             .iter()
             .map(|&i| {
-                let a = &inbounds[i].address;
-                json!([a.channel.as_str(), a.value])
+                let inbound = &inbounds[i];
+                let a = &inbound.address;
+                // Caregivers are found by phone number on SMS and the console, through links
+                // elsewhere (below, one at a time, as outside a group).
+                let phone = matches!(a.channel, Channel::Sms | Channel::Console)
+                    .then_some(a.value.as_str());
+                json!([
+                    a.channel.as_str(),
+                    a.value,
+                    inbound.external_id,
+                    phone,
+                    inbound.received_at.date_naive().to_string(),
+                ])
             })
             .collect(),
     );
-    let pairs = pairs.to_string();
-
-    let consents: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT channel, address, status FROM subscriptions \
-         WHERE (channel, address) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1))",
-    )
-    .bind(pairs.clone())
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut consent: HashMap<(String, String), ConsentStatus> = HashMap::new();
-    for (channel, address, status) in consents {
-        consent.insert((channel, address), parse("consent status", &status)?);
+    let rows: Vec<SnapshotDb> = sqlx::query_as(SNAPSHOTS)
+        .bind(messages.to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+    if rows.len() != round.len() {
+        return Err(StoreError::Corrupt(format!(
+            "{} snapshot rows for {} messages",
+            rows.len(),
+            round.len()
+        )));
     }
-
-    let conversations: Vec<ConversationDb> = sqlx::query_as(conversation_sql!(
-        "(channel, address) IN (SELECT value ->> 0, value ->> 1 FROM json_each($1)) \
-         AND status = 'active'",
-        ""
-    ))
-    .bind(pairs)
-    .fetch_all(&mut *conn)
-    .await?;
-    let mut conversation = HashMap::new();
-    for row in conversations {
-        let row = row.into_row()?;
-        conversation.insert((row.channel, row.address.clone()), row);
-    }
-
-    // Caregivers by phone number (SMS and the console); other channels go through links, one
-    // address at a time, as they do outside a group.
-    let phones: Vec<&str> = fresh
-        .iter()
-        .map(|&i| &inbounds[i].address)
-        .filter(|a| matches!(a.channel, Channel::Sms | Channel::Console))
-        .map(|a| a.value.as_str())
-        .collect();
-    let mut by_phone = HashMap::new();
-    if !phones.is_empty() {
-        let phones = serde_json::to_string(&phones).expect("strings serialize");
-        let (caregivers_sql, groups_sql) =
-            caregivers_where!("c.phone IN (SELECT value FROM json_each($1))");
-        let rows: Vec<CaregiverDb> = sqlx::query_as(caregivers_sql)
-            .bind(phones.clone())
-            .fetch_all(&mut *conn)
-            .await?;
-        if !rows.is_empty() {
-            let memberships: Vec<(i64, String)> = sqlx::query_as(groups_sql)
-                .bind(phones)
-                .fetch_all(&mut *conn)
-                .await?;
-            let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
-            for (caregiver_id, name) in memberships {
-                groups.entry(caregiver_id).or_default().push(name);
-            }
-            for row in rows {
-                let mine = groups.remove(&row.id).unwrap_or_default();
-                let caregiver = row.into_caregiver(mine)?;
-                by_phone.insert(caregiver.phone.clone(), caregiver);
-            }
+    let mut snapshots = Vec::with_capacity(round.len());
+    for (k, (&i, mut row)) in round.iter().zip(rows).enumerate() {
+        debug_assert_eq!(row.i, k as i64);
+        if row.seen {
+            snapshots.push(None);
+            continue;
         }
-    }
-
-    let mut snapshots = Vec::with_capacity(fresh.len());
-    for &i in fresh {
-        let inbound = &inbounds[i];
-        let address = &inbound.address;
+        let address = &inbounds[i].address;
         let caregiver = match address.channel {
-            Channel::Sms | Channel::Console => by_phone.remove(&address.value),
+            Channel::Sms | Channel::Console => row.caregiver()?,
             _ => Store::load_caregiver(conn, Filter::address(address)).await?,
         };
-        let stranger_replied_today = if caregiver.is_none() {
-            Store::stranger_replied(conn, address, inbound.received_at.date_naive()).await?
-        } else {
-            false
+        let consent = match &row.consent {
+            Some(status) => parse("consent status", status)?,
+            None => ConsentStatus::Unknown,
         };
-        let key = (address.channel.as_str().to_owned(), address.value.clone());
-        snapshots.push(Snapshot {
+        snapshots.push(Some(Snapshot {
             address: address.clone(),
-            consent: consent.get(&key).copied().unwrap_or(ConsentStatus::Unknown),
+            consent,
+            stranger_replied_today: caregiver.is_none() && row.stranger_replied,
             caregiver,
-            conversation: conversation.remove(&(address.channel, address.value.clone())),
-            stranger_replied_today,
-        });
+            conversation: row.conversation()?,
+        }));
     }
     Ok(snapshots)
 }
