@@ -23,7 +23,10 @@ impl SqlStore<Postgres> {
             .max_connections(10)
             .connect(url)
             .await?;
-        Ok(SqlStore { pool })
+        Ok(SqlStore {
+            pool,
+            group_commit: None,
+        })
     }
 }
 

@@ -9,6 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::de::DeserializeOwned;
@@ -30,6 +31,8 @@ use crate::domain::{Address, Channel, Lang};
 /// `SqlStore<Postgres>` is [`super::PgStore`].
 pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
+    /// SQLite only: the writer that handles concurrent inbound messages in one transaction.
+    pub(super) group_commit: Option<Arc<GroupCommit>>,
 }
 
 // Not derived: the derive would ask `DB: Clone`, and only the pool is cloned.
@@ -37,6 +40,7 @@ impl<DB: Database> Clone for SqlStore<DB> {
     fn clone(&self) -> Self {
         SqlStore {
             pool: self.pool.clone(),
+            group_commit: self.group_commit.clone(),
         }
     }
 }
@@ -215,6 +219,9 @@ impl Filter<'_> {
         }
     }
 }
+
+mod group_commit;
+pub(super) use group_commit::GroupCommit;
 
 // ---------------------------------------------------------------------------------------------
 // Rows as stored: text where Rust has an enum or JSON, converted (and checked) on the way out
@@ -1299,6 +1306,11 @@ where
         inbound: &Inbound,
         decide: &Decide<'_>,
     ) -> Result<InboundOutcome> {
+        if let Some(group) = &self.group_commit
+            && let Some(outcome) = group.handle(inbound, decide).await
+        {
+            return outcome;
+        }
         let now = Ts(inbound.received_at);
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
         // The unique key absorbs a provider's retry; on PostgreSQL a concurrent retry waits here
