@@ -528,17 +528,21 @@ impl<S: Store> Runner<S> {
             .filter(open)
             .filter(|h| h.answer.is_none())
             .collect();
-        // A closed offer they never answered takes a YES only when it is the latest thing we
-        // asked them: no conversation is waiting, or the offer came after it started.
+        // With nothing open to answer, a YES or NO is about an offer only when that offer is
+        // the latest thing we asked them (no conversation is waiting, or the offer came after
+        // it started): a closed offer they never answered ("no longer available"), else a
+        // shift they took ("it's yours"). Otherwise it is the flow's answer.
+        let latest = |h: &&HeldShift| {
+            snap.conversation
+                .as_ref()
+                .is_none_or(|c| h.sent_at > c.started_at)
+        };
         let stale = || {
-            snap.shifts.iter().find(|h| {
-                !open(h)
-                    && h.answer.is_none()
-                    && snap
-                        .conversation
-                        .as_ref()
-                        .is_none_or(|c| h.sent_at > c.started_at)
-            })
+            snap.shifts
+                .iter()
+                .filter(latest)
+                .find(|h| !open(h) && h.answer.is_none())
+                .or_else(|| snap.shifts.iter().filter(latest).find(|h| h.won))
         };
         let target = match (reply.code, reply.answer) {
             (Some(code), _) => {
