@@ -654,19 +654,36 @@ impl<S: Store> Runner<S> {
                 }
             }
             (Target::One(h), ShiftAnswer::Yes) => {
-                // Every outcome rendered now; the store's conditional award picks one.
+                // Every outcome the store can still reach is rendered now, and its conditional
+                // award picks one. A status only moves forward (open -> filled -> cancelled, or
+                // open -> expired), so an offer the snapshot already shows taken needs only
+                // the texts of what it can still become: the 199 who lose a race on SQLite
+                // render one text each instead of five.
                 let reply = |name: &str| self.shift_reply(snap, caregiver, name, h, now);
-                let confirmation = reply("shifts/won")?;
-                let mut won = vec![confirmation.clone()];
-                won.extend(self.filled_alert(caregiver, &h.offer, now)?);
-                writes.push(Write::ClaimShift(ShiftClaim {
+                let open = h.offer.status == ShiftStatus::Open;
+                let mut claim = ShiftClaim {
                     offer_id: h.offer.id,
-                    won,
-                    again: vec![confirmation],
-                    filled: vec![reply("shifts/filled")?],
+                    won: Vec::new(),
+                    again: Vec::new(),
+                    filled: Vec::new(),
                     closed: vec![reply("shifts/closed")?],
-                    clash: vec![reply("shifts/clash")?],
-                }));
+                    clash: Vec::new(),
+                };
+                if open || h.won {
+                    let confirmation = reply("shifts/won")?;
+                    if open {
+                        claim.won.push(confirmation.clone());
+                        claim
+                            .won
+                            .extend(self.filled_alert(caregiver, &h.offer, now)?);
+                        claim.clash.push(reply("shifts/clash")?);
+                    }
+                    claim.again.push(confirmation);
+                }
+                if open || (h.offer.status == ShiftStatus::Filled && !h.won) {
+                    claim.filled.push(reply("shifts/filled")?);
+                }
+                writes.push(Write::ClaimShift(claim));
             }
         }
         Ok(Some(Plan { writes }))
@@ -749,7 +766,7 @@ impl<S: Store> Runner<S> {
                     )));
                 }
             }
-            ShiftTrigger::Due => {
+            ShiftTrigger::Due | ShiftTrigger::Create => {
                 let mut wave = WaveReport::default();
                 let mut eligible = Vec::new();
                 for c in &snap.candidates {
@@ -839,9 +856,12 @@ impl<S: Store> Runner<S> {
         trigger: ShiftTrigger,
         now: DateTime<Utc>,
     ) -> Result<(bool, WaveReport), ShiftError> {
-        let wave_due = trigger == ShiftTrigger::Due
-            && offer.expires_at > now
-            && offer.next_wave_at.is_some_and(|t| t <= now);
+        let wave_due = offer.expires_at > now
+            && match trigger {
+                ShiftTrigger::Create => offer.waves_sent == 0,
+                ShiftTrigger::Due => offer.next_wave_at.is_some_and(|t| t <= now),
+                ShiftTrigger::Cancel => false,
+            };
         let audience = if wave_due {
             let audience = crate::cli::parse_audience(&offer.audience)
                 .map_err(|e| invalid(format!("offer {}: {e}", offer.id)))?;
@@ -1016,7 +1036,7 @@ impl<S: Store> Runner<S> {
                 created_at: now,
             })
             .await?;
-        let (_, wave) = self.handle_offer(&offer, ShiftTrigger::Due, now).await?;
+        let (_, wave) = self.handle_offer(&offer, ShiftTrigger::Create, now).await?;
         let offer = self
             .shift(offer.id)
             .await?

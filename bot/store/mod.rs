@@ -697,7 +697,8 @@ pub trait Store: Send + Sync + 'static {
 
     // Shift offers -----------------------------------------------------------------------------
 
-    /// Stores a new open offer with a free short code; its first wave is due at once.
+    /// Stores a new open offer with a free short code. Its creator sends the first wave
+    /// ([`ShiftTrigger::Create`]); the scheduler does a minute later if it did not.
     fn create_shift_offer(
         &self,
         offer: &NewShiftOffer,
@@ -716,8 +717,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<ShiftOffer>>> + Send;
 
-    /// Takes offer `id` if `trigger` still applies (due: open and past its deadline or wave
-    /// time; cancel: open or filled), reads its snapshot (with `audience` as candidates when a
+    /// Takes offer `id` if `trigger` still applies (create: open and no wave sent yet; due: open
+    /// and past its deadline or wave time; cancel: open or filled), reads its snapshot (with `audience` as candidates when a
     /// wave is due), calls `decide`, applies the plan: one transaction. Returns false when it no
     /// longer applied (another instance got there first, or it closed).
     fn handle_shift_offer(

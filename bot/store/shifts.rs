@@ -219,6 +219,8 @@ impl ShiftClaim {
 /// Why an offer is being handled outside an inbound message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShiftTrigger {
+    /// `carebot shifts offer`, right after creating it: the first wave, if nobody sent it yet.
+    Create,
     /// The scheduler: its deadline passed or its next wave is due.
     Due,
     /// `carebot shifts cancel`.
@@ -496,12 +498,13 @@ where
         claim: &ShiftClaim,
     ) -> Result<ClaimOutcome> {
         // One caregiver's YES to two overlapping shifts, handled at once on two instances, take
-        // turns here (a no-op UPDATE is a row lock on PostgreSQL that a foreign key does not
-        // wait for), so the overlap check below sees the other's award.
-        sqlx::query("UPDATE caregivers SET updated_at = updated_at WHERE id = $1")
-            .bind(caregiver_id)
-            .execute(&mut *conn)
-            .await?;
+        // turns here, so the overlap check below sees the other's award.
+        if let Some(lock) = DB::LOCK_CAREGIVER {
+            sqlx::query(lock)
+                .bind(caregiver_id)
+                .execute(&mut *conn)
+                .await?;
+        }
         // The award: one statement, so exactly one YES ever sees a row change.
         let awarded = sqlx::query(
             "UPDATE shift_offers SET status = 'filled', filled_by = $2, filled_at = $3, \
@@ -644,7 +647,7 @@ where
                  starts_at, ends_at, expires_at, audience, supervisor_id, wave_size, \
                  wave_minutes, waves_sent, next_wave_at, status, created_at, updated_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-                 (SELECT id FROM supervisors WHERE external_id = $11), $12, $13, 0, $14, 'open', \
+                 (SELECT id FROM supervisors WHERE external_id = $11), $12, $13, 0, $15, 'open', \
                  $14, $14) RETURNING id",
             )
             .bind(i64::from(code))
@@ -660,8 +663,10 @@ where
             .bind(new.supervisor.clone())
             .bind(i64::from(new.wave_size))
             .bind(i64::from(new.wave_minutes))
-            // The first wave is due at once.
             .bind(now)
+            // The creator sends the first wave at once (ShiftTrigger::Create); the scheduler
+            // sends it a minute later only if the creator died before it could.
+            .bind(Ts(now.0 + Duration::minutes(1)))
             .fetch_one(&mut *tx)
             .await;
             let id = match inserted {
@@ -769,6 +774,10 @@ where
         // here and then re-checks the condition on the committed row; on SQLite the write
         // transaction is already exclusive.
         let lock = match trigger {
+            ShiftTrigger::Create => {
+                "UPDATE shift_offers SET updated_at = $2 WHERE id = $1 AND status = 'open' \
+                 AND waves_sent = 0"
+            }
             ShiftTrigger::Due => {
                 "UPDATE shift_offers SET updated_at = $2 WHERE id = $1 AND status = 'open' \
                  AND (expires_at <= $2 OR next_wave_at <= $2)"
@@ -814,10 +823,13 @@ where
             Some(cid) => Self::load_caregiver(&mut *tx, super::sql::Filter::Id(cid)).await?,
             None => None,
         };
-        let wave_due = trigger == ShiftTrigger::Due
-            && offer.status == ShiftStatus::Open
+        let wave_due = offer.status == ShiftStatus::Open
             && offer.expires_at > now.0
-            && offer.next_wave_at.is_some_and(|t| t <= now.0);
+            && match trigger {
+                ShiftTrigger::Create => offer.waves_sent == 0,
+                ShiftTrigger::Due => offer.next_wave_at.is_some_and(|t| t <= now.0),
+                ShiftTrigger::Cancel => false,
+            };
         let candidates = if wave_due {
             let sent: HashSet<i64> = recipients.iter().map(|r| r.caregiver_id).collect();
             let fresh: Vec<&Caregiver> =

@@ -52,6 +52,9 @@ pub trait Dialect: Database {
     const ACTIVE_CONVERSATION: &'static str;
     /// [`conversation_sql!`] for conversation `$1` if still active and due at `$2`, locked.
     const DUE_CONVERSATION: &'static str;
+    /// Locks caregiver `$1` until the transaction ends, so that one caregiver's YES to two
+    /// overlapping shifts take turns (`store/shifts.rs`); `None` where writers are serialized.
+    const LOCK_CAREGIVER: Option<&'static str>;
 
     fn migrator() -> &'static Migrator;
 
