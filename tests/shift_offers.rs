@@ -12,16 +12,11 @@ use std::time::{Duration, Instant};
 
 use carebot::clock::Clock;
 use carebot::domain::{Address, Channel};
-use carebot::shifts::OfferArgs;
-use carebot::store::{CaregiverRecord, ShiftStatus, Store};
-use chrono::NaiveDate;
+use carebot::store::{ShiftStatus, Store};
 use sqlx::Connection as _;
 use support::TestStore;
-use support::app::{TestApp, sms_params, spawn_app, spawn_app_with_clock};
-use support::fake_twilio;
-
-const DANA: &str = "+13125550142";
-const NAMES: [&str; 5] = ["Ana", "Maria", "Rosa", "Lucia", "Carmen"];
+use support::app::{TestApp, spawn_app, spawn_app_with_clock};
+use support::shift_race::{DANA, NAMES, RACERS, client, offer_args, phone, post, race, roster};
 
 macro_rules! app_tests {
     ($($test:ident),+ $(,)?) => {
@@ -50,74 +45,6 @@ app_tests!(
     an_offer_expires_on_the_scheduler_clock_and_a_late_yes_is_told,
     two_hundred_simultaneous_yes_one_winner_a_hundred_times,
 );
-
-fn phone(i: u32) -> String {
-    format!("+1312555{:04}", 1000 + i)
-}
-
-/// Dana (supervisor, Chicago North) and `n` caregivers with consent, in group "float".
-async fn roster(app: &TestApp, n: u32) {
-    let sups = format!(
-        "external_id,name,phone,email,branch,timezone\n\
-         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n"
-    );
-    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
-        .await
-        .unwrap();
-    let people: Vec<CaregiverRecord> = (1..=n)
-        .map(|i| CaregiverRecord {
-            external_id: format!("C{i}"),
-            first_name: NAMES
-                .get(i as usize - 1)
-                .map_or(format!("Cg{i}"), |s| s.to_string()),
-            last_name: "Lopez".into(),
-            phone: phone(i),
-            language: carebot::domain::Lang::En,
-            timezone: "America/Chicago".into(),
-            branch: "Chicago North".into(),
-            supervisor_id: Some("S1".into()),
-            groups: vec!["float".into()],
-            consent_at: Some(NaiveDate::from_ymd_opt(2026, 1, 15).unwrap()),
-        })
-        .collect();
-    app.store().upsert_caregivers(&people).await.unwrap();
-}
-
-fn offer_args(day: u32, expires: Option<&str>) -> OfferArgs {
-    let date = NaiveDate::from_ymd_opt(2031, 1, 1).unwrap() + chrono::Duration::days(day.into());
-    OfferArgs {
-        client_ref: "CL-2291".into(),
-        start: format!("{date} 08:00"),
-        end: "12:00".into(),
-        location: "Evanston, IL".into(),
-        to: "group:float".into(),
-        expires: expires.map(str::to_owned),
-        wave_minutes: 30,
-        ..Default::default()
-    }
-}
-
-/// Posts one signed inbound SMS on a shared client; returns (status, milliseconds).
-async fn post(
-    client: &reqwest::Client,
-    app_url: &str,
-    from: &str,
-    body: &str,
-    sid: &str,
-) -> (u16, u128) {
-    let url = format!("{app_url}/webhooks/twilio/sms");
-    let params = sms_params(from, body, sid);
-    let sig = carebot::channel::twilio::signature::sign(fake_twilio::AUTH_TOKEN, &url, &params);
-    let started = Instant::now();
-    let status = client
-        .post(&url)
-        .header("X-Twilio-Signature", sig)
-        .form(&params)
-        .send()
-        .await
-        .map_or(0, |r| r.status().as_u16());
-    (status, started.elapsed().as_millis())
-}
 
 /// Waits (bounded) until the outbox holds a message to `to` that contains `needle`.
 async fn queued(app: &TestApp, to: &str, needle: &str) -> String {
@@ -157,20 +84,17 @@ async fn an_offer_to_five_with_two_racing_yes(db: TestStore) {
     // Lucia passes; then Maria and Rosa answer at the same moment; Carmen is a little late.
     let client = reqwest::Client::new();
     let lucia = phone(4);
-    assert_eq!(
-        post(&client, &app.url, &lucia, "no", "SM-lucia").await.0,
-        200
-    );
+    assert_eq!(post(&client, &app.url, &lucia, "no", "SM-lucia").await, 200);
     app.twilio.wait_for(&lucia, 2).await;
     let (p2, p3) = (phone(2), phone(3));
     let (maria, rosa) = tokio::join!(
         post(&client, &app.url, &p2, "YES", "SM-maria"),
         post(&client, &app.url, &p3, "Yes!", "SM-rosa"),
     );
-    assert_eq!((maria.0, rosa.0), (200, 200));
+    assert_eq!((maria, rosa), (200, 200));
     let carmen = phone(5);
     assert_eq!(
-        post(&client, &app.url, &carmen, "yes", "SM-carmen").await.0,
+        post(&client, &app.url, &carmen, "yes", "SM-carmen").await,
         200
     );
     for i in 2..=5 {
@@ -265,7 +189,7 @@ async fn an_offer_expires_on_the_scheduler_clock_and_a_late_yes_is_told(db: Test
     assert_eq!(listed[0].offer.status, ShiftStatus::Expired);
     let client = reqwest::Client::new();
     assert_eq!(
-        post(&client, &app.url, &phone(1), "YES", "SM-late").await.0,
+        post(&client, &app.url, &phone(1), "YES", "SM-late").await,
         200
     );
     let got = app.twilio.wait_for(&phone(1), 2).await;
@@ -333,7 +257,6 @@ impl Db {
     }
 }
 
-const RACERS: u32 = 200;
 const ROUNDS: u32 = 100;
 
 async fn two_hundred_simultaneous_yes_one_winner_a_hundred_times(db: TestStore) {
@@ -345,39 +268,15 @@ async fn two_hundred_simultaneous_yes_one_winner_a_hundred_times(db: TestStore) 
     let app = spawn_app(db).await;
     roster(&app, RACERS).await;
     let mut check = Db::open(&app.db.url).await;
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(RACERS as usize)
-        .build()
-        .unwrap();
+    let client = client();
     let mut t = Tally::default();
     let test_started = Instant::now();
     for round in 0..ROUNDS {
-        let report = app
-            .runner
-            .offer_shift(&offer_args(round, None), chrono::Utc::now())
-            .await
-            .unwrap();
-        assert_eq!(
-            report.wave.sent, RACERS as usize,
-            "round {round}: {report:?}"
-        );
-        let offer_id = report.offer.id;
         let before = check.max_outbound().await;
-
-        // 200 YES released at once, each a signed webhook on its own connection.
-        let gate = Arc::new(tokio::sync::Barrier::new(RACERS as usize));
-        let started = Instant::now();
-        let racers: Vec<_> = (1..=RACERS)
-            .map(|i| {
-                let (client, url, gate) = (client.clone(), app.url.clone(), gate.clone());
-                tokio::spawn(async move {
-                    gate.wait().await;
-                    post(&client, &url, &phone(i), "YES", &format!("SM-{round}-{i}")).await
-                })
-            })
-            .collect();
-        for r in racers {
-            let (status, _) = r.await.unwrap();
+        let r = race(&app, &client, round).await;
+        assert_eq!(r.offered, RACERS as usize, "round {round}");
+        let offer_id = r.offer_id;
+        for status in r.statuses {
             t.yes_posted += 1;
             if status == 200 {
                 t.http_200 += 1;
@@ -385,7 +284,7 @@ async fn two_hundred_simultaneous_yes_one_winner_a_hundred_times(db: TestStore) 
                 *t.other_status.entry(status).or_default() += 1;
             }
         }
-        t.race_ms.push(started.elapsed().as_millis());
+        t.race_ms.push(r.elapsed.as_millis());
         t.offers += 1;
 
         // Every answer is queued by the time its webhook returned 200.
