@@ -203,6 +203,7 @@ pub fn check(flows_dir: &Path, templates_dir: &Path) -> (Catalog, Report) {
         }
     }
     check_system_templates(&templates, &mut report);
+    crate::shifts::check_templates(&templates, &mut report);
     report.problems.sort();
     report.problems.dedup();
     (Catalog { flows, templates }, report)
@@ -390,7 +391,7 @@ fn check_system_templates(templates: &Templates, report: &mut Report) {
 
 /// Records a message's encoding and segments, and warns where it costs more than one GSM-7
 /// segment, naming the characters that force UCS-2 and their plain replacements.
-fn stats(
+pub(crate) fn stats(
     report: &mut Report,
     flow: &str,
     name: &str,

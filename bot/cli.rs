@@ -61,6 +61,9 @@ pub enum Command {
     /// Export stored results to stdout.
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Shift offers: text an open shift to eligible caregivers; the first YES gets it.
+    #[command(subcommand)]
+    Shifts(crate::shifts::ShiftsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -312,6 +315,39 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = cli.config()?;
             let store = cli.store(&config).await?;
             export(&store, cmd).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Shifts(cmd) => shifts(&cli, cmd).await,
+    }
+}
+
+/// `carebot shifts offer|list|cancel`.
+async fn shifts(cli: &Cli, cmd: &crate::shifts::ShiftsCommand) -> anyhow::Result<ExitCode> {
+    use crate::shifts::{self, ListedShift, ShiftsCommand};
+    let config = cli.config()?;
+    let store = cli.store(&config).await?;
+    match cmd {
+        ShiftsCommand::List { json, status } => {
+            let listings = store.shift_offers(*status).await?;
+            if *json {
+                let rows: Vec<ListedShift<'_>> = listings.iter().map(ListedShift::from).collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                print!("{}", shifts::describe_list(&listings));
+                println!("{}", shifts::summary(&listings));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ShiftsCommand::Offer(args) => {
+            let runner = Runner::new(store, cli.catalog()?, config.runner.clone()).await?;
+            let report = runner.offer_shift(args, Utc::now()).await?;
+            println!("{}", shifts::describe_offer(&report));
+            Ok(ExitCode::SUCCESS)
+        }
+        ShiftsCommand::Cancel { id } => {
+            let runner = Runner::new(store, cli.catalog()?, config.runner.clone()).await?;
+            let was = runner.cancel_shift(*id, Utc::now()).await?;
+            println!("offer {id} cancelled (it was {})", was.as_str());
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -5,8 +5,10 @@
 pub mod catalog;
 /// Transports: verify a provider's request (Twilio signatures), normalize it, ack it.
 pub mod channel;
-/// The command line: serve, migrate, flows, simulate, import, start, export.
+/// The command line: serve, migrate, flows, simulate, import, start, export, shifts.
 pub mod cli;
+/// The time the scheduler acts on, which tests can move.
+pub mod clock;
 /// Typed settings: defaults < carebot.toml < environment < flags.
 pub mod config;
 /// Consent keywords (STOP, START, HELP and their Spanish forms), handled before any flow.
@@ -29,6 +31,8 @@ pub mod roster;
 pub mod runner;
 /// `carebot serve`: server, dispatcher and scheduler, stopped together.
 pub mod server;
+/// Shift offers: waves of texts, the first YES wins (once), expiry, the supervisor told.
+pub mod shifts;
 /// What an outbound SMS costs: GSM-7 or UCS-2, and how many segments.
 pub mod sms;
 /// The store trait and its SQLite and PostgreSQL implementations.

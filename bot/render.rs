@@ -166,11 +166,12 @@ impl Templates {
 
     /// Renders `name` in `lang`, falling back to English when there is no translation.
     /// Returns the text with surrounding whitespace trimmed and the language actually used.
+    /// The context is usually a [`MessageContext`]; shift offers bring their own (`shifts.rs`).
     pub fn render(
         &self,
         name: &str,
         lang: Lang,
-        ctx: &MessageContext<'_>,
+        ctx: &impl Serialize,
     ) -> Result<(String, Lang), RenderError> {
         let used = if self.has(name, lang) {
             lang

@@ -302,6 +302,11 @@ impl<S: Store> Runner<S> {
                 return Ok(plan.finish());
             }
         };
+        // A YES or NO to a shift offer is read before any flow, even mid-conversation (the
+        // flow keeps waiting for its own answer); see shifts.rs.
+        if let Some(shift_plan) = self.decide_shift_reply(snap, inbound, caregiver)? {
+            return Ok(shift_plan);
+        }
         let Some(conv) = &snap.conversation else {
             // A caregiver writing outside any conversation: say who we are, once a day.
             if !snap.stranger_replied_today {

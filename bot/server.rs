@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
 use crate::channel::twilio::client::TwilioClient;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::metrics::Metrics;
@@ -24,7 +24,25 @@ pub async fn run(
     config: Config,
     catalog: Arc<Catalog>,
     listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    run_with_clock(
+        config,
+        catalog,
+        listener,
+        shutdown,
+        Arc::new(Clock::system()),
+    )
+    .await
+}
+
+/// [`run`], with the scheduler on `clock` (tests move it to make waves and expiries due).
+pub async fn run_with_clock(
+    config: Config,
+    catalog: Arc<Catalog>,
+    listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    clock: Arc<Clock>,
 ) -> anyhow::Result<()> {
     let store = AnyStore::connect(&config.database_url)
         .await
@@ -77,6 +95,7 @@ pub async fn run(
         runner.clone(),
         sms_wake.clone(),
         shutdown.clone(),
+        clock,
     ));
 
     let state = Arc::new(AppState {
@@ -101,15 +120,27 @@ pub async fn run(
     Ok(())
 }
 
-/// Fires due conversation timers (reminders, expiries) once a second. Each conversation is
-/// claimed in its own transaction, so several instances can run this loop side by side.
+/// Fires due conversation timers (reminders, expiries) and shift offers (waves, deadlines)
+/// once a second. Each conversation and offer is claimed in its own transaction, so several
+/// instances can run this loop side by side.
 async fn scheduler(
     runner: Arc<Runner<AnyStore>>,
     wake: Option<Arc<tokio::sync::Notify>>,
     mut shutdown: watch::Receiver<bool>,
+    clock: Arc<Clock>,
 ) {
     loop {
-        match runner.run_due(Utc::now()).await {
+        match runner.run_due_shifts(clock.now()).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(offers = n, "shift offers sent a wave or expired");
+                if let Some(w) = &wake {
+                    w.notify_one();
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "shift offer tick failed"),
+        }
+        match runner.run_due(clock.now()).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(fired = n, "conversation timers fired");

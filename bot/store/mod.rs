@@ -3,6 +3,7 @@
 //! should happen, and hands back a [`Plan`] that the store applies in the same transaction.
 
 mod postgres;
+mod shifts;
 mod sql;
 mod sqlite;
 
@@ -16,6 +17,11 @@ use serde_json::Value;
 use crate::domain::{Address, Channel, Lang, Priority};
 
 pub use postgres::PgStore;
+pub use shifts::{
+    ClaimOutcome, HeldShift, NewShiftOffer, ShiftAnswer, ShiftCandidate, ShiftClaim, ShiftDecide,
+    ShiftListing, ShiftOffer, ShiftPlan, ShiftRecipient, ShiftSnapshot, ShiftStatus, ShiftTrigger,
+    ShiftWrite, next_code,
+};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +203,9 @@ pub struct Snapshot {
     /// "Today" is the UTC date of the inbound message's `received_at` (or of `now`), so a
     /// [`Write::StrangerReplied`] should carry that same date.
     pub stranger_replied_today: bool,
+    /// Shift offers the caregiver was texted whose shift has not ended, newest first (empty
+    /// for timers and strangers): a YES or NO to one is read before any flow.
+    pub shifts: Vec<HeldShift>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,6 +420,13 @@ pub enum Write {
     /// Remember that this stranger got today's polite reply.
     StrangerReplied {
         day: NaiveDate,
+    },
+    /// A YES to a shift offer from the snapshot's caregiver: the conditional award, then the
+    /// messages of whatever it came to (see [`ShiftClaim`]).
+    ClaimShift(ShiftClaim),
+    /// A NO to a shift offer from the snapshot's caregiver.
+    DeclineShift {
+        offer_id: i64,
     },
 }
 
@@ -678,6 +694,47 @@ pub trait Store: Send + Sync + 'static {
         &self,
         address: &Address,
     ) -> impl Future<Output = Result<Vec<LedgerRow>>> + Send;
+
+    // Shift offers -----------------------------------------------------------------------------
+
+    /// Stores a new open offer with a free short code. Its creator sends the first wave
+    /// ([`ShiftTrigger::Create`]); the scheduler does a minute later if it did not.
+    fn create_shift_offer(
+        &self,
+        offer: &NewShiftOffer,
+    ) -> impl Future<Output = Result<ShiftOffer>> + Send;
+
+    /// Offers with how many were texted and answered, oldest first; all, or those in `status`.
+    fn shift_offers(
+        &self,
+        status: Option<ShiftStatus>,
+    ) -> impl Future<Output = Result<Vec<ShiftListing>>> + Send;
+
+    /// Open offers whose deadline has passed or whose next wave is due at `now`.
+    fn due_shift_offers(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<ShiftOffer>>> + Send;
+
+    /// Takes offer `id` if `trigger` still applies (create: open and no wave sent yet; due: open
+    /// and past its deadline or wave time; cancel: open or filled), reads its snapshot (with `audience` as candidates when a
+    /// wave is due), calls `decide`, applies the plan: one transaction. Returns false when it no
+    /// longer applied (another instance got there first, or it closed).
+    fn handle_shift_offer(
+        &self,
+        id: i64,
+        trigger: ShiftTrigger,
+        now: DateTime<Utc>,
+        audience: &[Caregiver],
+        decide: &ShiftDecide<'_>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The supervisors of a branch, by external id (for an offer's time zone and whom to tell).
+    fn supervisors_of_branch(
+        &self,
+        branch: &str,
+    ) -> impl Future<Output = Result<Vec<SupervisorRecord>>> + Send;
 }
 
 /// The store chosen by `DATABASE_URL`.
@@ -749,4 +806,10 @@ delegate! {
     fn answers(&self, flow: Option<&str>, since: Option<NaiveDate>) -> Result<Vec<AnswerRow>>;
     fn escalations(&self, since: Option<NaiveDate>) -> Result<Vec<EscalationRow>>;
     fn consent_ledger(&self, address: &Address) -> Result<Vec<LedgerRow>>;
+    fn create_shift_offer(&self, offer: &NewShiftOffer) -> Result<ShiftOffer>;
+    fn shift_offers(&self, status: Option<ShiftStatus>) -> Result<Vec<ShiftListing>>;
+    fn due_shift_offers(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ShiftOffer>>;
+    fn handle_shift_offer(&self, id: i64, trigger: ShiftTrigger, now: DateTime<Utc>,
+        audience: &[Caregiver], decide: &ShiftDecide<'_>) -> Result<bool>;
+    fn supervisors_of_branch(&self, branch: &str) -> Result<Vec<SupervisorRecord>>;
 }

@@ -47,6 +47,10 @@ impl Dialect for Postgres {
         "FOR UPDATE"
     );
 
+    // NO KEY UPDATE: rows that merely reference the caregiver (messages, answers) need not wait.
+    const LOCK_CAREGIVER: Option<&'static str> =
+        Some("SELECT id FROM caregivers WHERE id = $1 FOR NO KEY UPDATE");
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }

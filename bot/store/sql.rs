@@ -25,6 +25,7 @@ use super::{
     InboundOutcome, LedgerRow, NewOutbound, OutboundRow, OutboundStatus, Plan, Result, Snapshot,
     Store, StoreError, Supervisor, SupervisorRecord, UpsertOutcome, Write,
 };
+use super::{NewShiftOffer, ShiftDecide, ShiftListing, ShiftOffer, ShiftStatus, ShiftTrigger};
 use crate::domain::{Address, Channel, Lang};
 
 /// A store over one database: `SqlStore<Sqlite>` is [`super::SqliteStore`], and
@@ -55,6 +56,9 @@ pub trait Dialect: Database {
     const ACTIVE_CONVERSATION: &'static str;
     /// [`conversation_sql!`] for conversation `$1` if still active and due at `$2`, locked.
     const DUE_CONVERSATION: &'static str;
+    /// Locks caregiver `$1` until the transaction ends, so that one caregiver's YES to two
+    /// overlapping shifts take turns (`store/shifts.rs`); `None` where writers are serialized.
+    const LOCK_CAREGIVER: Option<&'static str>;
 
     fn migrator() -> &'static Migrator;
 
@@ -178,7 +182,7 @@ macro_rules! caregivers_where {
 
 /// Which caregivers to load.
 #[derive(Debug, Clone, Copy)]
-enum Filter<'a> {
+pub(super) enum Filter<'a> {
     Id(i64),
     ExternalId(&'a str),
     Phone(&'a str),
@@ -410,7 +414,7 @@ struct LedgerDb {
     at: Ts,
 }
 
-fn parse<T: FromStr>(what: &str, text: &str) -> Result<T>
+pub(super) fn parse<T: FromStr>(what: &str, text: &str) -> Result<T>
 where
     T::Err: Display,
 {
@@ -422,7 +426,7 @@ fn json<T: DeserializeOwned>(what: &str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
 }
 
-fn to_json(value: &impl serde::Serialize) -> String {
+pub(super) fn to_json(value: &impl serde::Serialize) -> String {
     // Serializing maps with string keys, vectors and `Value`s cannot fail.
     serde_json::to_string(value).expect("JSON serialization of plain data")
 }
@@ -532,7 +536,7 @@ where
             .collect()
     }
 
-    async fn load_caregiver(
+    pub(super) async fn load_caregiver(
         conn: &mut DB::Connection,
         filter: Filter<'_>,
     ) -> Result<Option<Caregiver>> {
@@ -570,12 +574,17 @@ where
         } else {
             false
         };
+        let shifts = match &caregiver {
+            Some(c) => Self::held_shifts(conn, c.id, now).await?,
+            None => Vec::new(),
+        };
         Ok(Snapshot {
             address: address.clone(),
             consent,
             caregiver,
             conversation: conversation.map(ConversationDb::into_row).transpose()?,
             stranger_replied_today,
+            shifts,
         })
     }
 
@@ -807,6 +816,15 @@ where
                     .bind(*day)
                     .execute(&mut *conn)
                     .await?;
+                }
+                // Shift offers: the SQL is in `shifts.rs`.
+                Write::ClaimShift(claim) => {
+                    let caregiver = ctx.caregiver("ClaimShift")?;
+                    Self::claim_shift(conn, caregiver.id, ctx.now, claim).await?;
+                }
+                Write::DeclineShift { offer_id } => {
+                    let caregiver = ctx.caregiver("DeclineShift")?;
+                    Self::decline_shift(conn, caregiver.id, ctx.now, *offer_id).await?;
                 }
             }
         }
@@ -1414,6 +1432,7 @@ where
             conversation: Some(conversation),
             stranger_replied_today: false,
             address,
+            shifts: Vec::new(),
         };
         let plan = decide(&snapshot).map_err(StoreError::Decide)?;
         let ctx = Ctx {
@@ -1747,5 +1766,35 @@ where
             .into_iter()
             .map(|r| (r.status, r.source, r.detail, r.at.0))
             .collect())
+    }
+
+    // Shift offers: the SQL is in `shifts.rs`.
+
+    async fn create_shift_offer(&self, offer: &NewShiftOffer) -> Result<ShiftOffer> {
+        self.insert_shift_offer(offer).await
+    }
+
+    async fn shift_offers(&self, status: Option<ShiftStatus>) -> Result<Vec<ShiftListing>> {
+        self.list_shift_offers(status).await
+    }
+
+    async fn due_shift_offers(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<ShiftOffer>> {
+        self.select_due_shift_offers(Ts(now), limit).await
+    }
+
+    async fn handle_shift_offer(
+        &self,
+        id: i64,
+        trigger: ShiftTrigger,
+        now: DateTime<Utc>,
+        audience: &[Caregiver],
+        decide: &ShiftDecide<'_>,
+    ) -> Result<bool> {
+        self.lock_and_handle_shift_offer(id, trigger, Ts(now), audience, decide)
+            .await
+    }
+
+    async fn supervisors_of_branch(&self, branch: &str) -> Result<Vec<SupervisorRecord>> {
+        self.select_supervisors_of_branch(branch).await
     }
 }

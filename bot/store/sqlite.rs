@@ -65,6 +65,8 @@ impl Dialect for Sqlite {
         conversation_sql!("channel = $1 AND address = $2 AND status = 'active'", "");
     const DUE_CONVERSATION: &'static str =
         conversation_sql!("id = $1 AND status = 'active' AND wake_at <= $2", "");
+    // BEGIN IMMEDIATE already makes every write transaction wait for the one before.
+    const LOCK_CAREGIVER: Option<&'static str> = None;
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use carebot::catalog::Catalog;
+use carebot::clock::Clock;
 use carebot::config::Config;
 use carebot::runner::Runner;
 use carebot::store::AnyStore;
@@ -23,6 +24,8 @@ pub struct TestApp {
     pub db: TestStore,
     /// An operator's runner on the same database (what `carebot start` uses).
     pub runner: Arc<Runner<AnyStore>>,
+    /// The clock the server's scheduler runs on; `clock.advance(…)` makes timers come due.
+    pub clock: Arc<Clock>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
     port: u16,
@@ -59,6 +62,7 @@ async fn serve(
     db_url: &str,
     port: u16,
     twilio: &FakeTwilio,
+    clock: Arc<Clock>,
 ) -> (watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, u16) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -66,18 +70,24 @@ async fn serve(
     let port = listener.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     let (tx, rx) = watch::channel(false);
-    let server = tokio::spawn(carebot::server::run(
+    let server = tokio::spawn(carebot::server::run_with_clock(
         config(db_url, &url, &twilio.url),
         catalog(),
         listener,
         rx,
+        clock,
     ));
     (tx, server, port)
 }
 
 pub async fn spawn_app(db: TestStore) -> TestApp {
+    spawn_app_with_clock(db, Arc::new(Clock::system())).await
+}
+
+/// [`spawn_app`] with the scheduler on `clock`, which the test moves.
+pub async fn spawn_app_with_clock(db: TestStore, clock: Arc<Clock>) -> TestApp {
     let twilio = FakeTwilio::start().await;
-    let (shutdown, server, port) = serve(&db.url, 0, &twilio).await;
+    let (shutdown, server, port) = serve(&db.url, 0, &twilio, clock.clone()).await;
     let url = format!("http://127.0.0.1:{port}");
     let settings = config(&db.url, &url, &twilio.url).runner;
     let runner = Arc::new(
@@ -90,6 +100,7 @@ pub async fn spawn_app(db: TestStore) -> TestApp {
         twilio,
         db,
         runner,
+        clock,
         shutdown,
         server,
         port,
@@ -170,7 +181,8 @@ impl TestApp {
     pub async fn crash_and_restart(&mut self) {
         self.server.abort();
         let _ = (&mut self.server).await;
-        let (shutdown, server, _) = serve(&self.db.url, self.port, &self.twilio).await;
+        let (shutdown, server, _) =
+            serve(&self.db.url, self.port, &self.twilio, self.clock.clone()).await;
         self.shutdown = shutdown;
         self.server = server;
         self.wait_healthy().await;

@@ -11,6 +11,7 @@
 
 pub mod app;
 pub mod fake_twilio;
+pub mod shift_race;
 
 use std::io::Write as _;
 use std::sync::Once;
