@@ -519,12 +519,18 @@ async fn snapshots(
             Some(status) => parse("consent status", status)?,
             None => ConsentStatus::Unknown,
         };
+        // The shift offers a YES or NO may answer: a second query, only for roster members.
+        let shifts = match &caregiver {
+            Some(c) => Store::held_shifts(conn, c.id, Ts(inbounds[i].received_at)).await?,
+            None => Vec::new(),
+        };
         snapshots.push(Some(Snapshot {
             address: address.clone(),
             consent,
             stranger_replied_today: caregiver.is_none() && row.stranger_replied,
             caregiver,
             conversation: row.conversation()?,
+            shifts,
         }));
     }
     Ok(snapshots)
