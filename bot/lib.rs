@@ -5,8 +5,10 @@
 pub mod catalog;
 /// Transports: verify a provider's request (Twilio signatures), normalize it, ack it.
 pub mod channel;
-/// The command line: serve, migrate, flows, simulate, import, start, export.
+/// The command line: serve, migrate, flows, simulate, import, start, export, report.
 pub mod cli;
+/// The clock `serve` runs on: the system's, which tests move forward.
+pub mod clock;
 /// Typed settings: defaults < carebot.toml < environment < flags.
 pub mod config;
 /// Consent keywords (STOP, START, HELP and their Spanish forms), handled before any flow.
@@ -15,6 +17,8 @@ pub mod consent;
 pub mod dispatch;
 /// Types parsed at the edge and valid by construction: E.164 phones, channels, addresses.
 pub mod domain;
+/// Escalations after they are raised: routing, supervisor replies, follow-up clock, digests.
+pub mod escalation;
 /// Flow files, reply matching and the pure engine.
 pub mod flow;
 /// Counters for /metrics.
@@ -23,6 +27,8 @@ pub mod metrics;
 pub mod quiet_hours;
 /// Message templates (minijinja, strict, English fallback).
 pub mod render;
+/// `report pulse`: response rates, scores and escalation follow-up, week by week.
+pub mod report;
 /// Roster CSV import, validated row by row.
 pub mod roster;
 /// The orchestrator: inbound -> consent -> engine -> one transaction -> outbox.

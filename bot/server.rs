@@ -6,12 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
 use crate::channel::twilio::client::TwilioClient;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::metrics::Metrics;
@@ -24,7 +25,18 @@ pub async fn run(
     config: Config,
     catalog: Arc<Catalog>,
     listener: TcpListener,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    run_with_clock(config, catalog, listener, shutdown, Clock::system()).await
+}
+
+/// [`run`] on `clock`: tests move it forward to make hours pass at once.
+pub async fn run_with_clock(
+    config: Config,
+    catalog: Arc<Catalog>,
+    listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    clock: Clock,
 ) -> anyhow::Result<()> {
     let store = AnyStore::connect(&config.database_url)
         .await
@@ -40,6 +52,7 @@ pub async fn run(
         .context("cannot migrate the database")?;
     let runner = Arc::new(Runner::new(store.clone(), catalog, config.runner.clone()).await?);
     let metrics = Arc::new(Metrics::default());
+    warn_about_unknown_contacts(&store, &config).await;
 
     let mut tasks = tokio::task::JoinSet::new();
     let sms_wake = match &config.twilio {
@@ -66,7 +79,8 @@ pub async fn run(
                     concurrency: 16,
                 },
                 metrics.clone(),
-            );
+            )
+            .with_clock(clock.clone());
             let wake = dispatcher.wake.clone();
             tasks.spawn(dispatcher.run(shutdown.clone()));
             tracing::info!(mps = config.sms_mps, "SMS is on");
@@ -77,6 +91,7 @@ pub async fn run(
         runner.clone(),
         sms_wake.clone(),
         shutdown.clone(),
+        clock.clone(),
     ));
 
     let state = Arc::new(AppState {
@@ -85,6 +100,7 @@ pub async fn run(
         twilio_auth_token: config.twilio.as_ref().map(|t| t.auth_token.clone()),
         public_url: config.public_url.clone(),
         sms_wake,
+        clock,
     });
     tracing::info!(addr = %listener.local_addr()?, "carebot is listening");
     let mut stop = shutdown.clone();
@@ -101,28 +117,70 @@ pub async fn run(
     Ok(())
 }
 
-/// Fires due conversation timers (reminders, expiries) once a second. Each conversation is
-/// claimed in its own transaction, so several instances can run this loop side by side.
+/// Fires due conversation timers (reminders, expiries) once a second, then the follow-up clock
+/// of escalations (first alerts, re-escalations), and once a minute the supervisors' daily
+/// digests. Each conversation and escalation is claimed in its own transaction, so several
+/// instances can run this loop side by side.
 async fn scheduler(
     runner: Arc<Runner<AnyStore>>,
     wake: Option<Arc<tokio::sync::Notify>>,
     mut shutdown: watch::Receiver<bool>,
+    clock: Clock,
 ) {
+    let mut last_digests: Option<DateTime<Utc>> = None;
     loop {
-        match runner.run_due(Utc::now()).await {
+        let now = clock.now();
+        let mut queued = false;
+        match runner.run_due(now).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(fired = n, "conversation timers fired");
-                if let Some(w) = &wake {
-                    w.notify_one();
-                }
+                queued = true;
             }
             Err(e) => tracing::error!(error = %e, "scheduler tick failed"),
+        }
+        match runner.run_due_escalations(now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(escalations = n, "escalations routed or raised");
+                queued = true;
+            }
+            Err(e) => tracing::error!(error = %e, "escalation follow-up failed"),
+        }
+        if last_digests.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
+            last_digests = Some(now);
+            if let Err(e) = runner.send_digests(now).await {
+                tracing::error!(error = %e, "daily digests failed");
+            }
+            queued = true;
+        }
+        if queued && let Some(w) = &wake {
+            w.notify_one();
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Says at start-up when the settings name a branch contact or program staff who is not on
+/// the supervisors roster (they would be skipped when alerts are routed).
+async fn warn_about_unknown_contacts(store: &AnyStore, config: &Config) {
+    let named = config.runner.escalation.named();
+    if named.is_empty() {
+        return;
+    }
+    match store.supervisor_ids().await {
+        Ok(known) => {
+            for id in named.iter().filter(|id| !known.contains(id)) {
+                tracing::warn!(
+                    supervisor = %id,
+                    "CAREBOT_BRANCH_CONTACTS or CAREBOT_PROGRAM_STAFF names a supervisor who is not on the roster; import them with `carebot import supervisors`"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot check the escalation contacts"),
     }
 }
 

@@ -15,7 +15,7 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Encode, Sqlite, Type};
 
 use super::Result;
-use super::sql::{Dialect, SqlStore, Ts, claim_outbound_sql, conversation_sql};
+use super::sql::{Dialect, SqlStore, Ts, claim_outbound_sql, conversation_sql, escalation_sql};
 
 /// The store on a SQLite file.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -56,6 +56,14 @@ impl Dialect for Sqlite {
         conversation_sql!("channel = $1 AND address = $2 AND status = 'active'", "");
     const DUE_CONVERSATION: &'static str =
         conversation_sql!("id = $1 AND status = 'active' AND wake_at <= $2", "");
+
+    const DUE_ESCALATION: &'static str = escalation_sql!("id = $1 AND due_at <= $2", "");
+    const DESK_ESCALATIONS: &'static str = escalation_sql!(
+        "id IN (SELECT escalation_id FROM escalation_contacts WHERE supervisor_id = $1) \
+         AND (status <> 'done' OR closed_at >= $2) ORDER BY id",
+        ""
+    );
+    const LOCK_SUPERVISOR: &'static str = "SELECT id FROM supervisors WHERE id = $1";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR
