@@ -85,6 +85,9 @@ pub enum ReportCommand {
         /// The answer (save_as) that holds the score.
         #[arg(long, default_value = "week_score")]
         score: String,
+        /// Report the weeks up to the one holding this date (default: today).
+        #[arg(long)]
+        until: Option<NaiveDate>,
         #[arg(long, value_enum, default_value = "table")]
         format: ReportFormat,
     },
@@ -349,21 +352,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", describe_start(&report));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export(cmd) => {
-            let config = cli.config()?;
-            let store = cli.store(&config).await?;
-            export(&store, cmd).await?;
+        Command::Export(_) | Command::Report(_) => {
+            // Not `stdout().lock()`: the store calls the sink from a future that must be `Send`.
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+            results(&cli, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// `export` and `report`: they write to `out`, stdout from the command line (tests pass a
+/// buffer, to read exactly what an operator would).
+pub async fn results(cli: &Cli, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<()> {
+    let config = cli.config()?;
+    let store = cli.store(&config).await?;
+    match &cli.command {
+        Command::Export(cmd) => export(&store, cmd, out).await?,
         Command::Report(ReportCommand::Pulse {
             by,
             weeks,
             flow,
             score,
+            until,
             format,
         }) => {
-            let config = cli.config()?;
-            let store = cli.store(&config).await?;
             let options = crate::report::PulseOptions {
                 flow: flow.clone(),
                 key: score.clone(),
@@ -372,17 +384,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ReportBy::State => crate::report::GroupBy::State,
                 }),
                 weeks: *weeks,
-                now: Utc::now(),
+                now: until.map_or_else(Utc::now, |d| d.and_time(chrono::NaiveTime::MIN).and_utc()),
             };
             let windows = &config.runner.escalation;
             let report = crate::report::pulse(&store, &options, windows).await?;
             match format {
-                ReportFormat::Table => print!("{}", report.to_table(windows)),
-                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                ReportFormat::Table => write!(out, "{}", report.to_table(windows))?,
+                ReportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
             }
-            Ok(ExitCode::SUCCESS)
         }
+        _ => bail!("not an export or a report"),
     }
+    out.flush()?;
+    Ok(())
 }
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
@@ -472,8 +486,11 @@ pub fn describe_start(r: &StartReport) -> String {
 
 /// Streams an export to stdout: each row is written as the store reads it, so a million rows
 /// take no more memory than one.
-async fn export(store: &AnyStore, cmd: &ExportCommand) -> anyhow::Result<()> {
-    // Not `stdout().lock()`: the store calls the sink from a future that must be `Send`.
+async fn export(
+    store: &AnyStore,
+    cmd: &ExportCommand,
+    out: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
     let mut out = Rows::new(
         matches!(
             cmd,
@@ -485,7 +502,7 @@ async fn export(store: &AnyStore, cmd: &ExportCommand) -> anyhow::Result<()> {
                 ..
             }
         ),
-        std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout()),
+        out,
     );
     let t = |d: &Option<DateTime<Utc>>| d.map(|d| d.to_rfc3339()).unwrap_or_default();
     let result = match cmd {
@@ -766,7 +783,10 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                 ev.at.format("%a %H:%M"),
                 ev.action,
                 ev.supervisor
-                    .map(|s| format!(" by {s}"))
+                    .map(|s| match ev.action.as_str() {
+                        "alerted" | "reescalated" | "resent" => format!(" to {s}"),
+                        _ => format!(" by {s}"),
+                    })
                     .unwrap_or_default(),
                 if ev.detail.is_empty() {
                     String::new()

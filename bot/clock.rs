@@ -23,6 +23,12 @@ impl Clock {
         Utc::now() + Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
     }
 
+    /// Sets this clock (and every clone of it) to `to`, from where it runs on.
+    pub fn set(&self, to: DateTime<Utc>) {
+        self.offset_ms
+            .store((to - Utc::now()).num_milliseconds(), Ordering::Relaxed);
+    }
+
     /// Moves this clock (and every clone of it) forward by `by`.
     pub fn advance(&self, by: Duration) {
         self.offset_ms
@@ -44,5 +50,10 @@ mod tests {
             ahead > Duration::minutes(119) && ahead <= Duration::hours(2),
             "{ahead}"
         );
+        let tuesday = DateTime::parse_from_rfc3339("2026-11-17T16:00:00Z")
+            .unwrap()
+            .to_utc();
+        clock.set(tuesday);
+        assert!((seen_by_server.now() - tuesday).abs() < Duration::seconds(1));
     }
 }

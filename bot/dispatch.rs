@@ -147,11 +147,12 @@ impl<T: Sender> Dispatcher<T> {
                 let store = self.store.clone();
                 let metrics = self.metrics.clone();
                 let settings = self.settings.clone();
+                let clock = self.clock.clone();
                 inflight.spawn(async move {
                     let started = std::time::Instant::now();
                     let result = sender.send(&row).await;
                     metrics.observe_send(started.elapsed());
-                    record(&store, &metrics, &settings, &row, result).await;
+                    record(&store, &metrics, &settings, &row, result, &clock).await;
                     drop(permit);
                 });
             }
@@ -163,7 +164,7 @@ impl<T: Sender> Dispatcher<T> {
     /// Rows left in `sending` longer than any send can take (a crash, here or on another
     /// instance) become `unknown`: they are never re-sent blindly.
     async fn mark_stale(&self) {
-        let stale = Utc::now() - STALE_SENDING;
+        let stale = self.clock.now() - STALE_SENDING;
         match self.store.mark_stale_sending_unknown(stale).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -191,6 +192,7 @@ async fn record(
     settings: &DispatchSettings,
     row: &OutboundRow,
     result: Result<String, SendError>,
+    clock: &Clock,
 ) {
     let to = row.address.masked();
     let outcome = match result {
@@ -233,7 +235,7 @@ async fn record(
             store
                 .mark_outbound_retry(
                     row.id,
-                    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    clock.now() + chrono::Duration::from_std(wait).unwrap_or_default(),
                     &message,
                 )
                 .await

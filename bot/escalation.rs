@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, NaiveTime, Utc};
+use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -454,8 +454,9 @@ impl<S: Store> Runner<S> {
         }
     }
 
-    /// Sends each supervisor with open alerts their digest, once a local day, at the configured
-    /// time inside their window. Returns how many supervisors were looked at.
+    /// Sends each supervisor with open alerts their digest, once a local day, from the
+    /// configured time on, inside their window: the alerts that were open at that time.
+    /// Returns how many supervisors were looked at.
     pub async fn send_digests(&self, now: DateTime<Utc>) -> Result<usize, crate::runner::RunError> {
         let candidates = self.store.digest_candidates(now).await?;
         for id in &candidates {
@@ -638,6 +639,7 @@ impl<S: Store> Runner<S> {
                 now,
             );
             view.escalation.by = by.join(", ");
+            view.escalation.action = action.as_str().to_owned();
             view.alert = e.message.clone();
             view.window = short_duration(window);
             let body = self.render_desk("supervisor/reescalated", Lang::En, &view)?;
@@ -963,26 +965,35 @@ impl<S: Store> Runner<S> {
         let local = now.with_timezone(&tz);
         let day = local.date_naive();
         let in_window = self.settings.supervisor_window.next_allowed(now, tz) == now;
-        if desk.alerts.is_empty()
-            || desk.last_digest == Some(day)
-            || local.time() < self.settings.escalation.digest_at
-            || !in_window
-        {
+        let digest_at = self.settings.escalation.digest_at;
+        if desk.last_digest == Some(day) || local.time() < digest_at || !in_window {
             return Ok(Plan::default());
         }
-        let mut view = self.desk_view(&desk.me);
-        view.alerts = desk
+        // Today's digest lists what was already open at digest time: an alert raised later in
+        // the day was just sent, and waits for tomorrow's.
+        let cutoff = tz
+            .from_local_datetime(&day.and_time(digest_at))
+            .earliest()
+            .map_or(now, |t| t.with_timezone(&Utc));
+        let alerts: Vec<&DeskAlert> = desk
             .alerts
+            .iter()
+            .filter(|a| a.escalation.raised_at < cutoff)
+            .collect();
+        let Some(first) = alerts.first() else {
+            return Ok(Plan::default());
+        };
+        let mut view = self.desk_view(&desk.me);
+        view.alerts = alerts
             .iter()
             .map(|a| alert_view(&a.escalation, &a.caregiver, &a.branch, now))
             .collect();
-        view.open = desk
-            .alerts
+        view.open = alerts
             .iter()
             .map(|a| a.escalation.id.to_string())
             .collect::<Vec<_>>()
             .join(", ");
-        view.escalation.id = desk.alerts[0].escalation.id;
+        view.escalation.id = first.escalation.id;
         let body = self.render_desk("supervisor/digest", Lang::En, &view)?;
         Ok(Plan {
             writes: vec![

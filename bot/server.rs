@@ -147,7 +147,8 @@ async fn scheduler(
             }
             Err(e) => tracing::error!(error = %e, "escalation follow-up failed"),
         }
-        if last_digests.is_none_or(|t| now - t >= chrono::Duration::minutes(1)) {
+        // Once a minute (either way: a clock set back must not stop the digests).
+        if last_digests.is_none_or(|t| (now - t).abs() >= chrono::Duration::minutes(1)) {
             last_digests = Some(now);
             if let Err(e) = runner.send_digests(now).await {
                 tracing::error!(error = %e, "daily digests failed");
