@@ -1,8 +1,9 @@
 //! `carebot report pulse`: week by week, and per branch or state, how many caregivers a pulse
 //! survey was started for (asked), how many answered its score question (responded), the
 //! response rate over those asked, the mean score and its change from the week before; and the
-//! escalations those surveys raised: how many, how many were acknowledged within their window,
-//! the median time to acknowledge, how many are closed.
+//! escalations those surveys raised (placed in the week their survey started, like the
+//! answers): how many, how many were acknowledged within their window, the median time to
+//! acknowledge, how many are closed.
 //!
 //! Honest by construction: the denominator is the people asked, so silence lowers the rate
 //! instead of vanishing; a group with fewer than five respondents is suppressed, so nobody's
@@ -170,6 +171,7 @@ pub async fn pulse<S: Store>(
             }
             PulseRow::Escalation {
                 priority,
+                started_at,
                 raised_at,
                 acknowledged_at,
                 closed_at,
@@ -177,7 +179,7 @@ pub async fn pulse<S: Store>(
                 state,
             } => {
                 for g in groups(&branch, &state) {
-                    let t = escalations.entry((week_start(raised_at), g)).or_default();
+                    let t = escalations.entry((week_start(started_at), g)).or_default();
                     t.raised += 1;
                     if let Some(ack) = acknowledged_at {
                         let waited = ack - raised_at;
@@ -204,6 +206,8 @@ pub async fn pulse<S: Store>(
     let mut answers = Vec::new();
     let mut previous: BTreeMap<String, f64> = BTreeMap::new();
     for week in &weeks {
+        // A week without a survey says so, rather than vanishing from the table.
+        tallies.entry((*week, ALL.to_owned())).or_default();
         let mut shown: BTreeMap<String, f64> = BTreeMap::new();
         for ((_, group), t) in tallies
             .range((*week, String::new())..)
@@ -247,7 +251,7 @@ pub async fn pulse<S: Store>(
     }
     let escalations = escalations
         .into_iter()
-        .filter(|((week, _), _)| *week >= first)
+        .filter(|((week, _), _)| *week >= first && *week <= last)
         .map(|((week, group), mut t)| {
             t.to_acknowledge.sort_unstable();
             EscalationLine {

@@ -491,9 +491,14 @@ async fn pulse_rows_place_answers_by_the_week_their_survey_started(store: AnySto
             } => format!("anonymous {week} {branch} {state:?} {value}"),
             PulseRow::Escalation {
                 priority,
+                started_at,
                 acknowledged_at,
                 ..
-            } => format!("escalation {} {acknowledged_at:?}", priority.as_str()),
+            } => format!(
+                "escalation {} {} {acknowledged_at:?}",
+                priority.as_str(),
+                started_at.date_naive()
+            ),
         })
         .collect();
     assert_eq!(
@@ -502,7 +507,7 @@ async fn pulse_rows_place_answers_by_the_week_their_survey_started(store: AnySto
             format!("asked {monday} north Some(\"IL\")"),
             format!("answered {monday} 4"),
             format!("anonymous {monday} north Some(\"IL\") 4"),
-            "escalation high None".to_owned(),
+            format!("escalation high {monday} None"),
         ]
     );
 }

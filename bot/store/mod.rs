@@ -736,8 +736,11 @@ pub enum PulseRow {
         state: Option<String>,
         value: Value,
     },
+    /// An escalation the flow raised, placed (like its answer) by when its survey started.
     Escalation {
         priority: Priority,
+        /// When its conversation started (when it was raised, if it had none).
+        started_at: DateTime<Utc>,
         raised_at: DateTime<Utc>,
         acknowledged_at: Option<DateTime<Utc>>,
         closed_at: Option<DateTime<Utc>>,

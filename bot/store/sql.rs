@@ -542,6 +542,7 @@ struct PulseAnonymousDb {
 #[derive(FromRow)]
 struct PulseEscalationDb {
     priority: String,
+    started_at: Ts,
     raised_at: Ts,
     acknowledged_at: Option<Ts>,
     closed_at: Option<Ts>,
@@ -2505,9 +2506,11 @@ where
         }
         drop(anonymous);
         let mut escalations = sqlx::query_as::<_, PulseEscalationDb>(
-            "SELECT e.priority, e.raised_at, e.acknowledged_at, e.closed_at, c.branch, c.fields \
+            "SELECT e.priority, COALESCE(conv.started_at, e.raised_at) AS started_at, \
+             e.raised_at, e.acknowledged_at, e.closed_at, c.branch, c.fields \
              FROM escalations e JOIN caregivers c ON c.id = e.caregiver_id \
-             WHERE e.flow_id = $1 AND e.raised_at >= $2",
+             LEFT JOIN conversations conv ON conv.id = e.conversation_id \
+             WHERE e.flow_id = $1 AND COALESCE(conv.started_at, e.raised_at) >= $2",
         )
         .bind(flow.to_owned())
         .bind(since)
@@ -2515,6 +2518,7 @@ where
         while let Some(r) = escalations.try_next().await? {
             sink(PulseRow::Escalation {
                 priority: parse("escalation priority", &r.priority)?,
+                started_at: r.started_at.0,
                 raised_at: r.raised_at.0,
                 acknowledged_at: r.acknowledged_at.map(|t| t.0),
                 closed_at: r.closed_at.map(|t| t.0),
