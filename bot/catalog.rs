@@ -204,6 +204,7 @@ pub fn check(flows_dir: &Path, templates_dir: &Path) -> (Catalog, Report) {
     }
     check_system_templates(&templates, &mut report);
     crate::shifts::check_templates(&templates, &mut report);
+    check_desk_templates(&templates, &mut report);
     report.problems.sort();
     report.problems.dedup();
     (Catalog { flows, templates }, report)
@@ -325,6 +326,19 @@ fn check_flow(file: &str, flow: &Flow, templates: &Templates, report: &mut Repor
             };
             match templates.render(&name, *lang, &ctx) {
                 Ok((text, used)) if used == *lang => {
+                    // Supervisors answer an alert by its number: one that does not show it
+                    // can never be acknowledged, and would be raised up the chain forever.
+                    if is_alert && !text.contains("14") {
+                        report.problems.push(Problem {
+                            file: templates.path(&name, *lang).display().to_string(),
+                            line: 1,
+                            column: 1,
+                            severity: Severity::Error,
+                            message: format!(
+                                "alert {name:?} does not show {{{{ escalation.id }}}}: supervisors reply ACK <id> to it"
+                            ),
+                        });
+                    }
                     stats(report, &flow.id, &name, *lang, templates, &text)
                 }
                 Ok(_) => {}
@@ -377,6 +391,45 @@ fn check_system_templates(templates: &Templates, report: &mut Report) {
             };
             match templates.render(name, lang, &ctx) {
                 Ok((text, _)) => stats(report, "system", name, lang, templates, &text),
+                Err(e) => report.problems.push(Problem {
+                    file: templates.path(name, lang).display().to_string(),
+                    line: Templates::error_line(&e),
+                    column: 1,
+                    severity: Severity::Error,
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
+/// The messages supervisors get about alerts: required in English (supervisors are written to
+/// in English), in Spanish for the confirmations of Spanish replies (English otherwise).
+fn check_desk_templates(templates: &Templates, report: &mut Report) {
+    let agency = sample_agency();
+    let view = crate::escalation::sample_desk_view(&agency);
+    for name in crate::escalation::DESK_TEMPLATES {
+        for lang in Lang::ALL {
+            if !templates.has(name, lang) {
+                report.problems.push(Problem {
+                    file: templates.path(name, lang).display().to_string(),
+                    line: 1,
+                    column: 1,
+                    severity: if lang == Lang::En {
+                        Severity::Error
+                    } else {
+                        Severity::Warning
+                    },
+                    message: if lang == Lang::En {
+                        format!("required template {name:?} is missing")
+                    } else {
+                        format!("no {lang} translation of {name:?}; English will be sent")
+                    },
+                });
+                continue;
+            }
+            match templates.render(name, lang, &view) {
+                Ok((text, _)) => stats(report, "supervisor", name, lang, templates, &text),
                 Err(e) => report.problems.push(Problem {
                     file: templates.path(name, lang).display().to_string(),
                     line: Templates::error_line(&e),

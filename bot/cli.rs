@@ -51,7 +51,8 @@ pub enum Command {
     /// Check or test the flows and templates.
     #[command(subcommand)]
     Flows(FlowsCommand),
-    /// Talk to a flow in the terminal as a caregiver (replies from stdin; `/wait 25h` moves the clock).
+    /// Talk to a flow in the terminal as a caregiver (replies from stdin; `/wait 25h` moves the
+    /// clock; `/sup ACK 1` answers an alert as the supervisor).
     Simulate(SimulateArgs),
     /// Import the roster from a CSV file.
     #[command(subcommand)]
@@ -64,6 +65,47 @@ pub enum Command {
     /// Shift offers: text an open shift to eligible caregivers; the first YES gets it.
     #[command(subcommand)]
     Shifts(crate::shifts::ShiftsCommand),
+    /// Reports over stored results.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Week by week: caregivers asked, responded, response rate, mean score and change; and
+    /// the escalations raised, acknowledged within their window, median time to acknowledge,
+    /// closed. Groups with fewer than 5 respondents are suppressed.
+    Pulse {
+        /// Also per branch, or per state (the caregiver's `state` field).
+        #[arg(long, value_enum)]
+        by: Option<ReportBy>,
+        /// How many weeks, ending with the current one.
+        #[arg(long, default_value_t = 8)]
+        weeks: u32,
+        /// The pulse flow.
+        #[arg(long, default_value = "weekly-pulse")]
+        flow: String,
+        /// The answer (save_as) that holds the score.
+        #[arg(long, default_value = "week_score")]
+        score: String,
+        /// Report the weeks up to the one holding this date (default: today).
+        #[arg(long)]
+        until: Option<NaiveDate>,
+        #[arg(long, value_enum, default_value = "table")]
+        format: ReportFormat,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportBy {
+    Branch,
+    State,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -129,7 +171,8 @@ pub enum Format {
 
 #[derive(Debug, Subcommand)]
 pub enum ExportCommand {
-    /// One row per stored answer: caregiver, flow, step, answer, answered_at.
+    /// One row per stored answer: caregiver, flow, step, answer, answered_at. Anonymous
+    /// answers are left out: they are reported only in aggregate (`carebot report pulse`).
     Answers {
         #[arg(long)]
         flow: Option<String>,
@@ -138,7 +181,8 @@ pub enum ExportCommand {
         #[arg(long, value_enum, default_value = "csv")]
         format: Format,
     },
-    /// One row per escalation.
+    /// One row per escalation: id, caregiver, supervisor, priority, reason, status
+    /// (open|acknowledged|calling|done), raised_at, acknowledged_at, closed_at.
     Escalations {
         #[arg(long)]
         flow: Option<String>,
@@ -311,10 +355,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", describe_start(&report));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Export(cmd) => {
-            let config = cli.config()?;
-            let store = cli.store(&config).await?;
-            export(&store, cmd).await?;
+        Command::Export(_) | Command::Report(_) => {
+            // Not `stdout().lock()`: the store calls the sink from a future that must be `Send`.
+            let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+            results(&cli, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Shifts(cmd) => shifts(&cli, cmd).await,
@@ -351,6 +395,44 @@ async fn shifts(cli: &Cli, cmd: &crate::shifts::ShiftsCommand) -> anyhow::Result
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `export` and `report`: they write to `out`, stdout from the command line (tests pass a
+/// buffer, to read exactly what an operator would).
+pub async fn results(cli: &Cli, out: &mut (dyn std::io::Write + Send)) -> anyhow::Result<()> {
+    let config = cli.config()?;
+    let store = cli.store(&config).await?;
+    match &cli.command {
+        Command::Export(cmd) => export(&store, cmd, out).await?,
+        Command::Report(ReportCommand::Pulse {
+            by,
+            weeks,
+            flow,
+            score,
+            until,
+            format,
+        }) => {
+            let options = crate::report::PulseOptions {
+                flow: flow.clone(),
+                key: score.clone(),
+                by: by.map(|b| match b {
+                    ReportBy::Branch => crate::report::GroupBy::Branch,
+                    ReportBy::State => crate::report::GroupBy::State,
+                }),
+                weeks: *weeks,
+                now: until.map_or_else(Utc::now, |d| d.and_time(chrono::NaiveTime::MIN).and_utc()),
+            };
+            let windows = &config.runner.escalation;
+            let report = crate::report::pulse(&store, &options, windows).await?;
+            match format {
+                ReportFormat::Table => write!(out, "{}", report.to_table(windows))?,
+                ReportFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+            }
+        }
+        _ => bail!("not an export or a report"),
+    }
+    out.flush()?;
+    Ok(())
 }
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
@@ -438,51 +520,71 @@ pub fn describe_start(r: &StartReport) -> String {
     )
 }
 
-async fn export(store: &AnyStore, cmd: &ExportCommand) -> anyhow::Result<()> {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    match cmd {
+/// Streams an export to stdout: each row is written as the store reads it, so a million rows
+/// take no more memory than one.
+async fn export(
+    store: &AnyStore,
+    cmd: &ExportCommand,
+    out: &mut (dyn std::io::Write + Send),
+) -> anyhow::Result<()> {
+    let mut out = Rows::new(
+        matches!(
+            cmd,
+            ExportCommand::Answers {
+                format: Format::Csv,
+                ..
+            } | ExportCommand::Escalations {
+                format: Format::Csv,
+                ..
+            }
+        ),
+        out,
+    );
+    let t = |d: &Option<DateTime<Utc>>| d.map(|d| d.to_rfc3339()).unwrap_or_default();
+    let result = match cmd {
         ExportCommand::Answers {
             flow,
             since,
             format,
         } => {
-            let rows = store.answers(flow.as_deref(), *since).await?;
-            let mut csv = csv::Writer::from_writer(Vec::new());
+            let format = *format;
             if matches!(format, Format::Csv) {
-                csv.write_record(["caregiver", "flow", "step", "answer", "answered_at"])?;
+                out.write_record(["caregiver", "flow", "step", "answer", "answered_at"])?;
             }
-            for r in rows {
-                let answer = match &r.answer {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
+            let mut sink = |r: crate::store::AnswerRow| -> std::io::Result<()> {
                 match format {
-                    Format::Csv => csv.write_record([
-                        &r.caregiver,
-                        &r.flow,
-                        &r.step,
-                        &answer,
-                        &r.answered_at.to_rfc3339(),
-                    ])?,
-                    Format::Jsonl => writeln!(
-                        out,
-                        "{}",
-                        serde_json::json!({"caregiver": r.caregiver, "flow": r.flow, "step": r.step, "answer": r.answer, "answered_at": r.answered_at})
-                    )?,
+                    Format::Csv => {
+                        let answer = match &r.answer {
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        out.write_record([
+                            &r.caregiver,
+                            &r.flow,
+                            &r.step,
+                            &answer,
+                            &r.answered_at.to_rfc3339(),
+                        ])?;
+                    }
+                    Format::Jsonl => {
+                        let line = serde_json::json!({"caregiver": r.caregiver, "flow": r.flow, "step": r.step, "answer": r.answer, "answered_at": r.answered_at});
+                        out.line(&line)?;
+                    }
                 }
-            }
-            out.write_all(&csv.into_inner()?)?;
+                Ok(())
+            };
+            store
+                .export_answers(flow.as_deref(), *since, &mut sink)
+                .await
         }
         ExportCommand::Escalations {
-            flow: _,
+            flow,
             since,
             format,
         } => {
-            let rows = store.escalations(*since).await?;
-            let mut csv = csv::Writer::from_writer(Vec::new());
+            let format = *format;
             if matches!(format, Format::Csv) {
-                csv.write_record([
+                out.write_record([
                     "id",
                     "caregiver",
                     "supervisor",
@@ -494,10 +596,9 @@ async fn export(store: &AnyStore, cmd: &ExportCommand) -> anyhow::Result<()> {
                     "closed_at",
                 ])?;
             }
-            let t = |d: &Option<DateTime<Utc>>| d.map(|d| d.to_rfc3339()).unwrap_or_default();
-            for r in rows {
+            let mut sink = |r: crate::store::EscalationRow| -> std::io::Result<()> {
                 match format {
-                    Format::Csv => csv.write_record([
+                    Format::Csv => out.write_record([
                         r.id.to_string(),
                         r.caregiver.clone(),
                         r.supervisor.clone().unwrap_or_default(),
@@ -508,22 +609,73 @@ async fn export(store: &AnyStore, cmd: &ExportCommand) -> anyhow::Result<()> {
                         t(&r.acknowledged_at),
                         t(&r.closed_at),
                     ])?,
-                    Format::Jsonl => writeln!(
-                        out,
-                        "{}",
-                        serde_json::json!({
+                    Format::Jsonl => {
+                        let line = serde_json::json!({
                             "id": r.id, "caregiver": r.caregiver, "supervisor": r.supervisor,
                             "priority": r.priority, "reason": r.reason, "status": r.status,
                             "raised_at": r.raised_at, "acknowledged_at": r.acknowledged_at, "closed_at": r.closed_at,
-                        })
-                    )?,
+                        });
+                        out.line(&line)?;
+                    }
                 }
-            }
-            out.write_all(&csv.into_inner()?)?;
+                Ok(())
+            };
+            store
+                .export_escalations(flow.as_deref(), *since, &mut sink)
+                .await
         }
+    };
+    match result {
+        Ok(_) => {}
+        // `carebot export … | head` closes the pipe early: that is the reader's choice.
+        Err(crate::store::StoreError::Sink(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
     }
     out.flush()?;
     Ok(())
+}
+
+/// An export's output: CSV records, or JSON lines.
+enum Rows<W: std::io::Write> {
+    Csv(Box<csv::Writer<W>>),
+    Lines(W),
+}
+
+impl<W: std::io::Write> Rows<W> {
+    fn new(csv: bool, w: W) -> Self {
+        if csv {
+            Rows::Csv(Box::new(csv::Writer::from_writer(w)))
+        } else {
+            Rows::Lines(w)
+        }
+    }
+
+    fn write_record<I, T>(&mut self, record: I) -> std::io::Result<()>
+    where
+        I: IntoIterator<Item = T>,
+        T: AsRef<[u8]>,
+    {
+        match self {
+            Rows::Csv(w) => Ok(w.write_record(record)?),
+            Rows::Lines(_) => Ok(()),
+        }
+    }
+
+    fn line(&mut self, value: &Value) -> std::io::Result<()> {
+        match self {
+            Rows::Lines(w) => writeln!(w, "{value}"),
+            Rows::Csv(_) => Ok(()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Rows::Csv(w) => w.flush(),
+            Rows::Lines(w) => w.flush(),
+        }
+    }
 }
 
 /// Plays a caregiver in the terminal against the real engine, templates and a temporary store.
@@ -623,8 +775,21 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                 now.format("%a %Y-%m-%d %H:%M UTC")
             );
             runner.run_due(now).await?;
+            runner.run_due_escalations(now).await?;
+            runner.send_digests(now).await?;
         } else if line == "/quit" {
             break;
+        } else if let Some(text) = line.strip_prefix("/sup ") {
+            // The supervisor answers an alert (ACK 1, CALL 1, NOTE 1 …, DONE 1).
+            n += 1;
+            runner
+                .handle_inbound(&Inbound {
+                    address: supervisor.clone(),
+                    text: text.trim().to_owned(),
+                    external_id: format!("sim-{n}"),
+                    received_at: now,
+                })
+                .await?;
         } else {
             n += 1;
             runner
@@ -644,7 +809,28 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     println!("== escalations ==");
     for e in runner.store.escalations(None).await? {
-        println!("[{}] {} — {}", e.priority, e.reason, e.message);
+        println!(
+            "[{}] {} ({}) — {}",
+            e.priority, e.reason, e.status, e.message
+        );
+        for ev in runner.store.escalation_events(e.id).await? {
+            println!(
+                "    {} {}{}{}",
+                ev.at.format("%a %H:%M"),
+                ev.action,
+                ev.supervisor
+                    .map(|s| match ev.action.as_str() {
+                        "alerted" | "reescalated" | "resent" => format!(" to {s}"),
+                        _ => format!(" by {s}"),
+                    })
+                    .unwrap_or_default(),
+                if ev.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", ev.detail)
+                }
+            );
+        }
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ExitCode::SUCCESS)
@@ -664,7 +850,7 @@ async fn show_new(
     }
     let alerts = store.outbound_to(supervisor).await?;
     for (_, body) in alerts.iter().skip(shown.1) {
-        println!("     [alert to supervisor] {body}");
+        println!("     [to supervisor] {body}");
     }
     Ok((mine.len(), alerts.len()))
 }

@@ -1,18 +1,20 @@
-//! The time the scheduler acts on: the system clock, which a test can move forward to make
-//! waves, expiries and reminders come due without sleeping.
+//! The clock `serve` runs on. In production it is the system clock; tests move it forward
+//! (`advance`) to make a two-hour acknowledgement window pass at once, and every part of the
+//! server that asks for the time (webhooks, dispatcher, scheduler) sees the same moved time.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 
-/// The system clock plus an offset that only ever grows.
-#[derive(Debug, Default)]
+/// The system clock, plus an offset that only tests change.
+#[derive(Debug, Clone, Default)]
 pub struct Clock {
-    offset_ms: AtomicI64,
+    offset_ms: Arc<AtomicI64>,
 }
 
 impl Clock {
-    /// The real time.
+    /// The system clock.
     pub fn system() -> Clock {
         Clock::default()
     }
@@ -21,10 +23,16 @@ impl Clock {
         Utc::now() + Duration::milliseconds(self.offset_ms.load(Ordering::Relaxed))
     }
 
-    /// Moves this clock forward by `by` (tests).
+    /// Sets this clock (and every clone of it) to `to`, from where it runs on.
+    pub fn set(&self, to: DateTime<Utc>) {
+        self.offset_ms
+            .store((to - Utc::now()).num_milliseconds(), Ordering::Relaxed);
+    }
+
+    /// Moves this clock (and every clone of it) forward by `by`.
     pub fn advance(&self, by: Duration) {
         self.offset_ms
-            .fetch_add(by.num_milliseconds().max(0), Ordering::Relaxed);
+            .fetch_add(by.num_milliseconds(), Ordering::Relaxed);
     }
 }
 
@@ -33,10 +41,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn advancing_moves_now_forward() {
+    fn advancing_a_clone_moves_every_clone() {
         let clock = Clock::system();
-        let before = clock.now();
-        clock.advance(Duration::hours(3));
-        assert!(clock.now() - before >= Duration::hours(3));
+        let seen_by_server = clock.clone();
+        clock.advance(Duration::hours(2));
+        let ahead = seen_by_server.now() - Utc::now();
+        assert!(
+            ahead > Duration::minutes(119) && ahead <= Duration::hours(2),
+            "{ahead}"
+        );
+        let tuesday = DateTime::parse_from_rfc3339("2026-11-17T16:00:00Z")
+            .unwrap()
+            .to_utc();
+        clock.set(tuesday);
+        assert!((seen_by_server.now() - tuesday).abs() < Duration::seconds(1));
     }
 }

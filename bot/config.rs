@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::Path;
 
+use crate::escalation::EscalationSettings;
 use crate::quiet_hours::Window;
 use crate::render::Agency;
 use crate::runner::RunnerSettings;
@@ -165,6 +166,55 @@ impl Config {
                 .parse()
                 .map_err(|_| invalid("PORT", format!("{p:?} is not a port number")))?,
         };
+        let duration =
+            |key: &str, default: chrono::Duration| -> Result<chrono::Duration, ConfigError> {
+                match s.get(key) {
+                    None => Ok(default),
+                    Some(v) => crate::flow::definition::parse_duration(&v)
+                        .ok()
+                        .and_then(|d| chrono::Duration::from_std(d).ok())
+                        .ok_or_else(|| {
+                            invalid(key, format!("{v:?} is not a duration like 2h, 24h or 3d"))
+                        }),
+                }
+            };
+        let supervisor_window = window("CAREBOT_SUPERVISOR_WINDOW")?;
+        let defaults = EscalationSettings::default();
+        let digest_at = match s.get("CAREBOT_DIGEST_AT") {
+            None => supervisor_window.start.max(defaults.digest_at),
+            Some(v) => chrono::NaiveTime::parse_from_str(v.trim(), "%H:%M").map_err(|_| {
+                invalid(
+                    "CAREBOT_DIGEST_AT",
+                    format!("{v:?} is not a time like 08:30"),
+                )
+            })?,
+        };
+        if digest_at < supervisor_window.start || digest_at >= supervisor_window.end {
+            return Err(invalid(
+                "CAREBOT_DIGEST_AT",
+                format!(
+                    "{} is outside CAREBOT_SUPERVISOR_WINDOW ({}-{}), so no digest would ever go out",
+                    digest_at.format("%H:%M"),
+                    supervisor_window.start.format("%H:%M"),
+                    supervisor_window.end.format("%H:%M")
+                ),
+            ));
+        }
+        let escalation = EscalationSettings {
+            ack_window_high: duration("CAREBOT_ACK_WINDOW_HIGH", defaults.ack_window_high)?,
+            ack_window_normal: duration("CAREBOT_ACK_WINDOW_NORMAL", defaults.ack_window_normal)?,
+            ack_window_low: duration("CAREBOT_ACK_WINDOW_LOW", defaults.ack_window_low)?,
+            branch_contacts: match s.get("CAREBOT_BRANCH_CONTACTS") {
+                None => Default::default(),
+                Some(v) => EscalationSettings::parse_branch_contacts(&v)
+                    .map_err(|e| invalid("CAREBOT_BRANCH_CONTACTS", e))?,
+            },
+            program_staff: s
+                .get("CAREBOT_PROGRAM_STAFF")
+                .map(|v| EscalationSettings::parse_staff(&v))
+                .unwrap_or_default(),
+            digest_at,
+        };
         Ok(Config {
             database_url: s
                 .get("DATABASE_URL")
@@ -191,7 +241,8 @@ impl Config {
                         .unwrap_or_else(|| "the office".into()),
                 },
                 caregiver_window: window("CAREBOT_SEND_WINDOW")?,
-                supervisor_window: window("CAREBOT_SUPERVISOR_WINDOW")?,
+                supervisor_window,
+                escalation,
             },
         })
     }
@@ -231,5 +282,28 @@ mod tests {
         // ...and the file's values are read, with flags above them.
         assert_eq!(cfg.runner.agency.name, "Sunrise");
         assert_eq!(cfg.sms_mps, 10.0);
+    }
+
+    #[test]
+    fn escalation_settings_come_from_the_file_and_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("carebot.toml");
+        std::fs::write(
+            &file,
+            "ack_window_high = \"90m\"\nbranch_contacts = \"Chicago North=S9; Peoria=S12\"\nprogram_staff = \"P1,P2\"\n",
+        )
+        .unwrap();
+        let flags = vec![("CAREBOT_DIGEST_AT".to_owned(), "08:30".to_owned())];
+        let cfg = Config::load(Some(&file), flags).unwrap();
+        let e = &cfg.runner.escalation;
+        assert_eq!(e.ack_window_high, chrono::Duration::minutes(90));
+        assert_eq!(e.ack_window_normal, chrono::Duration::hours(24));
+        assert_eq!(e.branch_contacts["Peoria"], "S12");
+        assert_eq!(e.program_staff, vec!["P1", "P2"]);
+        assert_eq!(e.digest_at.format("%H:%M").to_string(), "08:30");
+
+        let flags = vec![("CAREBOT_DIGEST_AT".to_owned(), "22:00".to_owned())];
+        let err = Config::load(Some(&file), flags).unwrap_err().to_string();
+        assert!(err.contains("outside CAREBOT_SUPERVISOR_WINDOW"), "{err}");
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::channel::twilio::client::{SendError, TwilioClient};
+use crate::clock::Clock;
 use crate::domain::Channel;
 use crate::metrics::Metrics;
 use crate::quiet_hours::{self, Window};
@@ -64,6 +65,8 @@ pub struct Dispatcher<T> {
     metrics: Arc<Metrics>,
     /// Poked when something is queued, so a reply leaves at once instead of at the next poll.
     pub wake: Arc<Notify>,
+    /// Decides what is due (`not_before`) and what quiet hours hold.
+    clock: Clock,
 }
 
 impl<T: Sender> Dispatcher<T> {
@@ -79,7 +82,14 @@ impl<T: Sender> Dispatcher<T> {
             settings,
             metrics,
             wake: Arc::new(Notify::new()),
+            clock: Clock::system(),
         }
+    }
+
+    /// The same dispatcher on `clock` (tests move it forward; see [`Clock`]).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Runs until `shutdown` turns true; sends already handed to the provider are finished
@@ -101,7 +111,7 @@ impl<T: Sender> Dispatcher<T> {
             let limit = (self.settings.mps * 3.0).ceil().clamp(1.0, 500.0) as u32;
             let rows = match self
                 .store
-                .claim_outbound(self.sender.channel(), Utc::now(), limit)
+                .claim_outbound(self.sender.channel(), self.clock.now(), limit)
                 .await
             {
                 Ok(rows) => rows,
@@ -120,7 +130,7 @@ impl<T: Sender> Dispatcher<T> {
                 continue;
             }
             for row in rows {
-                if let Some(later) = self.held_for_quiet_hours(&row, Utc::now()) {
+                if let Some(later) = self.held_for_quiet_hours(&row, self.clock.now()) {
                     let _ = self
                         .store
                         .mark_outbound_retry(row.id, later, "quiet hours")
@@ -137,11 +147,12 @@ impl<T: Sender> Dispatcher<T> {
                 let store = self.store.clone();
                 let metrics = self.metrics.clone();
                 let settings = self.settings.clone();
+                let clock = self.clock.clone();
                 inflight.spawn(async move {
                     let started = std::time::Instant::now();
                     let result = sender.send(&row).await;
                     metrics.observe_send(started.elapsed());
-                    record(&store, &metrics, &settings, &row, result).await;
+                    record(&store, &metrics, &settings, &row, result, &clock).await;
                     drop(permit);
                 });
             }
@@ -153,7 +164,7 @@ impl<T: Sender> Dispatcher<T> {
     /// Rows left in `sending` longer than any send can take (a crash, here or on another
     /// instance) become `unknown`: they are never re-sent blindly.
     async fn mark_stale(&self) {
-        let stale = Utc::now() - STALE_SENDING;
+        let stale = self.clock.now() - STALE_SENDING;
         match self.store.mark_stale_sending_unknown(stale).await {
             Ok(0) => {}
             Ok(n) => tracing::warn!(
@@ -181,6 +192,7 @@ async fn record(
     settings: &DispatchSettings,
     row: &OutboundRow,
     result: Result<String, SendError>,
+    clock: &Clock,
 ) {
     let to = row.address.masked();
     let outcome = match result {
@@ -223,7 +235,7 @@ async fn record(
             store
                 .mark_outbound_retry(
                     row.id,
-                    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
+                    clock.now() + chrono::Duration::from_std(wait).unwrap_or_default(),
                     &message,
                 )
                 .await

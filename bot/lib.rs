@@ -5,9 +5,9 @@
 pub mod catalog;
 /// Transports: verify a provider's request (Twilio signatures), normalize it, ack it.
 pub mod channel;
-/// The command line: serve, migrate, flows, simulate, import, start, export, shifts.
+/// The command line: serve, migrate, flows, simulate, import, start, export, report, shifts.
 pub mod cli;
-/// The time the scheduler acts on, which tests can move.
+/// The clock `serve` runs on: the system's, which tests move forward.
 pub mod clock;
 /// Typed settings: defaults < carebot.toml < environment < flags.
 pub mod config;
@@ -17,6 +17,8 @@ pub mod consent;
 pub mod dispatch;
 /// Types parsed at the edge and valid by construction: E.164 phones, channels, addresses.
 pub mod domain;
+/// Escalations after they are raised: routing, supervisor replies, follow-up clock, digests.
+pub mod escalation;
 /// Flow files, reply matching and the pure engine.
 pub mod flow;
 /// Counters for /metrics.
@@ -25,6 +27,8 @@ pub mod metrics;
 pub mod quiet_hours;
 /// Message templates (minijinja, strict, English fallback).
 pub mod render;
+/// `report pulse`: response rates, scores and escalation follow-up, week by week.
+pub mod report;
 /// Roster CSV import, validated row by row.
 pub mod roster;
 /// The orchestrator: inbound -> consent -> engine -> one transaction -> outbox.

@@ -25,6 +25,7 @@ pub const SYSTEM_TEMPLATES: &[&str] = &[
     "system/hint_yes_no",
     "system/hint_text",
     "system/hint_keyword",
+    "system/escalation_consent",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -166,12 +167,13 @@ impl Templates {
 
     /// Renders `name` in `lang`, falling back to English when there is no translation.
     /// Returns the text with surrounding whitespace trimmed and the language actually used.
-    /// The context is usually a [`MessageContext`]; shift offers bring their own (`shifts.rs`).
-    pub fn render(
+    /// `ctx` is a [`MessageContext`] for caregiver messages and alerts; supervisor messages
+    /// and alerts rendered after they were raised bring their own.
+    pub fn render<C: Serialize>(
         &self,
         name: &str,
         lang: Lang,
-        ctx: &impl Serialize,
+        ctx: &C,
     ) -> Result<(String, Lang), RenderError> {
         let used = if self.has(name, lang) {
             lang

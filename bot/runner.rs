@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::consent::{self, Keyword};
-use crate::domain::{Address, Channel, Lang, Priority};
+use crate::domain::{Address, Channel, Lang};
 use crate::flow::Flow;
 use crate::flow::definition::{Program, WhenBusy};
 use crate::flow::engine::{self, Event, Input, Outcome, Person, State, Transition};
@@ -33,6 +33,8 @@ pub struct RunnerSettings {
     pub caregiver_window: Window,
     /// When non-urgent alerts may reach supervisors, in their own time zone.
     pub supervisor_window: Window,
+    /// Who alerts go to after a caregiver's supervisor, and how long they wait for an ACK.
+    pub escalation: crate::escalation::EscalationSettings,
 }
 
 impl Default for RunnerSettings {
@@ -44,6 +46,7 @@ impl Default for RunnerSettings {
             },
             caregiver_window: Window::default(),
             supervisor_window: Window::default(),
+            escalation: Default::default(),
         }
     }
 }
@@ -145,9 +148,29 @@ impl<S: Store> Runner<S> {
     /// Handles one inbound message end to end. `Ok` means it is committed and any reply is
     /// queued durably; `Err` means nothing was recorded and the provider may retry.
     pub async fn handle_inbound(&self, inbound: &Inbound) -> Result<InboundOutcome, RunError> {
-        let decide = |snap: &Snapshot| self.decide_inbound(snap, inbound);
-        self.with_revisions(|| self.store.handle_inbound(inbound, &decide))
-            .await
+        let raised = std::sync::atomic::AtomicBool::new(false);
+        let decide = |snap: &Snapshot| {
+            let plan = self.decide_inbound(snap, inbound)?;
+            if plan
+                .writes
+                .iter()
+                .any(|w| matches!(w, Write::Escalation { .. }))
+            {
+                raised.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(plan)
+        };
+        let outcome = self
+            .with_revisions(|| self.store.handle_inbound(inbound, &decide))
+            .await?;
+        // The escalation is committed with the answer and due at once; route it now rather
+        // than at the scheduler's next tick. If this fails, the tick does it.
+        if raised.load(std::sync::atomic::Ordering::Relaxed)
+            && let Err(e) = self.run_due_escalations(inbound.received_at).await
+        {
+            tracing::error!(error = %e, "routing a new escalation failed; the scheduler will retry");
+        }
+        Ok(outcome)
     }
 
     /// Starts `flow_id` now for every caregiver in the audience.
@@ -283,6 +306,15 @@ impl<S: Store> Runner<S> {
                 return Ok(plan.finish());
             }
             None => {}
+        }
+
+        // A supervisor replying to an alert (ACK 14, CALL 14, NOTE 14 …, DONE 14). What is not
+        // a reply to an alert goes on to the caregiver path when the sender is also a
+        // caregiver in a conversation, and gets a one-line help otherwise.
+        if let Some(desk) = &snap.desk
+            && let Some(plan) = self.decide_desk(snap, desk, inbound)?
+        {
+            return Ok(plan);
         }
 
         // After STOP, nothing but the confirmation until START: the message is kept, unanswered.
@@ -710,29 +742,32 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                     template,
                     reason,
                     answer,
+                    when_taken_up,
+                    consented,
                 } => {
-                    let view = EscalationView {
-                        id: None,
-                        priority: priority.as_str().to_owned(),
-                        reason: reason.clone(),
-                        answer: answer.clone(),
-                    };
-                    // Alerts are read by the supervisor: English unless a translation is all
-                    // there is.
+                    // The alert is rendered when it is routed, right after this commit: it
+                    // shows the id supervisors reply with, which the store assigns. Keep what
+                    // it renders with; anonymous answers only with the caregiver's yes.
+                    let mut shown = answers.clone();
+                    if !consented {
+                        for key in flow.anonymous_keys() {
+                            shown.remove(key);
+                        }
+                    }
                     let ctx = self.context(
                         &person,
                         &caregiver.last_name,
-                        &answers,
+                        &shown,
                         &vars,
                         (&flow.id, &flow.name),
-                        Some(view),
+                        None,
                     );
-                    let (message, _) = self
-                        .runner
-                        .catalog
-                        .templates
-                        .render(&template, Lang::En, &ctx)
-                        .map_err(|e| e.to_string())?;
+                    let context = crate::escalation::raise_context(
+                        &ctx,
+                        &self.snap.address,
+                        lang,
+                        &caregiver.timezone,
+                    );
                     self.push(Write::Escalation {
                         conversation: self.conv,
                         flow_id: flow.id.clone(),
@@ -740,30 +775,12 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                         priority,
                         reason,
                         answer,
-                        message: message.clone(),
+                        message: String::new(),
+                        template,
+                        context,
+                        when_taken_up,
+                        consented,
                     });
-                    if let Some(sup) = &caregiver.supervisor {
-                        let sup_tz = quiet_hours::zone(&sup.timezone);
-                        // Safety, injury, abuse, quitting: any hour. The rest waits for the
-                        // supervisor's day.
-                        let not_before = if priority == Priority::High {
-                            self.now
-                        } else {
-                            self.runner
-                                .settings
-                                .supervisor_window
-                                .next_allowed(self.now, sup_tz)
-                        };
-                        self.queue(
-                            Address::new(Channel::Sms, sup.phone.clone()),
-                            None,
-                            None,
-                            OutboundKind::Alert,
-                            message,
-                            Vec::new(),
-                            not_before,
-                        );
-                    }
                 }
                 Event::Wait { .. } => {}
                 Event::End { outcome } => ended = Some(outcome),
@@ -786,8 +803,13 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                     Some(Outcome::Expired) => ConversationStatus::Expired,
                     _ => ConversationStatus::Completed,
                 },
+                // An ended conversation keeps its answers, but not the anonymous ones: the
+                // conversation names its caregiver.
                 serde_json::to_value(prior.map(|mut s| {
                     s.answers = answers.clone();
+                    for key in flow.anonymous_keys() {
+                        s.answers.remove(key);
+                    }
                     s
                 }))
                 .expect("state serializes"),

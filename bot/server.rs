@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -26,23 +27,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    run_with_clock(
-        config,
-        catalog,
-        listener,
-        shutdown,
-        Arc::new(Clock::system()),
-    )
-    .await
+    run_with_clock(config, catalog, listener, shutdown, Clock::system()).await
 }
 
-/// [`run`], with the scheduler on `clock` (tests move it to make waves and expiries due).
+/// [`run`] on `clock`: tests move it forward to make hours pass at once.
 pub async fn run_with_clock(
     config: Config,
     catalog: Arc<Catalog>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
-    clock: Arc<Clock>,
+    clock: Clock,
 ) -> anyhow::Result<()> {
     let store = AnyStore::connect(&config.database_url)
         .await
@@ -58,6 +52,7 @@ pub async fn run_with_clock(
         .context("cannot migrate the database")?;
     let runner = Arc::new(Runner::new(store.clone(), catalog, config.runner.clone()).await?);
     let metrics = Arc::new(Metrics::default());
+    warn_about_unknown_contacts(&store, &config).await;
 
     let mut tasks = tokio::task::JoinSet::new();
     let sms_wake = match &config.twilio {
@@ -84,7 +79,8 @@ pub async fn run_with_clock(
                     concurrency: 16,
                 },
                 metrics.clone(),
-            );
+            )
+            .with_clock(clock.clone());
             let wake = dispatcher.wake.clone();
             tasks.spawn(dispatcher.run(shutdown.clone()));
             tracing::info!(mps = config.sms_mps, "SMS is on");
@@ -95,7 +91,7 @@ pub async fn run_with_clock(
         runner.clone(),
         sms_wake.clone(),
         shutdown.clone(),
-        clock,
+        clock.clone(),
     ));
 
     let state = Arc::new(AppState {
@@ -104,6 +100,7 @@ pub async fn run_with_clock(
         twilio_auth_token: config.twilio.as_ref().map(|t| t.auth_token.clone()),
         public_url: config.public_url.clone(),
         sms_wake,
+        clock,
     });
     tracing::info!(addr = %listener.local_addr()?, "carebot is listening");
     let mut stop = shutdown.clone();
@@ -121,39 +118,79 @@ pub async fn run_with_clock(
 }
 
 /// Fires due conversation timers (reminders, expiries) and shift offers (waves, deadlines)
-/// once a second. Each conversation and offer is claimed in its own transaction, so several
+/// once a second, then the follow-up clock of escalations (first alerts, re-escalations), and
+/// once a minute the supervisors' daily digests. Each conversation, offer and escalation is
+/// claimed in its own transaction, so several
 /// instances can run this loop side by side.
 async fn scheduler(
     runner: Arc<Runner<AnyStore>>,
     wake: Option<Arc<tokio::sync::Notify>>,
     mut shutdown: watch::Receiver<bool>,
-    clock: Arc<Clock>,
+    clock: Clock,
 ) {
+    let mut last_digests: Option<DateTime<Utc>> = None;
     loop {
-        match runner.run_due_shifts(clock.now()).await {
+        let now = clock.now();
+        let mut queued = false;
+        match runner.run_due_shifts(now).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(offers = n, "shift offers sent a wave or expired");
-                if let Some(w) = &wake {
-                    w.notify_one();
-                }
+                queued = true;
             }
             Err(e) => tracing::error!(error = %e, "shift offer tick failed"),
         }
-        match runner.run_due(clock.now()).await {
+        match runner.run_due(now).await {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(fired = n, "conversation timers fired");
-                if let Some(w) = &wake {
-                    w.notify_one();
-                }
+                queued = true;
             }
             Err(e) => tracing::error!(error = %e, "scheduler tick failed"),
+        }
+        match runner.run_due_escalations(now).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(escalations = n, "escalations routed or raised");
+                queued = true;
+            }
+            Err(e) => tracing::error!(error = %e, "escalation follow-up failed"),
+        }
+        // Once a minute (either way: a clock set back must not stop the digests).
+        if last_digests.is_none_or(|t| (now - t).abs() >= chrono::Duration::minutes(1)) {
+            last_digests = Some(now);
+            if let Err(e) = runner.send_digests(now).await {
+                tracing::error!(error = %e, "daily digests failed");
+            }
+            queued = true;
+        }
+        if queued && let Some(w) = &wake {
+            w.notify_one();
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Says at start-up when the settings name a branch contact or program staff who is not on
+/// the supervisors roster (they would be skipped when alerts are routed).
+async fn warn_about_unknown_contacts(store: &AnyStore, config: &Config) {
+    let named = config.runner.escalation.named();
+    if named.is_empty() {
+        return;
+    }
+    match store.supervisor_ids().await {
+        Ok(known) => {
+            for id in named.iter().filter(|id| !known.contains(id)) {
+                tracing::warn!(
+                    supervisor = %id,
+                    "CAREBOT_BRANCH_CONTACTS or CAREBOT_PROGRAM_STAFF names a supervisor who is not on the roster; import them with `carebot import supervisors`"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot check the escalation contacts"),
     }
 }
 

@@ -7,15 +7,13 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use carebot::clock::Clock;
 use carebot::domain::{Address, Channel};
 use carebot::store::{ShiftStatus, Store};
 use sqlx::Connection as _;
 use support::TestStore;
-use support::app::{TestApp, spawn_app, spawn_app_with_clock};
+use support::app::{TestApp, spawn_app};
 use support::shift_race::{DANA, NAMES, RACERS, client, offer_args, phone, post, race, roster};
 
 macro_rules! app_tests {
@@ -162,8 +160,8 @@ async fn an_offer_to_five_with_two_racing_yes(db: TestStore) {
 }
 
 async fn an_offer_expires_on_the_scheduler_clock_and_a_late_yes_is_told(db: TestStore) {
-    let clock = Arc::new(Clock::system());
-    let app = spawn_app_with_clock(db, clock.clone()).await;
+    let app = spawn_app(db).await;
+    let clock = app.clock.clone();
     roster(&app, 3).await;
     let report = app
         .runner

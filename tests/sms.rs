@@ -136,7 +136,9 @@ async fn a_pulse_survey_runs_from_start_to_stored_answers(app: TestApp) {
     // The low score reached the supervisor's phone at once.
     let alert = app.twilio.wait_for(DANA, 1).await;
     assert!(
-        alert[0].starts_with("ALERT (high): Maria G., Chicago North"),
+        alert[0].starts_with(
+            "ALERT 1 (high): Maria G., Chicago North, rated the work week 2/5. Reply ACK 1,"
+        ),
         "{alert:?}"
     );
 

@@ -1285,6 +1285,10 @@ async fn answers_and_escalations_are_listed_with_filters(store: AnyStore) {
                     reason: "score 1".into(),
                     answer: "1".into(),
                     message: "Call them".into(),
+                    template: String::new(),
+                    context: json!({}),
+                    when_taken_up: None,
+                    consented: false,
                 });
             }
             Ok(Plan { writes })

@@ -145,6 +145,10 @@ struct EscalateFile {
     priority: Spanned<String>,
     template: Spanned<String>,
     reason: String,
+    #[serde(default)]
+    ask_first: Option<Spanned<String>>,
+    #[serde(default)]
+    when_taken_up: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,7 +307,16 @@ pub struct Escalate {
     pub priority: Priority,
     pub template: String,
     pub reason: String,
+    /// The question that asks the caregiver whether their supervisor may know; the alert is
+    /// raised only on a yes. Always set on an anonymous question (the default is
+    /// [`ESCALATION_CONSENT`]).
+    pub ask_first: Option<String>,
+    /// Sent to the caregiver when a supervisor takes the alert up (ACK or CALL).
+    pub when_taken_up: Option<String>,
 }
+
+/// The question an anonymous answer's escalation asks first, unless the rule names its own.
+pub const ESCALATION_CONSENT: &str = "system/escalation_consent";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -503,6 +516,17 @@ impl Flow {
     }
 
     /// Every template the flow names, with where it is named.
+    /// The answer names (`save_as`) of the questions marked anonymous.
+    pub fn anonymous_keys(&self) -> Vec<&str> {
+        self.steps
+            .iter()
+            .filter_map(|s| match &s.kind {
+                StepKind::Ask(ask) if ask.anonymous => Some(ask.save_as.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
     pub fn templates(&self) -> Vec<(String, Pos)> {
         let mut out = Vec::new();
         for step in &self.steps {
@@ -521,6 +545,8 @@ impl Flow {
             }
             for e in &step.escalate {
                 out.push((e.template.clone(), step.pos));
+                out.extend(e.ask_first.iter().map(|t| (t.clone(), step.pos)));
+                out.extend(e.when_taken_up.iter().map(|t| (t.clone(), step.pos)));
             }
         }
         out
@@ -754,10 +780,11 @@ fn build(raw: FlowFile, p: &mut Problems<'_>) -> Option<Flow> {
                 compile(p, e).map(|x| (field.clone(), x))
             })
             .collect();
+        let anonymous = matches!(&kind, StepKind::Ask(a) if a.anonymous);
         let escalate = s
             .escalate
             .iter()
-            .map(|e| build_escalate(p, e, matches!(kind, StepKind::Ask(_))))
+            .map(|e| build_escalate(p, e, matches!(kind, StepKind::Ask(_)), anonymous))
             .collect();
         let branches = s
             .branch
@@ -984,7 +1011,12 @@ fn build_wait(
     wait
 }
 
-fn build_escalate(p: &mut Problems<'_>, e: &Spanned<EscalateFile>, on_ask: bool) -> Escalate {
+fn build_escalate(
+    p: &mut Problems<'_>,
+    e: &Spanned<EscalateFile>,
+    on_ask: bool,
+    anonymous: bool,
+) -> Escalate {
     let pos = Pos::from(e);
     let priority = e
         .value
@@ -1018,12 +1050,32 @@ fn build_escalate(p: &mut Problems<'_>, e: &Spanned<EscalateFile>, on_ask: bool)
             "`words` needs a step that asks: there is no answer to read otherwise",
         );
     }
+    if let Some(t) = &e.value.ask_first {
+        check_template_name(p, t);
+        if !on_ask {
+            p.error(
+                Pos::from(t),
+                "`ask_first` needs a step that asks: the caregiver's yes is a reply to it",
+            );
+        }
+    }
+    if let Some(t) = &e.value.when_taken_up {
+        check_template_name(p, t);
+    }
+    // An anonymous answer never names its caregiver without their yes.
+    let ask_first = match &e.value.ask_first {
+        Some(t) => Some(t.value.clone()),
+        None if anonymous => Some(ESCALATION_CONSENT.to_owned()),
+        None => None,
+    };
     Escalate {
         condition: e.value.condition.as_ref().and_then(|c| compile(p, c)),
         words,
         priority,
         template: e.value.template.value.clone(),
         reason: e.value.reason.clone(),
+        ask_first,
+        when_taken_up: e.value.when_taken_up.as_ref().map(|t| t.value.clone()),
     }
 }
 
@@ -1178,6 +1230,30 @@ mod tests {
         let src = "id: f\nname: F\nversion: 1\nsteps:\n  - id: q\n    ask: x/q\n    expect: text\n    branch:\n      - if: \"answr == 'x'\"\n        goto: end\n";
         let joined = errors(src).join("\n");
         assert!(joined.contains("unknown name(s) answr"), "{joined}");
+    }
+
+    #[test]
+    fn an_anonymous_questions_escalation_always_asks_first() {
+        let src = "id: f\nname: F\nversion: 1\nsteps:\n  - id: q\n    ask: x/q\n    expect: text\n    anonymous: true\n    escalate:\n      - words: worrying\n        priority: high\n        template: alerts/x\n        reason: r\n      - words: [smoke]\n        priority: normal\n        template: alerts/x\n        reason: s\n        ask_first: x/may_we_tell\n        when_taken_up: x/taken_up\n";
+        let (flow, _) = Flow::parse("t.yaml", src).unwrap();
+        let rules = &flow.steps[0].escalate;
+        assert_eq!(rules[0].ask_first.as_deref(), Some(ESCALATION_CONSENT));
+        assert_eq!(rules[1].ask_first.as_deref(), Some("x/may_we_tell"));
+        assert_eq!(rules[1].when_taken_up.as_deref(), Some("x/taken_up"));
+        assert_eq!(flow.anonymous_keys(), vec!["q"]);
+        let names: Vec<String> = flow.templates().into_iter().map(|(t, _)| t).collect();
+        assert!(names.contains(&ESCALATION_CONSENT.to_owned()), "{names:?}");
+        assert!(names.contains(&"x/taken_up".to_owned()), "{names:?}");
+    }
+
+    #[test]
+    fn ask_first_on_a_step_that_does_not_ask_is_an_error() {
+        let src = "id: f\nname: F\nversion: 1\nsteps:\n  - id: s\n    send: x/s\n    escalate:\n      - priority: high\n        template: alerts/x\n        reason: r\n        ask_first: x/may_we_tell\n";
+        let joined = errors(src).join("\n");
+        assert!(
+            joined.contains("`ask_first` needs a step that asks"),
+            "{joined}"
+        );
     }
 
     #[test]

@@ -27,7 +27,33 @@ pub struct State {
     pub lang: Lang,
     pub remind_at: Option<DateTime<Utc>>,
     pub expire_at: Option<DateTime<Utc>>,
+    /// Set while the caregiver is being asked whether their supervisor may know about an
+    /// anonymous answer (or a rule with `ask_first`): the alerts wait for their yes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent: Option<ConsentQuestion>,
 }
+
+/// Alerts waiting for the caregiver's permission, and where the flow goes on afterwards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConsentQuestion {
+    pub escalations: Vec<PendingEscalation>,
+    /// The step after the answer that raised them (`None`: the end of the flow).
+    pub then: Option<String>,
+}
+
+/// An escalation raised, not yet sent: it needs the caregiver's yes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingEscalation {
+    pub priority: Priority,
+    pub template: String,
+    pub reason: String,
+    pub answer: String,
+    pub when_taken_up: Option<String>,
+}
+
+/// How long a caregiver has to say whether their supervisor may know, when the question that
+/// raised the alert has no expiry of its own. Silence is a no.
+const CONSENT_WAIT: chrono::Duration = chrono::Duration::days(3);
 
 impl State {
     /// When the scheduler must wake this conversation next.
@@ -114,6 +140,10 @@ pub enum Event {
         template: String,
         reason: String,
         answer: String,
+        /// Sent to the caregiver when a supervisor takes the alert up.
+        when_taken_up: Option<String>,
+        /// The caregiver said yes to being named (an anonymous answer, or `ask_first`).
+        consented: bool,
     },
     Wait {
         step: String,
@@ -173,9 +203,11 @@ pub fn start(
             },
             remind_at: None,
             expire_at: None,
+            consent: None,
         },
         answer: Value::Null,
         events: Vec::new(),
+        needs_consent: Vec::new(),
         now,
     };
     run.go(Target::Step(flow.start), false)
@@ -202,8 +234,29 @@ pub fn resume(
         state: state.clone(),
         answer: Value::Null,
         events: Vec::new(),
+        needs_consent: Vec::new(),
         now,
     };
+    if let Some(question) = run.state.consent.take() {
+        return match input {
+            Input::Reply(text) => run.consent_reply(step, question, text),
+            // No reminder is set while asking; keep waiting.
+            Input::Reminder => {
+                run.state.consent = Some(question);
+                Ok(run.finish_waiting())
+            }
+            // Silence is a no: nobody is told, and the conversation ends.
+            Input::Expiry => {
+                run.events.push(Event::End {
+                    outcome: Outcome::Expired,
+                });
+                Ok(Transition {
+                    state: None,
+                    events: run.events,
+                })
+            }
+        };
+    }
     match input {
         Input::Reply(text) => run.reply(step, ask, text),
         Input::Reminder => {
@@ -233,6 +286,8 @@ struct Run<'f> {
     /// The answer just given, for `answer` in expressions.
     answer: Value,
     events: Vec<Event>,
+    /// Escalations this answer raised that must ask the caregiver first, with the question.
+    needs_consent: Vec<(String, PendingEscalation)>,
     now: DateTime<Utc>,
 }
 
@@ -271,7 +326,84 @@ impl Run<'_> {
         self.answer = value;
         self.apply_effects(step, Some(text))?;
         let target = self.choose(step)?;
+        if !self.needs_consent.is_empty() {
+            return Ok(self.ask_consent(step, ask, target));
+        }
         self.go(target, false)
+    }
+
+    /// Asks whether the caregiver's supervisor may know (the first rule's question, once for
+    /// every alert this answer raised), and waits.
+    fn ask_consent(mut self, step: &Step, ask: &Ask, then: Target) -> Transition {
+        let pending = std::mem::take(&mut self.needs_consent);
+        let template = pending[0].0.clone();
+        self.events.push(Event::Send {
+            step: step.id.clone(),
+            template,
+            buttons: buttons(&Expect::YesNo, self.state.lang),
+            unprompted: false,
+        });
+        self.state.attempts = 0;
+        self.state.remind_at = None;
+        let wait = ask
+            .wait
+            .expire_after
+            .and_then(|d| chrono::Duration::from_std(d).ok())
+            .unwrap_or(CONSENT_WAIT);
+        self.state.expire_at = Some(self.now + wait);
+        self.state.consent = Some(ConsentQuestion {
+            escalations: pending.into_iter().map(|(_, e)| e).collect(),
+            then: match then {
+                Target::Step(i) => Some(self.flow.steps[i].id.clone()),
+                Target::End => None,
+            },
+        });
+        self.finish_waiting()
+    }
+
+    /// The caregiver's answer to "may we tell your supervisor?": a yes raises the waiting
+    /// alerts, a no (or three replies that are neither) raises nothing; the flow goes on.
+    fn consent_reply(
+        mut self,
+        step: &Step,
+        question: ConsentQuestion,
+        text: &str,
+    ) -> Result<Transition, EngineError> {
+        let yes = match answer::parse(&Expect::YesNo, text) {
+            Some(Value::Bool(yes)) => yes,
+            _ => {
+                self.state.attempts += 1;
+                if self.state.attempts <= 2 {
+                    self.events.push(Event::Send {
+                        step: step.id.clone(),
+                        template: default_hint(&Expect::YesNo).to_owned(),
+                        buttons: Vec::new(),
+                        unprompted: false,
+                    });
+                    self.state.consent = Some(question);
+                    return Ok(self.finish_waiting());
+                }
+                false
+            }
+        };
+        if yes {
+            for e in question.escalations {
+                self.events.push(Event::Escalate {
+                    step: step.id.clone(),
+                    priority: e.priority,
+                    template: e.template,
+                    reason: e.reason,
+                    answer: e.answer,
+                    when_taken_up: e.when_taken_up,
+                    consented: true,
+                });
+            }
+        }
+        let then = match &question.then {
+            Some(id) => self.flow.step_index(id).map_or(Target::End, Target::Step),
+            None => Target::End,
+        };
+        self.go(then, false)
     }
 
     fn remind(&mut self, step: &Step, ask: &Ask) {
@@ -407,13 +539,29 @@ impl Run<'_> {
                 (None, _) => true,
             };
             if by_condition && by_words {
-                self.events.push(Event::Escalate {
-                    step: step.id.clone(),
-                    priority: rule.priority,
-                    template: rule.template.clone(),
-                    reason: rule.reason.clone(),
-                    answer: reply.map(|r| r.trim().to_owned()).unwrap_or_default(),
-                });
+                let answer = reply.map(|r| r.trim().to_owned()).unwrap_or_default();
+                match &rule.ask_first {
+                    // Raised only if the caregiver says yes: see `ask_consent`.
+                    Some(question) if reply.is_some() => self.needs_consent.push((
+                        question.clone(),
+                        PendingEscalation {
+                            priority: rule.priority,
+                            template: rule.template.clone(),
+                            reason: rule.reason.clone(),
+                            answer,
+                            when_taken_up: rule.when_taken_up.clone(),
+                        },
+                    )),
+                    _ => self.events.push(Event::Escalate {
+                        step: step.id.clone(),
+                        priority: rule.priority,
+                        template: rule.template.clone(),
+                        reason: rule.reason.clone(),
+                        answer,
+                        when_taken_up: rule.when_taken_up.clone(),
+                        consented: false,
+                    }),
+                }
             }
         }
         Ok(())

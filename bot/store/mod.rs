@@ -10,7 +10,7 @@ mod sqlite;
 use std::collections::BTreeMap;
 use std::future::Future;
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -42,6 +42,9 @@ pub enum StoreError {
     /// transaction is rolled back.
     #[error("plan cannot be applied: {0}")]
     InvalidPlan(String),
+    /// Writing an export's rows failed (a closed pipe, a full disk).
+    #[error("cannot write: {0}")]
+    Sink(#[from] std::io::Error),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -206,6 +209,9 @@ pub struct Snapshot {
     /// Shift offers the caregiver was texted whose shift has not ended, newest first (empty
     /// for timers and strangers): a YES or NO to one is read before any flow.
     pub shifts: Vec<HeldShift>,
+    /// When the sender is a supervisor: who, and the alerts they may act on. Read for inbound
+    /// messages only.
+    pub desk: Option<Desk>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -315,6 +321,9 @@ macro_rules! from_as_str {
 
 from_as_str! {
     ConsentStatus: Unknown, OptedIn, OptedOut;
+    EscalationStatus: Open, Acknowledged, Calling, Done;
+    EscalationAction: Raised, Alerted, Reescalated, Resent, Unrouted, Ack, Call, Note, Done,
+        CaregiverTold;
     ConversationStatus: Active, Completed, Expired, Interrupted;
     OutboundKind: Reply, Program, Consent, Alert;
     OutboundStatus: Queued, Sending, Accepted, Sent, Delivered, Undelivered, Failed, Suppressed,
@@ -408,8 +417,41 @@ pub enum Write {
         reason: String,
         /// The caregiver's words that caused it.
         answer: String,
-        /// The rendered alert text.
+        /// The alert text, when it is known already; empty when it is rendered from `template`
+        /// at routing time (alerts show the escalation's id, which the store assigns).
         message: String,
+        /// The alert template, and what it renders with besides `escalation.*` and `agency`
+        /// (caregiver, supervisor, answers, vars, flow, and the caregiver's `address` and
+        /// `lang` for the message `when_taken_up`).
+        template: String,
+        context: Value,
+        /// Sent to the caregiver when a supervisor takes the alert up (a flow's choice).
+        when_taken_up: Option<String>,
+        /// The answer was anonymous and the caregiver agreed to be named.
+        consented: bool,
+    },
+    /// Changes an escalation: its routing, a supervisor's reply, the follow-up clock. The
+    /// runner computes the whole new state from the locked row it was given.
+    UpdateEscalation(EscalationUpdate),
+    /// The routing chain of an escalation, level by level (supervisor ids); written once, when
+    /// it is first routed.
+    EscalationChain {
+        id: i64,
+        levels: Vec<Vec<i64>>,
+    },
+    /// A line in an escalation's history. `Alerted`, `Reescalated` and `Resent` also mark the
+    /// supervisor as notified.
+    EscalationEvent {
+        id: i64,
+        action: EscalationAction,
+        supervisor_id: Option<i64>,
+        level: i64,
+        detail: String,
+    },
+    /// A supervisor got today's digest (`day` is their local date).
+    DigestSent {
+        supervisor_id: i64,
+        day: NaiveDate,
     },
     /// Replace the caregiver's flow-set fields and tags.
     CaregiverFields {
@@ -486,6 +528,262 @@ pub struct EscalationRow {
     pub raised_at: DateTime<Utc>,
     pub acknowledged_at: Option<DateTime<Utc>>,
     pub closed_at: Option<DateTime<Utc>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Escalations after they are raised
+
+/// Where an escalation stands. The names are the export's `status` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationStatus {
+    /// Raised; nobody has replied yet.
+    Open,
+    /// A supervisor replied ACK (or NOTE).
+    Acknowledged,
+    /// A supervisor replied CALL: they will call the caregiver.
+    Calling,
+    /// A supervisor replied DONE.
+    Done,
+}
+
+impl EscalationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationStatus::Open => "open",
+            EscalationStatus::Acknowledged => "acknowledged",
+            EscalationStatus::Calling => "calling",
+            EscalationStatus::Done => "done",
+        }
+    }
+}
+
+/// What happened to an escalation, as its history records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalationAction {
+    Raised,
+    /// The alert went to a contact of the first level it was routed to.
+    Alerted,
+    /// Not acknowledged in its window: sent on to a contact of the next level.
+    Reescalated,
+    /// Not acknowledged in its window: sent again to a contact who had it.
+    Resent,
+    /// Nobody to send it to: no supervisor, branch contact or program staff on record.
+    Unrouted,
+    Ack,
+    Call,
+    Note,
+    Done,
+    /// The caregiver was told that a supervisor took it up.
+    CaregiverTold,
+}
+
+impl EscalationAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EscalationAction::Raised => "raised",
+            EscalationAction::Alerted => "alerted",
+            EscalationAction::Reescalated => "reescalated",
+            EscalationAction::Resent => "resent",
+            EscalationAction::Unrouted => "unrouted",
+            EscalationAction::Ack => "ack",
+            EscalationAction::Call => "call",
+            EscalationAction::Note => "note",
+            EscalationAction::Done => "done",
+            EscalationAction::CaregiverTold => "caregiver_told",
+        }
+    }
+
+    /// Whether the event means the supervisor was sent the alert.
+    pub fn notifies(self) -> bool {
+        matches!(
+            self,
+            EscalationAction::Alerted | EscalationAction::Reescalated | EscalationAction::Resent
+        )
+    }
+}
+
+/// Someone an alert can go to: a supervisor, a branch contact or program staff (all of them
+/// are rows of the supervisors roster), with the address their alerts go to.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Contact {
+    pub id: i64,
+    pub external_id: String,
+    pub name: String,
+    /// Where alerts reach them: their phone on SMS today. The store's one contact lookup is
+    /// where a linked Telegram chat would take over.
+    pub address: Address,
+    pub timezone: String,
+    /// They texted STOP on that address: alerts there would be suppressed, so routing skips them.
+    pub opted_out: bool,
+}
+
+/// An escalation as the follow-up clock and the supervisor replies see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationState {
+    pub id: i64,
+    pub caregiver_id: i64,
+    pub flow_id: String,
+    pub priority: Priority,
+    pub reason: String,
+    pub answer: String,
+    /// The alert text as sent (empty until it is first routed).
+    pub message: String,
+    pub status: EscalationStatus,
+    pub level: i64,
+    /// Who has it: the contact it was last routed to, or who took it up.
+    pub supervisor_id: Option<i64>,
+    pub template: String,
+    pub context: Value,
+    pub when_taken_up: Option<String>,
+    pub consented: bool,
+    pub resends: i64,
+    pub raised_at: DateTime<Utc>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+/// The new state of an escalation, written over the old ([`Write::UpdateEscalation`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationUpdate {
+    pub id: i64,
+    pub status: EscalationStatus,
+    pub level: i64,
+    pub supervisor_id: Option<i64>,
+    pub message: String,
+    pub due_at: Option<DateTime<Utc>>,
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    pub closed_at: Option<DateTime<Utc>>,
+    pub resends: i64,
+}
+
+impl EscalationState {
+    /// The update that leaves everything as it is; change what the decision changes.
+    pub fn update(&self) -> EscalationUpdate {
+        EscalationUpdate {
+            id: self.id,
+            status: self.status,
+            level: self.level,
+            supervisor_id: self.supervisor_id,
+            message: self.message.clone(),
+            due_at: self.due_at,
+            acknowledged_at: self.acknowledged_at,
+            closed_at: self.closed_at,
+            resends: self.resends,
+        }
+    }
+}
+
+/// One contact in an escalation's routing chain.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChainContact {
+    pub contact: Contact,
+    pub level: i64,
+    pub notified_at: Option<DateTime<Utc>>,
+}
+
+/// What the follow-up clock needs to route or re-route one escalation, read (and on
+/// PostgreSQL locked) in the transaction that applies the decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationSnapshot {
+    pub escalation: EscalationState,
+    /// The caregiver it is about (with their supervisor's roster row).
+    pub caregiver: Option<Caregiver>,
+    /// The caregiver's supervisor as a contact.
+    pub supervisor: Option<Contact>,
+    /// The contacts the settings name (branch contacts, program staff) that are on the roster.
+    pub named: Vec<Contact>,
+    /// The chain written at the first routing; empty before it.
+    pub chain: Vec<ChainContact>,
+}
+
+/// An alert as a supervisor's desk shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeskAlert {
+    pub escalation: EscalationState,
+    /// The caregiver as alerts name them: first name and last initial.
+    pub caregiver: String,
+    pub branch: String,
+    pub chain: Vec<ChainContact>,
+}
+
+/// A supervisor who wrote in (or is due a digest), with the alerts they may act on: those
+/// routed to them or to the level before theirs, not closed more than a week ago.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desk {
+    pub me: Contact,
+    pub alerts: Vec<DeskAlert>,
+    /// The local day of their last digest.
+    pub last_digest: Option<NaiveDate>,
+}
+
+/// The decision for an escalation the follow-up clock woke.
+pub type DecideEscalation<'a> =
+    dyn Fn(&EscalationSnapshot) -> std::result::Result<Plan, String> + Send + Sync + 'a;
+
+/// The decision for a supervisor's daily digest.
+pub type DecideDigest<'a> = dyn Fn(&Desk) -> std::result::Result<Plan, String> + Send + Sync + 'a;
+
+/// One row of the week-by-week data `report pulse` aggregates: a pulse started for a
+/// caregiver, an answer to the score question, or an escalation. The group columns are the
+/// caregiver's branch and state (`fields.state`) now, or as kept on an anonymous answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PulseRow {
+    Asked {
+        caregiver_id: i64,
+        started_at: DateTime<Utc>,
+        branch: String,
+        state: Option<String>,
+    },
+    /// A named answer, placed by its conversation.
+    Answered {
+        caregiver_id: i64,
+        started_at: DateTime<Utc>,
+        branch: String,
+        state: Option<String>,
+        value: Value,
+    },
+    /// An anonymous answer, placed by what it kept.
+    AnsweredAnonymously {
+        week: NaiveDate,
+        branch: String,
+        state: Option<String>,
+        value: Value,
+    },
+    /// An escalation the flow raised, placed (like its answer) by when its survey started.
+    Escalation {
+        priority: Priority,
+        /// When its conversation started (when it was raised, if it had none).
+        started_at: DateTime<Utc>,
+        raised_at: DateTime<Utc>,
+        acknowledged_at: Option<DateTime<Utc>>,
+        closed_at: Option<DateTime<Utc>>,
+        branch: String,
+        state: Option<String>,
+    },
+}
+
+/// A line in an escalation's history.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EscalationEventRow {
+    pub action: String,
+    /// The supervisor's external id.
+    pub supervisor: Option<String>,
+    pub level: i64,
+    pub detail: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Where an export writes its rows as the store reads them.
+pub type Sink<'a, T> = dyn FnMut(T) -> std::io::Result<()> + Send + 'a;
+
+/// The Monday (UTC) of the week `t` falls in: how anonymous answers and `report pulse` place
+/// things in weeks.
+pub fn week_start(t: DateTime<Utc>) -> NaiveDate {
+    let day = t.date_naive();
+    day - chrono::Duration::days(i64::from(day.weekday().num_days_from_monday()))
 }
 
 /// A consent ledger row: (status, source, detail, at).
@@ -735,6 +1033,75 @@ pub trait Store: Send + Sync + 'static {
         &self,
         branch: &str,
     ) -> impl Future<Output = Result<Vec<SupervisorRecord>>> + Send;
+    // Escalations after they are raised ---------------------------------------------------------
+
+    /// Escalations whose follow-up clock (`due_at`) has come, oldest first.
+    fn due_escalations(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<i64>>> + Send;
+
+    /// Reads escalation `id` (if still due at `now`, locked), its caregiver, the contacts
+    /// `named` by external id and its chain; calls `decide`; applies the plan; in one
+    /// transaction. Returns false when it was no longer due (another instance handled it).
+    fn handle_due_escalation(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        named: &[String],
+        decide: &DecideEscalation<'_>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Supervisors who have been sent an alert that is not done and have had no digest in the
+    /// last 20 hours: the candidates for today's digest.
+    fn digest_candidates(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<i64>>> + Send;
+
+    /// Reads supervisor `id`'s desk (the supervisor row locked), calls `decide`, applies the
+    /// plan, in one transaction.
+    fn handle_digest(
+        &self,
+        supervisor_id: i64,
+        now: DateTime<Utc>,
+        decide: &DecideDigest<'_>,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// An escalation's history, oldest first.
+    fn escalation_events(
+        &self,
+        id: i64,
+    ) -> impl Future<Output = Result<Vec<EscalationEventRow>>> + Send;
+
+    /// Hands every named answer (flow, since) to `sink` as it is read, oldest first, so an
+    /// export of a million rows holds one row at a time. Anonymous answers are left out: they
+    /// are reported only in aggregate. Returns how many rows were written.
+    fn export_answers(
+        &self,
+        flow: Option<&str>,
+        since: Option<NaiveDate>,
+        sink: &mut Sink<'_, AnswerRow>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Hands every escalation (flow, since) to `sink` as it is read, oldest first.
+    fn export_escalations(
+        &self,
+        flow: Option<&str>,
+        since: Option<NaiveDate>,
+        sink: &mut Sink<'_, EscalationRow>,
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Hands `report pulse` its rows for `flow` since `since`: the conversations started, the
+    /// answers saved as `key`, the escalations raised.
+    fn pulse_rows(
+        &self,
+        flow: &str,
+        key: &str,
+        since: DateTime<Utc>,
+        sink: &mut Sink<'_, PulseRow>,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The store chosen by `DATABASE_URL`.
@@ -812,4 +1179,17 @@ delegate! {
     fn handle_shift_offer(&self, id: i64, trigger: ShiftTrigger, now: DateTime<Utc>,
         audience: &[Caregiver], decide: &ShiftDecide<'_>) -> Result<bool>;
     fn supervisors_of_branch(&self, branch: &str) -> Result<Vec<SupervisorRecord>>;
+    fn due_escalations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<i64>>;
+    fn handle_due_escalation(&self, id: i64, now: DateTime<Utc>, named: &[String],
+        decide: &DecideEscalation<'_>) -> Result<bool>;
+    fn digest_candidates(&self, now: DateTime<Utc>) -> Result<Vec<i64>>;
+    fn handle_digest(&self, supervisor_id: i64, now: DateTime<Utc>, decide: &DecideDigest<'_>)
+        -> Result<()>;
+    fn escalation_events(&self, id: i64) -> Result<Vec<EscalationEventRow>>;
+    fn export_answers(&self, flow: Option<&str>, since: Option<NaiveDate>,
+        sink: &mut Sink<'_, AnswerRow>) -> Result<u64>;
+    fn export_escalations(&self, flow: Option<&str>, since: Option<NaiveDate>,
+        sink: &mut Sink<'_, EscalationRow>) -> Result<u64>;
+    fn pulse_rows(&self, flow: &str, key: &str, since: DateTime<Utc>,
+        sink: &mut Sink<'_, PulseRow>) -> Result<()>;
 }

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgArgumentBuffer, PgPoolOptions, PgQueryResult, PgTypeInfo,
 use sqlx::{Decode, Encode, Postgres, Type};
 
 use super::Result;
-use super::sql::{Dialect, SqlStore, Ts, claim_outbound_sql, conversation_sql};
+use super::sql::{Dialect, SqlStore, Ts, claim_outbound_sql, conversation_sql, escalation_sql};
 
 /// The store on a PostgreSQL database.
 pub type PgStore = SqlStore<Postgres>;
@@ -50,6 +50,15 @@ impl Dialect for Postgres {
     // NO KEY UPDATE: rows that merely reference the caregiver (messages, answers) need not wait.
     const LOCK_CAREGIVER: Option<&'static str> =
         Some("SELECT id FROM caregivers WHERE id = $1 FOR NO KEY UPDATE");
+    // The follow-up clock and a supervisor's reply never both act on one escalation from the
+    // same state: the second waits for the first's commit and reads what it wrote.
+    const DUE_ESCALATION: &'static str = escalation_sql!("id = $1 AND due_at <= $2", "FOR UPDATE");
+    const DESK_ESCALATIONS: &'static str = escalation_sql!(
+        "id IN (SELECT escalation_id FROM escalation_contacts WHERE supervisor_id = $1) \
+         AND (status <> 'done' OR closed_at >= $2) ORDER BY id",
+        "FOR UPDATE"
+    );
+    const LOCK_SUPERVISOR: &'static str = "SELECT id FROM supervisors WHERE id = $1 FOR UPDATE";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -6,12 +6,13 @@
 //! The SQL is shared too: SQLite accepts PostgreSQL's numbered `$1` parameters, `ON CONFLICT`,
 //! `RETURNING`, `TRUE`/`FALSE` and partial indexes, so one string serves both.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Display;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use futures_util::TryStreamExt;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use sqlx::migrate::{Migrate, Migrator};
@@ -20,10 +21,12 @@ use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArgumen
 use sqlx::{QueryBuilder, Type};
 
 use super::{
-    AnswerRow, Audience, Caregiver, CaregiverRecord, ConsentStatus, ConvRef, ConversationRow,
-    ConversationStatus, Decide, DueConversation, EscalationRow, FlowRevision, Inbound,
-    InboundOutcome, LedgerRow, NewOutbound, OutboundRow, OutboundStatus, Plan, Result, Snapshot,
-    Store, StoreError, Supervisor, SupervisorRecord, UpsertOutcome, Write,
+    AnswerRow, Audience, Caregiver, CaregiverRecord, ChainContact, ConsentStatus, Contact, ConvRef,
+    ConversationRow, ConversationStatus, Decide, DecideDigest, DecideEscalation, Desk, DeskAlert,
+    DueConversation, EscalationAction, EscalationEventRow, EscalationRow, EscalationSnapshot,
+    EscalationState, FlowRevision, Inbound, InboundOutcome, LedgerRow, NewOutbound, OutboundRow,
+    OutboundStatus, Plan, PulseRow, Result, Sink, Snapshot, Store, StoreError, Supervisor,
+    SupervisorRecord, UpsertOutcome, Write, week_start,
 };
 use super::{NewShiftOffer, ShiftDecide, ShiftListing, ShiftOffer, ShiftStatus, ShiftTrigger};
 use crate::domain::{Address, Channel, Lang};
@@ -59,6 +62,13 @@ pub trait Dialect: Database {
     /// Locks caregiver `$1` until the transaction ends, so that one caregiver's YES to two
     /// overlapping shifts take turns (`store/shifts.rs`); `None` where writers are serialized.
     const LOCK_CAREGIVER: Option<&'static str>;
+    /// [`escalation_sql!`] for escalation `$1` if its follow-up clock is due at `$2`, locked.
+    const DUE_ESCALATION: &'static str;
+    /// [`escalation_sql!`] for the escalations routed to supervisor `$1`, not closed before
+    /// `$2`, locked: a reply acts on them while the follow-up clock waits its turn.
+    const DESK_ESCALATIONS: &'static str;
+    /// Supervisor `$1`'s row, locked, so two instances never send one digest twice.
+    const LOCK_SUPERVISOR: &'static str;
 
     fn migrator() -> &'static Migrator;
 
@@ -116,6 +126,32 @@ macro_rules! conversation_sql {
     };
 }
 pub(crate) use conversation_sql;
+
+/// The columns of an [`EscalationDb`], then `WHERE` with `$cond` and the dialect's `$lock`.
+macro_rules! escalation_sql {
+    ($cond:literal, $lock:literal) => {
+        concat!(
+            "SELECT id, caregiver_id, flow_id, priority, reason, answer, message, status, level, ",
+            "supervisor_id, template, context, when_taken_up, caregiver_consent, resends, ",
+            "raised_at, acknowledged_at, closed_at, due_at FROM escalations WHERE ",
+            $cond,
+            " ",
+            $lock
+        )
+    };
+}
+pub(crate) use escalation_sql;
+
+/// The columns of a [`ContactDb`] for supervisor `s`: the one place a supervisor's channel is
+/// chosen. Today an alert goes to the supervisor's phone by SMS; Telegram (issue 4) adds a
+/// linked chat here, preferred over the phone when the supervisor has one.
+macro_rules! contact_columns {
+    () => {
+        "s.id, s.external_id, s.name, s.timezone, 'sms' AS channel, s.phone AS address, \
+         EXISTS (SELECT 1 FROM subscriptions sub WHERE sub.channel = 'sms' \
+         AND sub.address = s.phone AND sub.status = 'opted_out') AS opted_out"
+    };
+}
 
 /// Why a queued message must not go out after all; see [`Store::claim_outbound`]. A consent
 /// confirmation goes out even after STOP (it is the one message allowed), and an alert to a
@@ -399,6 +435,143 @@ struct EscalationDb {
 }
 
 #[derive(FromRow)]
+struct EscalationStateDb {
+    id: i64,
+    caregiver_id: i64,
+    flow_id: String,
+    priority: String,
+    reason: String,
+    answer: String,
+    message: String,
+    status: String,
+    level: i64,
+    supervisor_id: Option<i64>,
+    template: String,
+    context: String,
+    when_taken_up: Option<String>,
+    caregiver_consent: bool,
+    resends: i64,
+    raised_at: Ts,
+    acknowledged_at: Option<Ts>,
+    closed_at: Option<Ts>,
+    due_at: Option<Ts>,
+}
+
+impl EscalationStateDb {
+    fn into_state(self) -> Result<EscalationState> {
+        Ok(EscalationState {
+            id: self.id,
+            caregiver_id: self.caregiver_id,
+            priority: parse("escalation priority", &self.priority)?,
+            status: parse("escalation status", &self.status)?,
+            context: json("escalation context", &self.context)?,
+            flow_id: self.flow_id,
+            reason: self.reason,
+            answer: self.answer,
+            message: self.message,
+            level: self.level,
+            supervisor_id: self.supervisor_id,
+            template: self.template,
+            when_taken_up: self.when_taken_up,
+            consented: self.caregiver_consent,
+            resends: self.resends,
+            raised_at: self.raised_at.0,
+            acknowledged_at: self.acknowledged_at.map(|t| t.0),
+            closed_at: self.closed_at.map(|t| t.0),
+            due_at: self.due_at.map(|t| t.0),
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ContactDb {
+    id: i64,
+    external_id: String,
+    name: String,
+    timezone: String,
+    channel: String,
+    address: String,
+    opted_out: bool,
+}
+
+impl ContactDb {
+    fn into_contact(self) -> Result<Contact> {
+        Ok(Contact {
+            id: self.id,
+            address: Address::new(parse("contact channel", &self.channel)?, self.address),
+            external_id: self.external_id,
+            name: self.name,
+            timezone: self.timezone,
+            opted_out: self.opted_out,
+        })
+    }
+}
+
+#[derive(FromRow)]
+struct ChainDb {
+    level: i64,
+    notified_at: Option<Ts>,
+    #[sqlx(flatten)]
+    contact: ContactDb,
+}
+
+#[derive(FromRow)]
+struct EscalationEventDb {
+    action: String,
+    supervisor: Option<String>,
+    level: i64,
+    detail: String,
+    at: Ts,
+}
+
+/// A pulse row before its group is read out of the caregiver's fields.
+#[derive(FromRow)]
+struct PulseDb {
+    caregiver_id: i64,
+    started_at: Ts,
+    branch: String,
+    fields: String,
+}
+
+#[derive(FromRow)]
+struct PulseAnswerDb {
+    caregiver_id: i64,
+    started_at: Ts,
+    branch: String,
+    fields: String,
+    value: String,
+}
+
+#[derive(FromRow)]
+struct PulseAnonymousDb {
+    cohort_week: NaiveDate,
+    cohort_branch: String,
+    cohort_state: Option<String>,
+    value: String,
+}
+
+#[derive(FromRow)]
+struct PulseEscalationDb {
+    priority: String,
+    started_at: Ts,
+    raised_at: Ts,
+    acknowledged_at: Option<Ts>,
+    closed_at: Option<Ts>,
+    branch: String,
+    fields: String,
+}
+
+/// The state a caregiver is reported under: the `state` field flows set (the benefits
+/// screener asks it), if any.
+fn state_of(fields: &str) -> Option<String> {
+    serde_json::from_str::<BTreeMap<String, serde_json::Value>>(fields)
+        .ok()?
+        .get("state")?
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[derive(FromRow)]
 struct FlowRevisionDb {
     id: i64,
     flow_id: String,
@@ -454,6 +627,22 @@ impl Ctx<'_> {
                 self.snapshot.address.masked()
             ))
         })
+    }
+}
+
+/// Why a supervisor's desk is read: a reply may act on alerts routed to them or to the level
+/// below; a digest lists the open alerts they were sent.
+#[derive(Debug, Clone, Copy)]
+enum DeskFor {
+    Reply,
+    Digest,
+}
+
+/// "Maria G.": how alerts name a caregiver.
+fn short_name(first: &str, last: &str) -> String {
+    match last.chars().next() {
+        Some(initial) => format!("{first} {initial}."),
+        None => first.to_owned(),
     }
 }
 
@@ -585,6 +774,7 @@ where
             conversation: conversation.map(ConversationDb::into_row).transpose()?,
             stranger_replied_today,
             shifts,
+            desk: None,
         })
     }
 
@@ -731,20 +921,40 @@ where
                     anonymous,
                 } => {
                     // An anonymous answer keeps neither the caregiver nor the conversation
-                    // (which would lead back to the caregiver).
-                    let (conversation_id, caregiver_id) = if *anonymous {
-                        (None, None)
+                    // (which would lead back to the caregiver), only the coarse facts the
+                    // pulse report groups by.
+                    let caregiver = ctx.caregiver("Answer")?;
+                    let (conversation_id, caregiver_id, cohort) = if *anonymous {
+                        let started = match (conversation, &ctx.snapshot.conversation) {
+                            (ConvRef::Existing(id), Some(c)) if c.id == *id => c.started_at,
+                            _ => ctx.now.0,
+                        };
+                        let state = caregiver
+                            .fields
+                            .get("state")
+                            .and_then(|s| s.as_str())
+                            .map(str::to_owned);
+                        (
+                            None,
+                            None,
+                            Some((week_start(started), caregiver.branch.clone(), state)),
+                        )
                     } else {
-                        let caregiver = ctx.caregiver("Answer")?;
                         (
                             Some(conversation_id(*conversation, created)?),
                             Some(caregiver.id),
+                            None,
                         )
+                    };
+                    let (week, branch, state) = match cohort {
+                        Some((w, b, s)) => (Some(w), Some(b), s),
+                        None => (None, None, None),
                     };
                     sqlx::query(
                         "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, \
-                         value, raw, anonymous, answered_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                         value, raw, anonymous, answered_at, cohort_week, cohort_branch, \
+                         cohort_state) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     )
                     .bind(conversation_id)
                     .bind(caregiver_id)
@@ -755,8 +965,21 @@ where
                     .bind(raw.clone())
                     .bind(*anonymous)
                     .bind(ctx.now)
+                    .bind(week)
+                    .bind(branch)
+                    .bind(state)
                     .execute(&mut *conn)
                     .await?;
+                    // The inbound row names its sender: it keeps the message, not its words.
+                    if *anonymous && let Some(inbound_id) = ctx.inbound_id {
+                        sqlx::query(
+                            "UPDATE inbound_messages SET body = '[anonymous answer]' \
+                             WHERE id = $1",
+                        )
+                        .bind(inbound_id)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                 }
                 Write::Escalation {
                     conversation,
@@ -766,12 +989,19 @@ where
                     reason,
                     answer,
                     message,
+                    template,
+                    context,
+                    when_taken_up,
+                    consented,
                 } => {
                     let caregiver = ctx.caregiver("Escalation")?;
-                    sqlx::query(
+                    // Due at once: the follow-up clock routes it, right after this commit.
+                    let (id,): (i64,) = sqlx::query_as(
                         "INSERT INTO escalations (conversation_id, caregiver_id, supervisor_id, \
-                         flow_id, step, priority, reason, answer, message, status, raised_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10)",
+                         flow_id, step, priority, reason, answer, message, status, raised_at, \
+                         level, due_at, template, context, when_taken_up, caregiver_consent) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'open', $10, 0, $10, $11, \
+                         $12, $13, $14) RETURNING id",
                     )
                     .bind(conversation_id(*conversation, created)?)
                     .bind(caregiver.id)
@@ -782,6 +1012,93 @@ where
                     .bind(reason.clone())
                     .bind(answer.clone())
                     .bind(message.clone())
+                    .bind(ctx.now)
+                    .bind(template.clone())
+                    .bind(to_json(context))
+                    .bind(when_taken_up.clone())
+                    .bind(*consented)
+                    .fetch_one(&mut *conn)
+                    .await?;
+                    let detail = if *consented {
+                        format!("{reason} (the caregiver agreed to be named)")
+                    } else {
+                        reason.clone()
+                    };
+                    Self::escalation_event(
+                        conn,
+                        id,
+                        EscalationAction::Raised,
+                        None,
+                        0,
+                        &detail,
+                        ctx.now,
+                    )
+                    .await?;
+                }
+                Write::UpdateEscalation(u) => {
+                    let updated = sqlx::query(
+                        "UPDATE escalations SET status = $2, level = $3, supervisor_id = $4, \
+                         message = $5, due_at = $6, acknowledged_at = $7, closed_at = $8, \
+                         resends = $9 WHERE id = $1",
+                    )
+                    .bind(u.id)
+                    .bind(u.status.as_str())
+                    .bind(u.level)
+                    .bind(u.supervisor_id)
+                    .bind(u.message.clone())
+                    .bind(u.due_at.map(Ts))
+                    .bind(u.acknowledged_at.map(Ts))
+                    .bind(u.closed_at.map(Ts))
+                    .bind(u.resends)
+                    .execute(&mut *conn)
+                    .await?;
+                    if DB::rows_affected(&updated) == 0 {
+                        return Err(StoreError::InvalidPlan(format!(
+                            "UpdateEscalation: no escalation {}",
+                            u.id
+                        )));
+                    }
+                }
+                Write::EscalationChain { id, levels } => {
+                    for (level, contacts) in levels.iter().enumerate() {
+                        for supervisor_id in contacts {
+                            sqlx::query(
+                                "INSERT INTO escalation_contacts (escalation_id, supervisor_id, \
+                                 level) VALUES ($1, $2, $3) \
+                                 ON CONFLICT (escalation_id, supervisor_id) DO NOTHING",
+                            )
+                            .bind(*id)
+                            .bind(*supervisor_id)
+                            .bind(level as i64)
+                            .execute(&mut *conn)
+                            .await?;
+                        }
+                    }
+                }
+                Write::EscalationEvent {
+                    id,
+                    action,
+                    supervisor_id,
+                    level,
+                    detail,
+                } => {
+                    Self::escalation_event(
+                        conn,
+                        *id,
+                        *action,
+                        *supervisor_id,
+                        *level,
+                        detail,
+                        ctx.now,
+                    )
+                    .await?;
+                }
+                Write::DigestSent { supervisor_id, day } => {
+                    sqlx::query(
+                        "INSERT INTO digests (supervisor_id, day, sent_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind(*supervisor_id)
+                    .bind(*day)
                     .bind(ctx.now)
                     .execute(&mut *conn)
                     .await?;
@@ -829,6 +1146,175 @@ where
             }
         }
         Ok(())
+    }
+
+    /// Appends a line to an escalation's history; a line that says the supervisor was sent
+    /// the alert also marks them notified in its chain.
+    #[allow(clippy::too_many_arguments)]
+    async fn escalation_event(
+        conn: &mut DB::Connection,
+        id: i64,
+        action: EscalationAction,
+        supervisor_id: Option<i64>,
+        level: i64,
+        detail: &str,
+        at: Ts,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO escalation_events (escalation_id, action, supervisor_id, level, detail, \
+             at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(id)
+        .bind(action.as_str())
+        .bind(supervisor_id)
+        .bind(level)
+        .bind(detail.to_owned())
+        .bind(at)
+        .execute(&mut *conn)
+        .await?;
+        if action.notifies()
+            && let Some(supervisor_id) = supervisor_id
+        {
+            sqlx::query(
+                "UPDATE escalation_contacts SET notified_at = COALESCE(notified_at, $3) \
+                 WHERE escalation_id = $1 AND supervisor_id = $2",
+            )
+            .bind(id)
+            .bind(supervisor_id)
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// The supervisor (or branch contact, or program staff) who writes from `address`, if any.
+    async fn contact_at(conn: &mut DB::Connection, address: &Address) -> Result<Option<Contact>> {
+        let row: Option<ContactDb> = match address.channel {
+            Channel::Sms | Channel::Console => {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    contact_columns!(),
+                    " FROM supervisors s WHERE s.phone = $1 ORDER BY s.id LIMIT 1"
+                ))
+                .bind(address.value.clone())
+                .fetch_optional(&mut *conn)
+                .await?
+            }
+            // A supervisor's Telegram chat (issue 4) is recognized here, through its link.
+            Channel::Telegram => None,
+        };
+        row.map(ContactDb::into_contact).transpose()
+    }
+
+    async fn contact_by_external_id(
+        conn: &mut DB::Connection,
+        external_id: &str,
+    ) -> Result<Option<Contact>> {
+        let row: Option<ContactDb> = sqlx::query_as(concat!(
+            "SELECT ",
+            contact_columns!(),
+            " FROM supervisors s WHERE s.external_id = $1"
+        ))
+        .bind(external_id.to_owned())
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(ContactDb::into_contact).transpose()
+    }
+
+    async fn contact_by_id(conn: &mut DB::Connection, id: i64) -> Result<Option<Contact>> {
+        let row: Option<ContactDb> = sqlx::query_as(concat!(
+            "SELECT ",
+            contact_columns!(),
+            " FROM supervisors s WHERE s.id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        row.map(ContactDb::into_contact).transpose()
+    }
+
+    /// An escalation's routing chain, level by level.
+    async fn chain(conn: &mut DB::Connection, escalation_id: i64) -> Result<Vec<ChainContact>> {
+        let rows: Vec<ChainDb> = sqlx::query_as(concat!(
+            "SELECT ec.level, ec.notified_at, ",
+            contact_columns!(),
+            " FROM escalation_contacts ec JOIN supervisors s ON s.id = ec.supervisor_id \
+             WHERE ec.escalation_id = $1 ORDER BY ec.level, s.id"
+        ))
+        .bind(escalation_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(ChainContact {
+                    level: r.level,
+                    notified_at: r.notified_at.map(|t| t.0),
+                    contact: r.contact.into_contact()?,
+                })
+            })
+            .collect()
+    }
+
+    /// The alerts `me` may act on (a reply) or has open (a digest), each with its chain.
+    async fn desk(
+        conn: &mut DB::Connection,
+        me: Contact,
+        now: Ts,
+        purpose: DeskFor,
+    ) -> Result<Desk> {
+        let rows: Vec<EscalationStateDb> = match purpose {
+            DeskFor::Reply => {
+                sqlx::query_as(DB::DESK_ESCALATIONS)
+                    .bind(me.id)
+                    .bind(Ts(now.0 - chrono::Duration::days(7)))
+                    .fetch_all(&mut *conn)
+                    .await?
+            }
+            DeskFor::Digest => {
+                sqlx::query_as(escalation_sql!(
+                    "id IN (SELECT escalation_id FROM escalation_contacts \
+                     WHERE supervisor_id = $1 AND notified_at IS NOT NULL) \
+                     AND status <> 'done' ORDER BY id",
+                    ""
+                ))
+                .bind(me.id)
+                .fetch_all(&mut *conn)
+                .await?
+            }
+        };
+        let mut alerts = Vec::with_capacity(rows.len());
+        for row in rows {
+            let escalation = row.into_state()?;
+            let chain = Self::chain(conn, escalation.id).await?;
+            // Those it was routed to, and the next level up, may act on it.
+            let mine = chain.iter().find(|c| c.contact.id == me.id);
+            if mine.is_none_or(|c| c.level > escalation.level + 1) {
+                continue;
+            }
+            let (first, last, branch): (String, String, String) = sqlx::query_as(
+                "SELECT first_name, last_name, branch FROM caregivers WHERE id = $1",
+            )
+            .bind(escalation.caregiver_id)
+            .fetch_one(&mut *conn)
+            .await?;
+            alerts.push(DeskAlert {
+                caregiver: short_name(&first, &last),
+                branch,
+                escalation,
+                chain,
+            });
+        }
+        let (last_digest,): (Option<NaiveDate>,) =
+            sqlx::query_as("SELECT MAX(day) FROM digests WHERE supervisor_id = $1")
+                .bind(me.id)
+                .fetch_one(&mut *conn)
+                .await?;
+        Ok(Desk {
+            me,
+            alerts,
+            last_digest,
+        })
     }
 
     async fn queue(
@@ -1349,7 +1835,10 @@ where
             tx.rollback().await?;
             return Ok(InboundOutcome::Duplicate);
         };
-        let snapshot = Self::snapshot(&mut *tx, &inbound.address, now).await?;
+        let mut snapshot = Self::snapshot(&mut *tx, &inbound.address, now).await?;
+        if let Some(me) = Self::contact_at(&mut *tx, &inbound.address).await? {
+            snapshot.desk = Some(Self::desk(&mut *tx, me, now, DeskFor::Reply).await?);
+        }
         if let Some(caregiver) = &snapshot.caregiver {
             sqlx::query("UPDATE inbound_messages SET caregiver_id = $2 WHERE id = $1")
                 .bind(inbound_id)
@@ -1431,6 +1920,7 @@ where
                 .await?,
             conversation: Some(conversation),
             stranger_replied_today: false,
+            desk: None,
             address,
             shifts: Vec::new(),
         };
@@ -1796,5 +2286,310 @@ where
 
     async fn supervisors_of_branch(&self, branch: &str) -> Result<Vec<SupervisorRecord>> {
         self.select_supervisors_of_branch(branch).await
+    }
+
+    async fn due_escalations(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<i64>> {
+        let due: Vec<(i64,)> = sqlx::query_as(
+            "SELECT id FROM escalations WHERE due_at <= $1 ORDER BY due_at, id LIMIT $2",
+        )
+        .bind(Ts(now))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(due.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn handle_due_escalation(
+        &self,
+        id: i64,
+        now: DateTime<Utc>,
+        named: &[String],
+        decide: &DecideEscalation<'_>,
+    ) -> Result<bool> {
+        let now = Ts(now);
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let due: Option<EscalationStateDb> = sqlx::query_as(DB::DUE_ESCALATION)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(escalation) = due else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        let escalation = escalation.into_state()?;
+        let caregiver = Self::load_caregiver(&mut *tx, Filter::Id(escalation.caregiver_id)).await?;
+        let supervisor = match caregiver.as_ref().and_then(|c| c.supervisor.as_ref()) {
+            Some(s) => Self::contact_by_id(&mut *tx, s.id).await?,
+            None => None,
+        };
+        let mut contacts = Vec::new();
+        for external_id in named {
+            if let Some(c) = Self::contact_by_external_id(&mut *tx, external_id).await? {
+                contacts.push(c);
+            }
+        }
+        let chain = Self::chain(&mut *tx, escalation.id).await?;
+        let address = caregiver.as_ref().map_or_else(
+            || Address::new(Channel::Sms, String::new()),
+            |c| Address::new(Channel::Sms, c.phone.clone()),
+        );
+        let snapshot = EscalationSnapshot {
+            escalation,
+            caregiver: caregiver.clone(),
+            supervisor,
+            named: contacts,
+            chain,
+        };
+        let plan = decide(&snapshot).map_err(StoreError::Decide)?;
+        // The plan's writes carry their own addresses; the snapshot only names the caregiver.
+        let about = Snapshot {
+            address,
+            consent: ConsentStatus::Unknown,
+            caregiver,
+            conversation: None,
+            stranger_replied_today: false,
+            desk: None,
+            shifts: Vec::new(),
+        };
+        let ctx = Ctx {
+            snapshot: &about,
+            now,
+            inbound_id: None,
+        };
+        Self::apply(&mut *tx, &ctx, &plan).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn digest_candidates(&self, now: DateTime<Utc>) -> Result<Vec<i64>> {
+        let ids: Vec<(i64,)> = sqlx::query_as(
+            "SELECT DISTINCT ec.supervisor_id FROM escalation_contacts ec \
+             JOIN escalations e ON e.id = ec.escalation_id \
+             WHERE ec.notified_at IS NOT NULL AND e.status <> 'done' \
+             AND NOT EXISTS (SELECT 1 FROM digests d WHERE d.supervisor_id = ec.supervisor_id \
+             AND d.sent_at > $1) ORDER BY ec.supervisor_id",
+        )
+        .bind(Ts(now - chrono::Duration::hours(20)))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn handle_digest(
+        &self,
+        supervisor_id: i64,
+        now: DateTime<Utc>,
+        decide: &DecideDigest<'_>,
+    ) -> Result<()> {
+        let now = Ts(now);
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let locked: Option<(i64,)> = sqlx::query_as(DB::LOCK_SUPERVISOR)
+            .bind(supervisor_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let me = match locked {
+            Some(_) => Self::contact_by_id(&mut *tx, supervisor_id).await?,
+            None => None,
+        };
+        let Some(me) = me else {
+            tx.rollback().await?;
+            return Ok(());
+        };
+        let desk = Self::desk(&mut *tx, me, now, DeskFor::Digest).await?;
+        let plan = decide(&desk).map_err(StoreError::Decide)?;
+        let about = Snapshot {
+            address: desk.me.address.clone(),
+            consent: ConsentStatus::Unknown,
+            caregiver: None,
+            conversation: None,
+            stranger_replied_today: false,
+            desk: None,
+            shifts: Vec::new(),
+        };
+        let ctx = Ctx {
+            snapshot: &about,
+            now,
+            inbound_id: None,
+        };
+        Self::apply(&mut *tx, &ctx, &plan).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn escalation_events(&self, id: i64) -> Result<Vec<EscalationEventRow>> {
+        let rows: Vec<EscalationEventDb> = sqlx::query_as(
+            "SELECT ev.action, s.external_id AS supervisor, ev.level, ev.detail, ev.at \
+             FROM escalation_events ev LEFT JOIN supervisors s ON s.id = ev.supervisor_id \
+             WHERE ev.escalation_id = $1 ORDER BY ev.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| EscalationEventRow {
+                action: r.action,
+                supervisor: r.supervisor,
+                level: r.level,
+                detail: r.detail,
+                at: r.at.0,
+            })
+            .collect())
+    }
+
+    async fn export_answers(
+        &self,
+        flow: Option<&str>,
+        since: Option<NaiveDate>,
+        sink: &mut Sink<'_, AnswerRow>,
+    ) -> Result<u64> {
+        let mut rows = sqlx::query_as::<_, AnswerDb>(
+            "SELECT COALESCE(c.external_id, '') AS caregiver, a.flow_id, a.step, a.key, a.value, \
+             a.raw, a.answered_at FROM answers a LEFT JOIN caregivers c ON c.id = a.caregiver_id \
+             WHERE NOT a.anonymous AND ($1 IS NULL OR a.flow_id = $1) \
+             AND ($2 IS NULL OR a.answered_at >= $2) ORDER BY a.answered_at, a.id",
+        )
+        .bind(flow.map(str::to_owned))
+        .bind(since.map(Ts::start_of))
+        .fetch(&self.pool);
+        let mut n = 0;
+        while let Some(r) = rows.try_next().await? {
+            sink(AnswerRow {
+                answer: json("answer value", &r.value)?,
+                caregiver: r.caregiver,
+                flow: r.flow_id,
+                step: r.step,
+                key: r.key,
+                raw: r.raw,
+                answered_at: r.answered_at.0,
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn export_escalations(
+        &self,
+        flow: Option<&str>,
+        since: Option<NaiveDate>,
+        sink: &mut Sink<'_, EscalationRow>,
+    ) -> Result<u64> {
+        let mut rows = sqlx::query_as::<_, EscalationDb>(
+            "SELECT e.id, c.external_id AS caregiver, s.external_id AS supervisor, e.priority, \
+             e.reason, e.answer, e.message, e.status, e.raised_at, e.acknowledged_at, \
+             e.closed_at FROM escalations e JOIN caregivers c ON c.id = e.caregiver_id \
+             LEFT JOIN supervisors s ON s.id = e.supervisor_id \
+             WHERE ($1 IS NULL OR e.flow_id = $1) AND ($2 IS NULL OR e.raised_at >= $2) \
+             ORDER BY e.raised_at, e.id",
+        )
+        .bind(flow.map(str::to_owned))
+        .bind(since.map(Ts::start_of))
+        .fetch(&self.pool);
+        let mut n = 0;
+        while let Some(r) = rows.try_next().await? {
+            sink(EscalationRow {
+                id: r.id,
+                caregiver: r.caregiver,
+                supervisor: r.supervisor,
+                priority: r.priority,
+                reason: r.reason,
+                answer: r.answer,
+                message: r.message,
+                status: r.status,
+                raised_at: r.raised_at.0,
+                acknowledged_at: r.acknowledged_at.map(|t| t.0),
+                closed_at: r.closed_at.map(|t| t.0),
+            })?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    async fn pulse_rows(
+        &self,
+        flow: &str,
+        key: &str,
+        since: DateTime<Utc>,
+        sink: &mut Sink<'_, PulseRow>,
+    ) -> Result<()> {
+        let since = Ts(since);
+        let mut asked = sqlx::query_as::<_, PulseDb>(
+            "SELECT conv.caregiver_id, conv.started_at, c.branch, c.fields \
+             FROM conversations conv JOIN caregivers c ON c.id = conv.caregiver_id \
+             WHERE conv.flow_id = $1 AND conv.started_at >= $2",
+        )
+        .bind(flow.to_owned())
+        .bind(since)
+        .fetch(&self.pool);
+        while let Some(r) = asked.try_next().await? {
+            sink(PulseRow::Asked {
+                caregiver_id: r.caregiver_id,
+                started_at: r.started_at.0,
+                state: state_of(&r.fields),
+                branch: r.branch,
+            })?;
+        }
+        drop(asked);
+        let mut answered = sqlx::query_as::<_, PulseAnswerDb>(
+            "SELECT conv.caregiver_id, conv.started_at, c.branch, c.fields, a.value \
+             FROM answers a JOIN conversations conv ON conv.id = a.conversation_id \
+             JOIN caregivers c ON c.id = conv.caregiver_id \
+             WHERE a.flow_id = $1 AND a.key = $2 AND NOT a.anonymous AND conv.started_at >= $3",
+        )
+        .bind(flow.to_owned())
+        .bind(key.to_owned())
+        .bind(since)
+        .fetch(&self.pool);
+        while let Some(r) = answered.try_next().await? {
+            sink(PulseRow::Answered {
+                caregiver_id: r.caregiver_id,
+                started_at: r.started_at.0,
+                state: state_of(&r.fields),
+                branch: r.branch,
+                value: json("answer value", &r.value)?,
+            })?;
+        }
+        drop(answered);
+        let mut anonymous = sqlx::query_as::<_, PulseAnonymousDb>(
+            "SELECT cohort_week, COALESCE(cohort_branch, '') AS cohort_branch, cohort_state, \
+             value FROM answers WHERE flow_id = $1 AND key = $2 AND anonymous \
+             AND cohort_week >= $3",
+        )
+        .bind(flow.to_owned())
+        .bind(key.to_owned())
+        .bind(week_start(since.0))
+        .fetch(&self.pool);
+        while let Some(r) = anonymous.try_next().await? {
+            sink(PulseRow::AnsweredAnonymously {
+                week: r.cohort_week,
+                branch: r.cohort_branch,
+                state: r.cohort_state,
+                value: json("answer value", &r.value)?,
+            })?;
+        }
+        drop(anonymous);
+        let mut escalations = sqlx::query_as::<_, PulseEscalationDb>(
+            "SELECT e.priority, COALESCE(conv.started_at, e.raised_at) AS started_at, \
+             e.raised_at, e.acknowledged_at, e.closed_at, c.branch, c.fields \
+             FROM escalations e JOIN caregivers c ON c.id = e.caregiver_id \
+             LEFT JOIN conversations conv ON conv.id = e.conversation_id \
+             WHERE e.flow_id = $1 AND COALESCE(conv.started_at, e.raised_at) >= $2",
+        )
+        .bind(flow.to_owned())
+        .bind(since)
+        .fetch(&self.pool);
+        while let Some(r) = escalations.try_next().await? {
+            sink(PulseRow::Escalation {
+                priority: parse("escalation priority", &r.priority)?,
+                started_at: r.started_at.0,
+                raised_at: r.raised_at.0,
+                acknowledged_at: r.acknowledged_at.map(|t| t.0),
+                closed_at: r.closed_at.map(|t| t.0),
+                state: state_of(&r.fields),
+                branch: r.branch,
+            })?;
+        }
+        Ok(())
     }
 }

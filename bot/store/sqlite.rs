@@ -16,7 +16,9 @@ use sqlx::sqlite::{
 use sqlx::{Decode, Encode, Sqlite, Type};
 
 use super::Result;
-use super::sql::{Dialect, GroupCommit, SqlStore, Ts, claim_outbound_sql, conversation_sql};
+use super::sql::{
+    Dialect, GroupCommit, SqlStore, Ts, claim_outbound_sql, conversation_sql, escalation_sql,
+};
 
 /// The store on a SQLite file.
 pub type SqliteStore = SqlStore<Sqlite>;
@@ -67,6 +69,14 @@ impl Dialect for Sqlite {
         conversation_sql!("id = $1 AND status = 'active' AND wake_at <= $2", "");
     // BEGIN IMMEDIATE already makes every write transaction wait for the one before.
     const LOCK_CAREGIVER: Option<&'static str> = None;
+
+    const DUE_ESCALATION: &'static str = escalation_sql!("id = $1 AND due_at <= $2", "");
+    const DESK_ESCALATIONS: &'static str = escalation_sql!(
+        "id IN (SELECT escalation_id FROM escalation_contacts WHERE supervisor_id = $1) \
+         AND (status <> 'done' OR closed_at >= $2) ORDER BY id",
+        ""
+    );
+    const LOCK_SUPERVISOR: &'static str = "SELECT id FROM supervisors WHERE id = $1";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

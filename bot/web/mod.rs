@@ -27,6 +27,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// Pokes the SMS dispatcher when a reply is queued.
     pub sms_wake: Option<Arc<Notify>>,
+    /// What time inbound messages are received at (the system clock, which tests move).
+    pub clock: crate::clock::Clock,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -67,7 +67,7 @@ pub async fn inbound_sms(
             return Err(e);
         }
     };
-    let inbound = tw::inbound(&params, Utc::now()).map_err(|e| {
+    let inbound = tw::inbound(&params, state.clock.now()).map_err(|e| {
         state.metrics.count_inbound("sms", "rejected");
         AppError::BadRequest(e.to_string())
     })?;

@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use carebot::catalog::Catalog;
@@ -24,21 +24,49 @@ pub struct TestApp {
     pub db: TestStore,
     /// An operator's runner on the same database (what `carebot start` uses).
     pub runner: Arc<Runner<AnyStore>>,
-    /// The clock the server's scheduler runs on; `clock.advance(…)` makes timers come due.
-    pub clock: Arc<Clock>,
+    /// The clock the server runs on: `advance` it to make hours pass.
+    pub clock: Clock,
+    options: AppOptions,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
     port: u16,
 }
 
-fn catalog() -> Arc<Catalog> {
+/// What a test changes about the app it spawns.
+#[derive(Debug, Clone, Default)]
+pub struct AppOptions {
+    /// Settings over the test defaults, as (variable, value).
+    pub settings: Vec<(&'static str, String)>,
+    /// Flow files served besides the shipped ones.
+    pub extra_flows: Vec<PathBuf>,
+}
+
+fn catalog(options: &AppOptions) -> Arc<Catalog> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let (catalog, _) = Catalog::load(&root.join("flows"), &root.join("templates"))
-        .expect("shipped flows are valid");
+    let flows = if options.extra_flows.is_empty() {
+        root.join("flows")
+    } else {
+        // The shipped flows and the extra ones, side by side in a directory of their own.
+        let dir =
+            std::env::temp_dir().join(format!("carebot-flows-{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(root.join("flows")).unwrap().flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "yaml") {
+                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        for path in &options.extra_flows {
+            std::fs::copy(path, dir.join(path.file_name().unwrap())).unwrap();
+        }
+        dir
+    };
+    let (catalog, _) = Catalog::load(&flows, &root.join("templates"))
+        .unwrap_or_else(|r| panic!("test flows are valid: {:?}", r.problems));
     Arc::new(catalog)
 }
 
-fn config(db_url: &str, public_url: &str, twilio_url: &str) -> Config {
+fn config(db_url: &str, public_url: &str, twilio_url: &str, options: &AppOptions) -> Config {
     let flags = [
         ("DATABASE_URL", db_url),
         ("CAREBOT_PUBLIC_URL", public_url),
@@ -55,6 +83,13 @@ fn config(db_url: &str, public_url: &str, twilio_url: &str) -> Config {
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .to_vec();
+    let mut flags = flags;
+    flags.extend(
+        options
+            .settings
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone())),
+    );
     Config::load(None, flags).expect("test config")
 }
 
@@ -62,7 +97,8 @@ async fn serve(
     db_url: &str,
     port: u16,
     twilio: &FakeTwilio,
-    clock: Arc<Clock>,
+    clock: &Clock,
+    options: &AppOptions,
 ) -> (watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, u16) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
@@ -71,27 +107,29 @@ async fn serve(
     let url = format!("http://127.0.0.1:{port}");
     let (tx, rx) = watch::channel(false);
     let server = tokio::spawn(carebot::server::run_with_clock(
-        config(db_url, &url, &twilio.url),
-        catalog(),
+        config(db_url, &url, &twilio.url, options),
+        catalog(options),
         listener,
         rx,
-        clock,
+        clock.clone(),
     ));
     (tx, server, port)
 }
 
 pub async fn spawn_app(db: TestStore) -> TestApp {
-    spawn_app_with_clock(db, Arc::new(Clock::system())).await
+    spawn_app_with(db, AppOptions::default()).await
 }
 
-/// [`spawn_app`] with the scheduler on `clock`, which the test moves.
-pub async fn spawn_app_with_clock(db: TestStore, clock: Arc<Clock>) -> TestApp {
+/// [`spawn_app`] with other settings or extra flows. Its clock is the system clock until the
+/// test sets or advances it.
+pub async fn spawn_app_with(db: TestStore, options: AppOptions) -> TestApp {
     let twilio = FakeTwilio::start().await;
-    let (shutdown, server, port) = serve(&db.url, 0, &twilio, clock.clone()).await;
+    let clock = Clock::system();
+    let (shutdown, server, port) = serve(&db.url, 0, &twilio, &clock, &options).await;
     let url = format!("http://127.0.0.1:{port}");
-    let settings = config(&db.url, &url, &twilio.url).runner;
+    let settings = config(&db.url, &url, &twilio.url, &options).runner;
     let runner = Arc::new(
-        Runner::new(db.store.clone(), catalog(), settings)
+        Runner::new(db.store.clone(), catalog(&options), settings)
             .await
             .expect("runner"),
     );
@@ -101,6 +139,7 @@ pub async fn spawn_app_with_clock(db: TestStore, clock: Arc<Clock>) -> TestApp {
         db,
         runner,
         clock,
+        options,
         shutdown,
         server,
         port,
@@ -181,8 +220,14 @@ impl TestApp {
     pub async fn crash_and_restart(&mut self) {
         self.server.abort();
         let _ = (&mut self.server).await;
-        let (shutdown, server, _) =
-            serve(&self.db.url, self.port, &self.twilio, self.clock.clone()).await;
+        let (shutdown, server, _) = serve(
+            &self.db.url,
+            self.port,
+            &self.twilio,
+            &self.clock,
+            &self.options,
+        )
+        .await;
         self.shutdown = shutdown;
         self.server = server;
         self.wait_healthy().await;

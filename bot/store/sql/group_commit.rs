@@ -524,6 +524,12 @@ async fn snapshots(
             Some(c) => Store::held_shifts(conn, c.id, Ts(inbounds[i].received_at)).await?,
             None => Vec::new(),
         };
+        // A supervisor's reply (ACK 14…) needs their desk: one lookup, a few more for them.
+        let now = Ts(inbounds[i].received_at);
+        let desk = match Store::contact_at(conn, address).await? {
+            Some(me) => Some(Store::desk(conn, me, now, super::DeskFor::Reply).await?),
+            None => None,
+        };
         snapshots.push(Some(Snapshot {
             address: address.clone(),
             consent,
@@ -531,6 +537,7 @@ async fn snapshots(
             caregiver,
             conversation: row.conversation()?,
             shifts,
+            desk,
         }));
     }
     Ok(snapshots)
