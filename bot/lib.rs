@@ -27,6 +27,8 @@ pub mod render;
 pub mod roster;
 /// The orchestrator: inbound -> consent -> engine -> one transaction -> outbox.
 pub mod runner;
+/// The one scheduler: recurring and one-off starts, training assignments, timers; takes a clock.
+pub mod scheduler;
 /// `carebot serve`: server, dispatcher and scheduler, stopped together.
 pub mod server;
 /// What an outbound SMS costs: GSM-7 or UCS-2, and how many segments.

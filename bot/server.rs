@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::Utc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -16,6 +15,7 @@ use crate::config::Config;
 use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::metrics::Metrics;
 use crate::runner::Runner;
+use crate::scheduler::{Scheduler, SystemClock};
 use crate::store::{AnyStore, Store};
 use crate::web::{AppState, router};
 
@@ -101,18 +101,26 @@ pub async fn run(
     Ok(())
 }
 
-/// Fires due conversation timers (reminders, expiries) once a second. Each conversation is
-/// claimed in its own transaction, so several instances can run this loop side by side.
+/// The one scheduler (see [`crate::scheduler`]) on the wall clock, once a second: recurring
+/// and one-off starts, training assignments, reminders and expiries. Every piece of due work is
+/// claimed in its own transaction (a start by a lease), so several instances can run this loop
+/// side by side.
 async fn scheduler(
     runner: Arc<Runner<AnyStore>>,
     wake: Option<Arc<tokio::sync::Notify>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let scheduler = Scheduler::new(runner, Arc::new(SystemClock));
     loop {
-        match runner.run_due(Utc::now()).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(fired = n, "conversation timers fired");
+        match scheduler.tick().await {
+            Ok(tick) if tick.is_empty() => {}
+            Ok(tick) => {
+                tracing::info!(
+                    recurring = tick.fired,
+                    started = tick.started,
+                    timers = tick.timers,
+                    "scheduled work done"
+                );
                 if let Some(w) = &wake {
                     w.notify_one();
                 }

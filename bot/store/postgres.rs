@@ -44,6 +44,8 @@ impl Dialect for Postgres {
         "FOR UPDATE"
     );
 
+    const LOCK_ROWS: &'static str = "FOR UPDATE";
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }

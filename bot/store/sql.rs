@@ -24,7 +24,16 @@ use super::{
     InboundOutcome, LedgerRow, NewOutbound, OutboundRow, OutboundStatus, Plan, Result, Snapshot,
     Store, StoreError, Supervisor, SupervisorRecord, UpsertOutcome, Write,
 };
+use super::{
+    NewStart, ScheduleRow, StartBatch, StartDecide, StartRow, TrainingBatch, TrainingRecord,
+    TrainingRow,
+};
 use crate::domain::{Address, Channel, Lang};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// Durable starts, schedules and training assignments: the batched, set-wise write path.
+mod starts;
 
 /// A store over one database: `SqlStore<Sqlite>` is [`super::SqliteStore`], and
 /// `SqlStore<Postgres>` is [`super::PgStore`].
@@ -51,6 +60,9 @@ pub trait Dialect: Database {
     const ACTIVE_CONVERSATION: &'static str;
     /// [`conversation_sql!`] for conversation `$1` if still active and due at `$2`, locked.
     const DUE_CONVERSATION: &'static str;
+    /// Appended to a `SELECT` whose rows the transaction will update: `FOR UPDATE` on
+    /// PostgreSQL; nothing on SQLite, whose write transaction already excludes other writers.
+    const LOCK_ROWS: &'static str;
 
     fn migrator() -> &'static Migrator;
 
@@ -146,22 +158,29 @@ macro_rules! claim_outbound_sql {
 }
 pub(crate) use claim_outbound_sql;
 
+/// The columns of a [`CaregiverDb`], from `caregivers c` joined to its supervisor, without a
+/// `WHERE`: shared by [`caregivers_where!`] and the batched start path (`sql/starts.rs`).
+macro_rules! caregivers_select {
+    () => {
+        concat!(
+            "SELECT c.id, c.external_id, c.first_name, c.last_name, c.phone, c.language, ",
+            "c.timezone, c.branch, c.consent_at, c.active, c.fields, c.tags, ",
+            "s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, ",
+            "s.phone AS sup_phone, s.timezone AS sup_timezone ",
+            "FROM caregivers c ",
+            "LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id"
+        )
+    };
+}
+pub(crate) use caregivers_select;
+
 /// The caregivers matched by `$cond` (over `caregivers c`) with their supervisor, and the
 /// groups of the same caregivers: two statements, so that loading 100,000 caregivers is two
 /// scans and not one query per caregiver.
 macro_rules! caregivers_where {
     ($cond:literal) => {
         (
-            concat!(
-                "SELECT c.id, c.external_id, c.first_name, c.last_name, c.phone, c.language, ",
-                "c.timezone, c.branch, c.consent_at, c.active, c.fields, c.tags, ",
-                "s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, ",
-                "s.phone AS sup_phone, s.timezone AS sup_timezone ",
-                "FROM caregivers c ",
-                "LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id WHERE ",
-                $cond,
-                " ORDER BY c.id"
-            ),
+            concat!(caregivers_select!(), " WHERE ", $cond, " ORDER BY c.id"),
             concat!(
                 "SELECT g.caregiver_id, g.name FROM caregiver_groups g ",
                 "WHERE g.caregiver_id IN (SELECT c.id FROM caregivers c WHERE ",
@@ -633,9 +652,20 @@ where
 
     /// Applies a plan's writes in order. Any failure leaves the transaction to be rolled back.
     async fn apply(conn: &mut DB::Connection, ctx: &Ctx<'_>, plan: &Plan) -> Result<()> {
+        Self::apply_writes(conn, ctx, &plan.writes, None).await
+    }
+
+    /// Applies writes in order; `created` is the conversation a `ConvRef::New` means when the
+    /// plan's `CreateConversation` was applied elsewhere (the batched start path).
+    async fn apply_writes(
+        conn: &mut DB::Connection,
+        ctx: &Ctx<'_>,
+        writes: &[Write],
+        created: Option<i64>,
+    ) -> Result<()> {
         let address = &ctx.snapshot.address;
-        let mut created: Option<i64> = None;
-        for write in &plan.writes {
+        let mut created: Option<i64> = created;
+        for write in writes {
             match write {
                 Write::Consent {
                     status,
@@ -1735,5 +1765,117 @@ where
             .into_iter()
             .map(|r| (r.status, r.source, r.detail, r.at.0))
             .collect())
+    }
+
+    async fn create_start(&self, start: &NewStart, now: DateTime<Utc>) -> Result<i64> {
+        self.create_start_in(start, Ts(now)).await
+    }
+
+    async fn start_row(&self, id: i64) -> Result<Option<StartRow>> {
+        self.start_row_in(id).await
+    }
+
+    async fn unfinished_start(
+        &self,
+        flow_id: &str,
+        audience: &Audience,
+        vars: &BTreeMap<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StartRow>> {
+        self.unfinished_start_in(flow_id, audience, vars, Ts(now))
+            .await
+    }
+
+    async fn due_starts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<StartRow>> {
+        self.due_starts_in(Ts(now), limit).await
+    }
+
+    async fn list_starts(&self, all: bool) -> Result<Vec<StartRow>> {
+        self.list_starts_in(all).await
+    }
+
+    async fn claim_start(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.claim_start_in(id, owner, Ts(now), Ts(lease_until))
+            .await
+    }
+
+    async fn release_start(&self, id: i64, owner: &str) -> Result<()> {
+        self.release_start_in(id, owner).await
+    }
+
+    async fn run_start_batch(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> Result<StartBatch> {
+        self.run_start_batch_in(id, owner, Ts(now), Ts(lease_until), limit, decide)
+            .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        self.schedules_in().await
+    }
+
+    async fn put_schedule(&self, row: &ScheduleRow) -> Result<()> {
+        self.put_schedule_in(row).await
+    }
+
+    async fn delete_schedules_except(&self, flow_ids: &[String]) -> Result<u64> {
+        self.delete_schedules_except_in(flow_ids).await
+    }
+
+    async fn caregiver_timezones(&self) -> Result<Vec<String>> {
+        self.caregiver_timezones_in().await
+    }
+
+    async fn fire_schedule(
+        &self,
+        flow_id: &str,
+        timezone: &str,
+        due: DateTime<Utc>,
+        next: DateTime<Utc>,
+        start: &NewStart,
+    ) -> Result<Option<i64>> {
+        self.fire_schedule_in(flow_id, timezone, Ts(due), Ts(next), start)
+            .await
+    }
+
+    async fn caregiver_external_ids(&self) -> Result<Vec<String>> {
+        self.caregiver_external_ids_in().await
+    }
+
+    async fn upsert_training(
+        &self,
+        flow_id: &str,
+        rows: &[TrainingRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UpsertOutcome>> {
+        self.upsert_training_in(flow_id, rows, Ts(now)).await
+    }
+
+    async fn run_training_batch(
+        &self,
+        flow_id: &str,
+        program: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> Result<TrainingBatch> {
+        self.run_training_batch_in(flow_id, program, Ts(now), limit, decide)
+            .await
+    }
+
+    async fn training_assignments(&self) -> Result<Vec<TrainingRow>> {
+        self.training_assignments_in().await
     }
 }

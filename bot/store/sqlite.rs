@@ -57,6 +57,8 @@ impl Dialect for Sqlite {
     const DUE_CONVERSATION: &'static str =
         conversation_sql!("id = $1 AND status = 'active' AND wake_at <= $2", "");
 
+    const LOCK_ROWS: &'static str = "";
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
