@@ -135,9 +135,9 @@ impl<S: Store + Clone> Scheduler<S> {
             if row.next_run_at > now {
                 continue;
             }
-            let Some(loaded) = self.runner.catalog.get(&row.flow_id) else {
+            if self.runner.catalog.get(&row.flow_id).is_none() {
                 continue;
-            };
+            }
             let (Ok(cron), Ok(tz), Ok(audience)) = (
                 parse_cron(&row.cron),
                 row.timezone.parse::<Tz>(),
@@ -153,7 +153,8 @@ impl<S: Store + Clone> Scheduler<S> {
                 &row.flow_id,
                 &audience,
                 Some(row.timezone.clone()),
-                loaded.flow.vars.clone(),
+                // The flow's own `vars` apply anyway; a schedule adds none.
+                Default::default(),
                 due,
                 StartOrigin::Schedule,
                 Some(format!(

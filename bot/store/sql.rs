@@ -928,22 +928,70 @@ where
     ) -> Result<Vec<(UpsertOutcome, Option<String>)>> {
         let now = Ts::now();
 
-        // Everything the comparison needs, in three reads.
-        let existing: Vec<RosterDb> = sqlx::query_as(
-            "SELECT id, external_id, first_name, last_name, phone, language, timezone, branch, \
-             supervisor_external_id, consent_at, active FROM caregivers",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let memberships: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT caregiver_id, name FROM caregiver_groups ORDER BY caregiver_id, name",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let subscriptions: Vec<(String, String)> =
-            sqlx::query_as("SELECT address, status FROM subscriptions WHERE channel = 'sms'")
+        // Everything the comparison needs, in three reads of the rows this batch touches (its
+        // external ids and its phone numbers), not of the whole roster: an import in chunks
+        // stays linear in the size of the file.
+        let mut existing: Vec<RosterDb> = Vec::new();
+        let mut seen_ids: HashSet<i64> = HashSet::new();
+        // Two lists of binds per statement: 2 × 2,000 stays under either database's limit.
+        for chunk in rows.chunks(2000) {
+            let mut select = QueryBuilder::<DB>::new(
+                "SELECT id, external_id, first_name, last_name, phone, language, timezone, \
+                 branch, supervisor_external_id, consent_at, active FROM caregivers \
+                 WHERE external_id IN (",
+            );
+            let mut list = select.separated(", ");
+            for r in chunk {
+                list.push_bind(r.external_id.clone());
+            }
+            select.push(") OR phone IN (");
+            let mut list = select.separated(", ");
+            for r in chunk {
+                list.push_bind(r.phone.clone());
+            }
+            select.push(")");
+            for row in select
+                .build_query_as::<RosterDb>()
                 .fetch_all(&mut *conn)
-                .await?;
+                .await?
+            {
+                if seen_ids.insert(row.id) {
+                    existing.push(row);
+                }
+            }
+        }
+        let mut memberships: Vec<(i64, String)> = Vec::new();
+        for chunk in existing.chunks(CHUNK) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT caregiver_id, name FROM caregiver_groups WHERE caregiver_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for r in chunk {
+                list.push_bind(r.id);
+            }
+            q.push(") ORDER BY caregiver_id, name");
+            memberships.extend(
+                q.build_query_as::<(i64, String)>()
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
+        let mut subscriptions: Vec<(String, String)> = Vec::new();
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT address, status FROM subscriptions WHERE channel = 'sms' AND address IN (",
+            );
+            let mut list = q.separated(", ");
+            for r in chunk {
+                list.push_bind(r.phone.clone());
+            }
+            q.push(")");
+            subscriptions.extend(
+                q.build_query_as::<(String, String)>()
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
 
         let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
         for (caregiver_id, name) in memberships {
@@ -1520,15 +1568,31 @@ where
         claimed.sort_by_key(|r| r.id);
         // Program messages carry their caregiver's time zone so the dispatcher can hold one
         // whose quiet-hours window closed while it waited in a backlog.
-        for row in claimed
-            .iter_mut()
+        // One query for the whole claim, not one per message: a claim is up to 500 rows.
+        let ids: Vec<i64> = claimed
+            .iter()
             .filter(|r| r.kind == super::OutboundKind::Program)
-        {
-            if let Some(id) = row.caregiver_id {
-                row.timezone = sqlx::query_scalar("SELECT timezone FROM caregivers WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            .filter_map(|r| r.caregiver_id)
+            .collect();
+        if !ids.is_empty() {
+            let mut zones =
+                QueryBuilder::<DB>::new("SELECT id, timezone FROM caregivers WHERE id IN (");
+            let mut list = zones.separated(", ");
+            for id in &ids {
+                list.push_bind(*id);
+            }
+            zones.push(")");
+            let zones: HashMap<i64, String> = zones
+                .build_query_as::<(i64, String)>()
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+            for row in claimed
+                .iter_mut()
+                .filter(|r| r.kind == super::OutboundKind::Program)
+            {
+                row.timezone = row.caregiver_id.and_then(|id| zones.get(&id).cloned());
             }
         }
         Ok(claimed)
