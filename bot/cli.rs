@@ -14,10 +14,12 @@ use serde_json::Value;
 
 use crate::catalog::{self, Catalog, Report};
 use crate::config::Config;
-use crate::domain::{Address, Channel, Lang, Phone};
+use crate::domain::{Address, Channel, Lang};
 use crate::flow::Severity;
 use crate::runner::{Runner, StartReport};
-use crate::store::{AnyStore, Audience, CaregiverRecord, Inbound, Store, SupervisorRecord};
+use crate::store::{
+    AnyStore, Audience, CaregiverRecord, Inbound, StartOrigin, Store, SupervisorRecord,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,8 +59,15 @@ pub enum Command {
     /// Import the roster from a CSV file.
     #[command(subcommand)]
     Import(ImportCommand),
-    /// Start a flow now for an audience: all, group:NAME, branch:NAME or phone:+1…[,+1…].
+    /// Start a flow for an audience (all, group:NAME, branch:NAME or phone:+1…[,+1…]), now
+    /// or `--at` a later time.
     Start(StartArgs),
+    /// List flow starts (scheduled, running, waiting for capped caregivers; `--all` for done).
+    Starts {
+        /// Include finished starts.
+        #[arg(long)]
+        all: bool,
+    },
     /// Export stored results to stdout.
     #[command(subcommand)]
     Export(ExportCommand),
@@ -150,6 +159,14 @@ pub enum ImportCommand {
     },
     /// external_id,name,phone,email,branch,timezone
     Supervisors { file: PathBuf },
+    /// external_id,module,link,due_date: each row starts the training flow for that caregiver
+    /// (at `carebot serve`'s next tick); a module already done is never nudged again.
+    Training {
+        file: PathBuf,
+        /// The flow the assignments drive (its vars: module, link, due_date).
+        #[arg(long, default_value = "training-nudge")]
+        flow: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +178,10 @@ pub struct StartArgs {
     /// A start variable, as NAME=VALUE (repeatable).
     #[arg(long = "var", value_parser = parse_var)]
     pub vars: Vec<(String, Value)>,
+    /// Start later instead of now (`carebot serve` runs it): `2026-03-06 10:00` is that time
+    /// on each caregiver's own clock; `2026-03-06T16:00:00Z` (or with an offset) is one instant.
+    #[arg(long)]
+    pub at: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -319,15 +340,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ImportCommand::Caregivers { file, sync } => {
                     let f = std::fs::File::open(file)
                         .with_context(|| format!("cannot open {}", file.display()))?;
-                    (
-                        file,
-                        crate::roster::import_caregivers(&store, f, *sync).await,
+                    let bar = progress_bar("rows");
+                    let summary = crate::roster::import_caregivers_with_progress(
+                        &store,
+                        f,
+                        *sync,
+                        &|done, total| {
+                            bar.set_length(total);
+                            bar.set_position(done);
+                        },
                     )
+                    .await;
+                    bar.finish_and_clear();
+                    (file, summary)
                 }
                 ImportCommand::Supervisors { file } => {
                     let f = std::fs::File::open(file)
                         .with_context(|| format!("cannot open {}", file.display()))?;
                     (file, crate::roster::import_supervisors(&store, f).await)
+                }
+                ImportCommand::Training { file, flow } => {
+                    let catalog = cli.catalog()?;
+                    if catalog.get(flow).is_none() {
+                        bail!("no flow with id {flow:?}");
+                    }
+                    let f = std::fs::File::open(file)
+                        .with_context(|| format!("cannot open {}", file.display()))?;
+                    (
+                        file,
+                        crate::roster::import_training(&store, f, flow, Utc::now()).await,
+                    )
                 }
             };
             let summary =
@@ -342,17 +384,40 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Start(args) => {
+        Command::Start(args) => start(&cli, args).await,
+        Command::Starts { all } => {
             let config = cli.config()?;
-            let catalog = cli.catalog()?;
-            let audience = parse_audience(&args.to)?;
             let store = cli.store(&config).await?;
-            let runner = Runner::new(store, catalog, config.runner.clone()).await?;
-            let vars = args.vars.iter().cloned().collect();
-            let report = runner
-                .start(&args.flow_id, &audience, vars, Utc::now())
-                .await?;
-            println!("{}", describe_start(&report));
+            let starts = store.list_starts(*all).await?;
+            if starts.is_empty() {
+                println!(
+                    "no starts{}",
+                    if *all {
+                        ""
+                    } else {
+                        " to do (--all lists finished ones)"
+                    }
+                );
+            }
+            for s in starts {
+                let report = StartReport::from(&s);
+                println!(
+                    "#{} {} to {}{} at {} [{}, {} origin]: {} of {} handled; {}",
+                    s.id,
+                    s.flow_id,
+                    s.audience,
+                    s.timezone
+                        .as_deref()
+                        .map(|z| format!(" in {z}"))
+                        .unwrap_or_default(),
+                    s.run_at.format("%Y-%m-%d %H:%M UTC"),
+                    s.status.as_str(),
+                    s.origin.as_str(),
+                    s.processed,
+                    s.total,
+                    describe_start(&report),
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Export(_) | Command::Report(_) => {
@@ -466,50 +531,194 @@ fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
 
 /// Parses `all`, `group:NAME`, `branch:NAME` or `phone:+1…[,+1…]`.
 pub fn parse_audience(s: &str) -> anyhow::Result<Audience> {
+    Audience::parse(s).map_err(anyhow::Error::msg)
+}
+
+/// When `--at` means: one instant, or a wall-clock time read in each caregiver's time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum At {
+    Instant(DateTime<Utc>),
+    Local(chrono::NaiveDateTime),
+}
+
+/// Parses `--at`: RFC 3339 with `Z` or an offset is an instant; `YYYY-MM-DD HH:MM` (or with a
+/// `T`) is that time on each caregiver's own clock.
+pub fn parse_at(s: &str) -> anyhow::Result<At> {
     let s = s.trim();
-    if s == "all" {
-        return Ok(Audience::All);
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(At::Instant(t.with_timezone(&Utc)));
     }
-    match s.split_once(':') {
-        Some(("group", name)) if !name.is_empty() => Ok(Audience::Group(name.to_lowercase())),
-        Some(("branch", name)) if !name.is_empty() => Ok(Audience::Branch(name.to_owned())),
-        Some(("phone", list)) => {
-            let phones = list
-                .split(',')
-                .map(|p| {
-                    Phone::parse(p)
-                        .map(|p| p.as_str().to_owned())
-                        .map_err(|e| anyhow::anyhow!("{p:?}: {e}"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            Ok(Audience::Phones(phones))
+    for format in [
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+    ] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(s, format) {
+            return Ok(At::Local(t));
         }
-        _ => bail!("audience {s:?} must be all, group:NAME, branch:NAME or phone:+1…[,+1…]"),
+    }
+    bail!(
+        "--at {s:?}: expected YYYY-MM-DD HH:MM (each caregiver's local time) or an RFC 3339 \
+         instant such as 2026-03-06T16:00:00Z"
+    )
+}
+
+/// `local` on the wall clock of `tz`: the first of two when clocks go back, the first instant
+/// after the gap when they go forward.
+pub fn local_instant(local: chrono::NaiveDateTime, tz: chrono_tz::Tz) -> DateTime<Utc> {
+    use chrono::TimeZone as _;
+    let mut t = local;
+    loop {
+        if let Some(at) = tz.from_local_datetime(&t).earliest() {
+            return at.with_timezone(&Utc);
+        }
+        t += chrono::Duration::minutes(1);
     }
 }
 
+/// A progress bar on stderr when it is a terminal, and nothing otherwise (a nightly job's log
+/// gets the summary line alone).
+fn progress_bar(unit: &str) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)"
+        ))
+        .expect("valid progress template"),
+    );
+    bar
+}
+
+async fn start(cli: &Cli, args: &StartArgs) -> anyhow::Result<ExitCode> {
+    let config = cli.config()?;
+    let catalog = cli.catalog()?;
+    let audience = parse_audience(&args.to)?;
+    let at = args.at.as_deref().map(parse_at).transpose()?;
+    let store = cli.store(&config).await?;
+    let runner = Runner::new(store, catalog, config.runner.clone()).await?;
+    let vars: BTreeMap<String, Value> = args.vars.iter().cloned().collect();
+    let now = Utc::now();
+    if catalog_lacks(&runner, &args.flow_id) {
+        bail!("no flow with id {:?}", args.flow_id);
+    }
+    if let Some(at) = at {
+        // Later: recorded now, run by `carebot serve`'s scheduler when due.
+        let runs: Vec<(Option<String>, DateTime<Utc>)> = match at {
+            At::Instant(t) => vec![(None, t)],
+            At::Local(local) => runner
+                .store
+                .caregiver_timezones()
+                .await?
+                .into_iter()
+                .filter_map(|zone| {
+                    let tz: chrono_tz::Tz = zone.parse().ok()?;
+                    Some((Some(zone), local_instant(local, tz)))
+                })
+                .collect(),
+        };
+        for (zone, run_at) in runs {
+            let id = runner
+                .create_start(
+                    &args.flow_id,
+                    &audience,
+                    zone.clone(),
+                    vars.clone(),
+                    run_at,
+                    StartOrigin::Cli,
+                    None,
+                )
+                .await?;
+            println!(
+                "scheduled start #{id}: {} to {}{} at {}{}",
+                args.flow_id,
+                audience,
+                zone.as_deref()
+                    .map(|z| format!(" in {z}"))
+                    .unwrap_or_default(),
+                run_at.to_rfc3339(),
+                if run_at <= now { " (already due)" } else { "" },
+            );
+        }
+        println!(
+            "`carebot serve` runs scheduled starts when they are due; `carebot starts` lists them"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Now. A start interrupted (killed, a lost connection) is resumed, not begun again.
+    let id = match runner
+        .store
+        .unfinished_start(&args.flow_id, &audience, &vars, now)
+        .await?
+    {
+        Some(s) => {
+            eprintln!(
+                "resuming start #{} of {} to {} ({} of {} caregivers already handled)",
+                s.id, s.flow_id, s.audience, s.processed, s.total
+            );
+            s.id
+        }
+        None => {
+            runner
+                .create_start(
+                    &args.flow_id,
+                    &audience,
+                    None,
+                    vars,
+                    now,
+                    StartOrigin::Cli,
+                    None,
+                )
+                .await?
+        }
+    };
+    let bar = progress_bar("caregivers");
+    let row = runner
+        .run_start(id, &Utc::now, true, &|row| {
+            bar.set_length(row.total);
+            bar.set_position(row.processed);
+        })
+        .await?;
+    bar.finish_and_clear();
+    let report = StartReport::from(&row);
+    println!("{}", describe_start(&report));
+    if report.waiting > 0 {
+        println!(
+            "{} capped caregiver(s) will be started by `carebot serve` when their weekly cap has room",
+            report.waiting
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn catalog_lacks(runner: &Runner<AnyStore>, flow_id: &str) -> bool {
+    runner.catalog.get(flow_id).is_none()
+}
+
 pub fn describe_start(r: &StartReport) -> String {
-    let skipped: usize = r.skipped.values().sum();
-    let mut reasons: Vec<String> = [
+    // Capped caregivers of a flow that waits are skipped for now, and counted as capped.
+    let mut skipped_by: BTreeMap<&str, usize> =
+        r.skipped.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    if r.waiting > 0 {
+        *skipped_by.entry("capped").or_default() += r.waiting;
+    }
+    let skipped: usize = skipped_by.values().sum();
+    const USUAL: [&str; 5] = [
         "no consent",
         "opted out",
         "already in a conversation",
         "capped",
         "inactive",
-    ]
-    .iter()
-    .map(|k| format!("{k}: {}", r.skipped.get(k).copied().unwrap_or(0)))
-    .collect();
-    for (k, v) in &r.skipped {
-        if ![
-            "no consent",
-            "opted out",
-            "already in a conversation",
-            "capped",
-            "inactive",
-        ]
-        .contains(k)
-        {
+    ];
+    let mut reasons: Vec<String> = USUAL
+        .iter()
+        .map(|k| format!("{k}: {}", skipped_by.get(k).copied().unwrap_or(0)))
+        .collect();
+    for (k, v) in &skipped_by {
+        if !USUAL.contains(k) {
             reasons.push(format!("{k}: {v}"));
         }
     }

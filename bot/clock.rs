@@ -36,6 +36,13 @@ impl Clock {
     }
 }
 
+/// The scheduler reads this clock, so a test that moves it moves starts and timers too.
+impl crate::scheduler::Clock for Clock {
+    fn now(&self) -> DateTime<Utc> {
+        Clock::now(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

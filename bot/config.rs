@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::escalation::EscalationSettings;
 use crate::quiet_hours::Window;
 use crate::render::Agency;
-use crate::runner::RunnerSettings;
+use crate::runner::{Pressure, RunnerSettings};
 
 /// What templates call the agency until `CAREBOT_AGENCY_NAME` says otherwise.
 pub const DEFAULT_AGENCY_NAME: &str = "your home-care agency";
@@ -243,6 +243,22 @@ impl Config {
                 caregiver_window: window("CAREBOT_SEND_WINDOW")?,
                 supervisor_window,
                 escalation,
+                pressure: Pressure {
+                    weekly_cap: match s.get("CAREBOT_WEEKLY_CAP") {
+                        None => Pressure::default().weekly_cap,
+                        Some(v) => v.parse().map_err(|_| {
+                            invalid(
+                                "CAREBOT_WEEKLY_CAP",
+                                format!("{v:?} is not a whole number (0 turns the cap off)"),
+                            )
+                        })?,
+                    },
+                    priority: match s.get("CAREBOT_PROGRAM_PRIORITY") {
+                        None => Pressure::default().priority,
+                        Some(v) => Pressure::parse_priority(&v)
+                            .map_err(|e| invalid("CAREBOT_PROGRAM_PRIORITY", e))?,
+                    },
+                },
             },
         })
     }

@@ -33,6 +33,8 @@ pub mod report;
 pub mod roster;
 /// The orchestrator: inbound -> consent -> engine -> one transaction -> outbox.
 pub mod runner;
+/// The one scheduler: recurring and one-off starts, training assignments, timers; takes a clock.
+pub mod scheduler;
 /// `carebot serve`: server, dispatcher and scheduler, stopped together.
 pub mod server;
 /// Shift offers: waves of texts, the first YES wins (once), expiry, the supervisor told.

@@ -8,7 +8,11 @@ use std::io::Read;
 use chrono::NaiveDate;
 
 use crate::domain::{Lang, Phone};
-use crate::store::{CaregiverRecord, Store, StoreError, SupervisorRecord, UpsertOutcome};
+use chrono::{DateTime, Utc};
+
+use crate::store::{
+    CaregiverRecord, Store, StoreError, SupervisorRecord, TrainingRecord, UpsertOutcome,
+};
 
 pub const CAREGIVER_HEADERS: &[&str] = &[
     "external_id",
@@ -31,6 +35,16 @@ pub const SUPERVISOR_HEADERS: &[&str] = &[
     "branch",
     "timezone",
 ];
+
+/// `carebot import training`: one module assigned to one caregiver per row.
+pub const TRAINING_HEADERS: &[&str] = &["external_id", "module", "link", "due_date"];
+
+/// Rows per upsert transaction: each keeps SQLite's write lock for a fraction of a second, so
+/// webhooks keep being answered during a nightly import of 100,000 rows.
+const IMPORT_CHUNK: usize = 5000;
+
+/// Told how far an import has got: (rows done, rows in the file).
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// What an import did, in the words the summary line uses.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -222,7 +236,18 @@ pub async fn import_caregivers<S: Store>(
     input: impl Read,
     sync: bool,
 ) -> Result<ImportSummary, ImportError> {
+    import_caregivers_with_progress(store, input, sync, &|_, _| {}).await
+}
+
+/// [`import_caregivers`], telling `progress` after each chunk (the CLI's progress bar).
+pub async fn import_caregivers_with_progress<S: Store>(
+    store: &S,
+    input: impl Read,
+    sync: bool,
+    progress: Progress<'_>,
+) -> Result<ImportSummary, ImportError> {
     let rows = rows(input, CAREGIVER_HEADERS)?;
+    let total = rows.len() as u64;
     let supervisors: HashSet<String> = store.supervisor_ids().await?.into_iter().collect();
     let mut summary = ImportSummary::default();
     let mut good = Vec::new();
@@ -257,9 +282,14 @@ pub async fn import_caregivers<S: Store>(
     }
     let keep: Vec<String> = good.iter().map(|r| r.external_id.clone()).collect();
     // Chunks keep each transaction (and SQLite's write lock) short on a 100,000-row file.
-    for (chunk, chunk_lines) in good.chunks(5000).zip(lines.chunks(5000)) {
+    let bad = summary.rejected.len() as u64;
+    let mut done = 0;
+    progress(bad, total);
+    for (chunk, chunk_lines) in good.chunks(IMPORT_CHUNK).zip(lines.chunks(IMPORT_CHUNK)) {
         let outcomes = store.upsert_caregivers(chunk).await?;
         tally(&mut summary, outcomes, chunk_lines);
+        done += chunk.len() as u64;
+        progress(bad + done, total);
     }
     if sync && summary.rejected.is_empty() {
         summary.deactivated = store.deactivate_caregivers_except(&keep).await? as usize;
@@ -296,6 +326,93 @@ pub async fn import_supervisors<S: Store>(
     }
     let outcomes = store.upsert_supervisors(&good).await?;
     tally(&mut summary, outcomes, &lines);
+    summary.rejected.sort();
+    Ok(summary)
+}
+
+/// Validates one training row against the caregivers on the roster.
+pub fn parse_training(
+    row: &HashMap<String, String>,
+    caregivers: &HashSet<String>,
+) -> Result<TrainingRecord, String> {
+    let caregiver = field(row, "external_id");
+    if caregiver.is_empty() {
+        return Err("external_id is empty".into());
+    }
+    if !caregivers.contains(caregiver) {
+        return Err(format!(
+            "external_id {caregiver:?} is not a caregiver on the roster (import caregivers first)"
+        ));
+    }
+    let module = field(row, "module");
+    if module.is_empty() {
+        return Err("module is empty".into());
+    }
+    if module.chars().count() > 120 {
+        return Err("module is longer than 120 characters (it is texted)".into());
+    }
+    let link = field(row, "link");
+    let well_formed = (link.starts_with("https://") || link.starts_with("http://"))
+        && link.len() > "https://".len()
+        && !link.chars().any(char::is_whitespace);
+    if !well_formed {
+        return Err(format!("link {link:?} is not a web address (https://…)"));
+    }
+    let due = field(row, "due_date");
+    let due_date = NaiveDate::parse_from_str(due, "%Y-%m-%d")
+        .map_err(|_| format!("due_date {due:?} is not a date (YYYY-MM-DD)"))?;
+    Ok(TrainingRecord {
+        caregiver: caregiver.to_owned(),
+        module: module.to_owned(),
+        link: link.to_owned(),
+        due_date,
+    })
+}
+
+/// Imports training assignments (`external_id,module,link,due_date`) for `flow_id`. Each new
+/// assignment starts that flow for its caregiver at the scheduler's next tick; re-importing
+/// changes nothing, and a module the caregiver already finished (DONE) is never nudged again.
+pub async fn import_training<S: Store>(
+    store: &S,
+    input: impl Read,
+    flow_id: &str,
+    now: DateTime<Utc>,
+) -> Result<ImportSummary, ImportError> {
+    let rows = rows(input, TRAINING_HEADERS)?;
+    let caregivers: HashSet<String> = store.caregiver_external_ids().await?.into_iter().collect();
+    let mut summary = ImportSummary::default();
+    let mut good = Vec::new();
+    let mut lines = Vec::new();
+    let mut seen: HashMap<(String, String), u64> = HashMap::new();
+    for (line, row) in &rows {
+        match parse_training(row, &caregivers) {
+            Err(reason) => summary.rejected.push((*line, reason)),
+            Ok(rec) => {
+                let key = (rec.caregiver.clone(), rec.module.clone());
+                if let Some(first) = seen.get(&key) {
+                    summary.rejected.push((
+                        *line,
+                        format!(
+                            "module {:?} for {:?} already on line {first}",
+                            rec.module, rec.caregiver
+                        ),
+                    ));
+                } else {
+                    seen.insert(key, *line);
+                    lines.push(*line);
+                    good.push(rec);
+                }
+            }
+        }
+    }
+    for (chunk, chunk_lines) in good.chunks(IMPORT_CHUNK).zip(lines.chunks(IMPORT_CHUNK)) {
+        let outcomes = store.upsert_training(flow_id, chunk, now).await?;
+        tally(
+            &mut summary,
+            outcomes.into_iter().map(|o| (o, None)).collect(),
+            chunk_lines,
+        );
+    }
     summary.rejected.sort();
     Ok(summary)
 }

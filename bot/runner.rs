@@ -4,16 +4,16 @@
 //! a `Snapshot` and returns a `Plan`), so this file holds the domain rules and no SQL.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::consent::{self, Keyword};
-use crate::domain::{Address, Channel, Lang};
+use crate::domain::{Address, Lang};
 use crate::flow::Flow;
-use crate::flow::definition::{Program, WhenBusy};
+use crate::flow::definition::{Program, WhenBusy, WhenCapped};
 use crate::flow::engine::{self, Event, Input, Outcome, Person, State, Transition};
 use crate::quiet_hours::{self, Window};
 use crate::render::{
@@ -22,7 +22,8 @@ use crate::render::{
 use crate::sms::segments;
 use crate::store::{
     Audience, Caregiver, ConsentStatus, ConvRef, ConversationStatus, Inbound, InboundOutcome,
-    NewOutbound, OutboundKind, Plan, Snapshot, Store, StoreError, Write,
+    NewOutbound, NewStart, OutboundKind, Plan, Snapshot, StartOrigin, StartOutcome, StartRow,
+    StartSnapshot, StartStatus, Store, StoreError, Write,
 };
 
 /// What the runner needs to know about the deployment.
@@ -35,6 +36,54 @@ pub struct RunnerSettings {
     pub supervisor_window: Window,
     /// Who alerts go to after a caregiver's supervisor, and how long they wait for an ACK.
     pub escalation: crate::escalation::EscalationSettings,
+    /// Contact pressure: the weekly cap and the order of programs.
+    pub pressure: Pressure,
+}
+
+/// Contact pressure: at most `weekly_cap` program conversations per caregiver in any 7 days
+/// (0: no cap; the opt-in is never counted), and which program goes first when several
+/// starts are due at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pressure {
+    pub weekly_cap: u32,
+    /// Highest priority first. Programs not listed come after, in their usual order.
+    pub priority: Vec<Program>,
+}
+
+impl Default for Pressure {
+    fn default() -> Self {
+        Pressure {
+            weekly_cap: 3,
+            priority: Program::CAPPED.to_vec(),
+        }
+    }
+}
+
+impl Pressure {
+    /// Parses `CAREBOT_PROGRAM_PRIORITY`: programs, highest first, separated by commas or `>`.
+    pub fn parse_priority(s: &str) -> Result<Vec<Program>, String> {
+        let mut out = Vec::new();
+        for name in s.split([',', '>']).map(str::trim).filter(|n| !n.is_empty()) {
+            let program: Program = name.parse()?;
+            if !out.contains(&program) {
+                out.push(program);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lower goes first; onboarding (the opt-in request) before everything.
+    pub fn rank(&self, program: Program) -> i64 {
+        if program == Program::Onboarding {
+            return 0;
+        }
+        let listed = self.priority.iter().position(|p| *p == program);
+        let usual = Program::CAPPED
+            .iter()
+            .position(|p| *p == program)
+            .unwrap_or(0);
+        1 + listed.unwrap_or(self.priority.len() + usual) as i64
+    }
 }
 
 impl Default for RunnerSettings {
@@ -47,6 +96,7 @@ impl Default for RunnerSettings {
             caregiver_window: Window::default(),
             supervisor_window: Window::default(),
             escalation: Default::default(),
+            pressure: Pressure::default(),
         }
     }
 }
@@ -62,9 +112,37 @@ pub enum RunError {
 /// How many conversations a start began and why the rest were skipped.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct StartReport {
+    /// The durable start this reports on.
+    pub id: Option<i64>,
     pub started: usize,
-    pub skipped: BTreeMap<&'static str, usize>,
+    pub skipped: BTreeMap<String, usize>,
+    /// Capped caregivers of a flow that waits: started when their weekly cap has room.
+    pub waiting: usize,
 }
+
+impl From<&StartRow> for StartReport {
+    fn from(row: &StartRow) -> Self {
+        StartReport {
+            id: Some(row.id),
+            started: row.started as usize,
+            skipped: row
+                .skipped
+                .iter()
+                .map(|(k, v)| (k.clone(), *v as usize))
+                .collect(),
+            waiting: row.waiting as usize,
+        }
+    }
+}
+
+/// How many caregivers one start transaction handles: large enough that 100,000 caregivers
+/// are 200 transactions, small enough that a reply arriving meanwhile waits milliseconds.
+pub const START_BATCH: u32 = 500;
+
+/// How long a runner holds a start between two batches. A runner that dies (kill -9) holds
+/// it no longer than this; then the scheduler, or a re-run of the same `carebot start`,
+/// takes over from the last committed batch.
+pub const START_LEASE: chrono::Duration = chrono::Duration::seconds(5);
 
 pub struct Runner<S> {
     pub store: S,
@@ -173,7 +251,8 @@ impl<S: Store> Runner<S> {
         Ok(outcome)
     }
 
-    /// Starts `flow_id` now for every caregiver in the audience.
+    /// Starts `flow_id` now for every caregiver in the audience: records the start durably,
+    /// then runs it (see [`Runner::run_start`]). Returns what it did.
     pub async fn start(
         &self,
         flow_id: &str,
@@ -181,43 +260,201 @@ impl<S: Store> Runner<S> {
         vars: BTreeMap<String, Value>,
         now: DateTime<Utc>,
     ) -> Result<StartReport, RunError> {
+        let id = self
+            .create_start(flow_id, audience, None, vars, now, StartOrigin::Cli, None)
+            .await?;
+        let row = self.run_start(id, &|| now, true, &|_| {}).await?;
+        Ok(StartReport::from(&row))
+    }
+
+    /// Records a start of `flow_id` for `audience` (optionally only its caregivers in
+    /// `timezone`) at `run_at`, without starting anyone yet.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn create_start(
+        &self,
+        flow_id: &str,
+        audience: &Audience,
+        timezone: Option<String>,
+        vars: BTreeMap<String, Value>,
+        run_at: DateTime<Utc>,
+        origin: StartOrigin,
+        dedupe_key: Option<String>,
+    ) -> Result<i64, RunError> {
+        Ok(self
+            .store
+            .create_start(
+                &self.new_start(
+                    flow_id, audience, timezone, vars, run_at, origin, dedupe_key,
+                )?,
+                run_at,
+            )
+            .await?)
+    }
+
+    /// The record of a start, ready for the store.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new_start(
+        &self,
+        flow_id: &str,
+        audience: &Audience,
+        timezone: Option<String>,
+        vars: BTreeMap<String, Value>,
+        run_at: DateTime<Utc>,
+        origin: StartOrigin,
+        dedupe_key: Option<String>,
+    ) -> Result<NewStart, RunError> {
         let loaded = self
             .catalog
             .get(flow_id)
             .ok_or_else(|| RunError::UnknownFlow(flow_id.to_owned()))?;
-        let rev = self.current[flow_id];
-        let caregivers = self.store.audience(audience).await?;
-        let report = Mutex::new(StartReport::default());
-        // One transaction per batch keeps a start for 10,000 caregivers fast, and a crash
-        // mid-way leaves whole batches: a caregiver is either started or not.
-        for batch in caregivers.chunks(500) {
-            let addresses: Vec<Address> = batch
-                .iter()
-                .map(|c| Address::new(Channel::Sms, c.phone.clone()))
-                .collect();
-            let tally = Mutex::new(StartReport::default());
-            let decide = |snap: &Snapshot| {
-                let (plan, outcome) = self.decide_start(&loaded.flow, rev, &vars, snap, now)?;
-                let mut t = tally.lock().expect("tally poisoned");
-                match outcome {
-                    Ok(()) => t.started += 1,
-                    Err(reason) => *t.skipped.entry(reason).or_default() += 1,
+        Ok(NewStart {
+            flow_id: flow_id.to_owned(),
+            program: loaded.flow.program.as_str().to_owned(),
+            priority: self.settings.pressure.rank(loaded.flow.program),
+            audience: audience.clone(),
+            timezone,
+            vars,
+            origin,
+            dedupe_key,
+            run_at,
+        })
+    }
+
+    /// Runs durable start `id` until nothing more is due: takes its lease, handles its
+    /// caregivers [`START_BATCH`] at a time (each batch one transaction that also moves the
+    /// start's cursor), and calls `progress` after each batch. If another runner holds the
+    /// start, waits for it to finish (or for its lease to lapse, and takes over) when
+    /// `wait_for_others`, else returns at once. Returns the start as it stands.
+    pub async fn run_start(
+        &self,
+        id: i64,
+        clock: &(dyn Fn() -> DateTime<Utc> + Send + Sync),
+        wait_for_others: bool,
+        progress: &(dyn Fn(&StartRow) + Send + Sync),
+    ) -> Result<StartRow, RunError> {
+        let owner = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+        loop {
+            let now = clock();
+            if !self
+                .store
+                .claim_start(id, &owner, now, now + START_LEASE)
+                .await?
+            {
+                let current = self.start_row(id).await?;
+                progress(&current);
+                if current.status == StartStatus::Done || !wait_for_others {
+                    return Ok(current);
                 }
-                Ok(plan)
-            };
-            self.with_revisions(|| {
-                *tally.lock().expect("tally poisoned") = StartReport::default();
-                self.store.handle_addresses(&addresses, now, &decide)
-            })
-            .await?;
-            let t = tally.into_inner().expect("tally poisoned");
-            let mut r = report.lock().expect("report poisoned");
-            r.started += t.started;
-            for (k, v) in t.skipped {
-                *r.skipped.entry(k).or_default() += v;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+                continue;
+            }
+            let start = self.start_row(id).await?;
+            let flow = self
+                .catalog
+                .get(&start.flow_id)
+                .ok_or_else(|| RunError::UnknownFlow(start.flow_id.clone()))?
+                .flow
+                .clone();
+            let rev = self.current[&start.flow_id];
+            // A capped caregiver waits at most a week past the start, then counts as capped.
+            let give_up = start.run_at + crate::store::CAP_WINDOW;
+            loop {
+                let now = clock();
+                let decide = |snap: &StartSnapshot| {
+                    self.decide_start_target(&flow, rev, &start.vars, snap, now, give_up)
+                };
+                let batch = self
+                    .with_revisions(|| {
+                        self.store.run_start_batch(
+                            id,
+                            &owner,
+                            now,
+                            now + START_LEASE,
+                            START_BATCH,
+                            &decide,
+                        )
+                    })
+                    .await?;
+                if batch.lease_lost {
+                    break;
+                }
+                if batch.handled > 0 || batch.idle {
+                    progress(&self.start_row(id).await?);
+                }
+                if batch.idle {
+                    self.store.release_start(id, &owner).await?;
+                    return self.start_row(id).await;
+                }
+                // Let replies and timers waiting for the database go between two batches.
+                tokio::task::yield_now().await;
             }
         }
-        Ok(report.into_inner().expect("report poisoned"))
+    }
+
+    async fn start_row(&self, id: i64) -> Result<StartRow, RunError> {
+        self.store
+            .start_row(id)
+            .await?
+            .ok_or_else(|| RunError::Store(StoreError::Corrupt(format!("no start {id}"))))
+    }
+
+    /// Runs every durable start due at `now`, highest priority first, then training
+    /// assignments (in their program's place in that order). Returns how many conversations
+    /// were started.
+    pub async fn run_due_starts(&self, now: DateTime<Utc>) -> Result<usize, RunError> {
+        let training_rank = self.settings.pressure.rank(Program::Training);
+        let mut started = 0;
+        let mut trained = false;
+        let due = self.store.due_starts(now, 100).await?;
+        for start in &due {
+            if !trained && start.priority > training_rank {
+                started += self.run_training(now).await?;
+                trained = true;
+            }
+            let before = start.started as usize;
+            let row = self.run_start(start.id, &|| now, false, &|_| {}).await?;
+            started += (row.started as usize).saturating_sub(before);
+        }
+        if !trained {
+            started += self.run_training(now).await?;
+        }
+        Ok(started)
+    }
+
+    /// Starts the training flow for assignments due at `now` (see
+    /// [`Store::run_training_batch`]); returns how many conversations were started.
+    pub async fn run_training(&self, now: DateTime<Utc>) -> Result<usize, RunError> {
+        let mut started = 0;
+        for (flow_id, loaded) in &self.catalog.flows {
+            if loaded.flow.program != Program::Training {
+                continue;
+            }
+            let flow = loaded.flow.clone();
+            let rev = self.current[flow_id];
+            let never = now + crate::store::CAP_WINDOW;
+            let no_vars = BTreeMap::new();
+            loop {
+                let decide = |snap: &StartSnapshot| {
+                    self.decide_start_target(&flow, rev, &no_vars, snap, now, never)
+                };
+                let batch = self
+                    .with_revisions(|| {
+                        self.store.run_training_batch(
+                            flow_id,
+                            flow.program.as_str(),
+                            now,
+                            START_BATCH,
+                            &decide,
+                        )
+                    })
+                    .await?;
+                started += batch.started;
+                if batch.started + batch.skipped.values().sum::<usize>() == 0 {
+                    break;
+                }
+            }
+        }
+        Ok(started)
     }
 
     /// Fires every conversation timer (reminder, expiry) due at `now`; returns how many fired.
@@ -377,8 +614,40 @@ impl<S: Store> Runner<S> {
         Ok(plan.finish())
     }
 
-    /// Starts a flow for the snapshot's caregiver, or says why not.
-    #[allow(clippy::type_complexity)]
+    /// Starts a flow for one caregiver of a durable start, or says why not: the start's
+    /// variables and the caregiver's own (a training assignment's) are the flow's `vars`, and
+    /// contact pressure applies (see [`Pressure`]). A capped caregiver of a flow that waits is
+    /// tried again when their oldest counted conversation leaves the week, until `give_up`.
+    pub fn decide_start_target(
+        &self,
+        flow: &Arc<Flow>,
+        rev: i64,
+        vars: &BTreeMap<String, Value>,
+        target: &StartSnapshot,
+        now: DateTime<Utc>,
+        give_up: DateTime<Utc>,
+    ) -> Result<(Plan, StartOutcome), String> {
+        let cap = self.settings.pressure.weekly_cap;
+        let capped = (flow.program != Program::Onboarding && cap > 0 && target.week_count >= cap)
+            .then(|| {
+                let room_at = target
+                    .week_oldest
+                    .map_or(now, |t| t + crate::store::CAP_WINDOW)
+                    .max(now + chrono::Duration::minutes(1));
+                match flow.when_capped {
+                    WhenCapped::Wait if room_at <= give_up => {
+                        StartOutcome::Wait { retry_at: room_at }
+                    }
+                    _ => StartOutcome::Skipped("capped".into()),
+                }
+            });
+        let mut all_vars = vars.clone();
+        all_vars.extend(target.vars.clone());
+        self.decide_start(flow, rev, &all_vars, &target.snapshot, now, capped)
+    }
+
+    /// Starts a flow for the snapshot's caregiver, or says why not. `capped` is the outcome
+    /// when the caregiver is at their weekly cap (checked after consent and busy).
     fn decide_start(
         &self,
         flow: &Arc<Flow>,
@@ -386,22 +655,30 @@ impl<S: Store> Runner<S> {
         vars: &BTreeMap<String, Value>,
         snap: &Snapshot,
         now: DateTime<Utc>,
-    ) -> Result<(Plan, Result<(), &'static str>), String> {
+        capped: Option<StartOutcome>,
+    ) -> Result<(Plan, StartOutcome), String> {
+        let skip = |reason: &str| StartOutcome::Skipped(reason.to_owned());
         let mut plan = PlanBuilder::new(self, snap, now);
         let Some(caregiver) = snap.caregiver.as_ref().filter(|c| c.active) else {
-            return Ok((plan.finish(), Err("inactive")));
+            return Ok((plan.finish(), skip("inactive")));
         };
         match snap.consent {
-            ConsentStatus::OptedOut => return Ok((plan.finish(), Err("opted out"))),
+            ConsentStatus::OptedOut => return Ok((plan.finish(), skip("opted out"))),
             // Without consent on record, only the opt-in request may be sent.
             ConsentStatus::Unknown if flow.program != Program::Onboarding => {
-                return Ok((plan.finish(), Err("no consent")));
+                return Ok((plan.finish(), skip("no consent")));
             }
             _ => {}
         }
+        if let Some(outcome) = capped {
+            if snap.conversation.is_some() && flow.when_busy == WhenBusy::Skip {
+                return Ok((plan.finish(), skip("already in a conversation")));
+            }
+            return Ok((plan.finish(), outcome));
+        }
         if let Some(conv) = &snap.conversation {
             match flow.when_busy {
-                WhenBusy::Skip => return Ok((plan.finish(), Err("already in a conversation"))),
+                WhenBusy::Skip => return Ok((plan.finish(), skip("already in a conversation"))),
                 WhenBusy::Interrupt => plan.push(Write::UpdateConversation {
                     conversation: ConvRef::Existing(conv.id),
                     status: ConversationStatus::Interrupted,
@@ -422,7 +699,7 @@ impl<S: Store> Runner<S> {
         });
         plan.conv = ConvRef::New;
         plan.apply(flow, &person, t, OutboundKind::Program)?;
-        Ok((plan.finish(), Ok(())))
+        Ok((plan.finish(), StartOutcome::Started))
     }
 
     fn decide_timer(&self, snap: &Snapshot, now: DateTime<Utc>) -> Result<Plan, String> {

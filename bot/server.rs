@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::metrics::Metrics;
 use crate::runner::Runner;
+use crate::scheduler::Scheduler;
 use crate::store::{AnyStore, Store};
 use crate::web::{AppState, router};
 
@@ -117,11 +118,11 @@ pub async fn run_with_clock(
     Ok(())
 }
 
-/// Fires due conversation timers (reminders, expiries) and shift offers (waves, deadlines)
-/// once a second, then the follow-up clock of escalations (first alerts, re-escalations), and
-/// once a minute the supervisors' daily digests. Each conversation, offer and escalation is
-/// claimed in its own transaction, so several
-/// instances can run this loop side by side.
+/// The one scheduler, once a second: shift offers (waves, deadlines), then
+/// [`crate::scheduler`]'s conversation timers, recurring and one-off starts and training
+/// assignments, then the follow-up clock of escalations, and once a minute the supervisors'
+/// daily digests. Every piece of due work is claimed in its own transaction (a start by a
+/// lease), so several instances can run this loop side by side.
 async fn scheduler(
     runner: Arc<Runner<AnyStore>>,
     wake: Option<Arc<tokio::sync::Notify>>,
@@ -129,6 +130,7 @@ async fn scheduler(
     clock: Clock,
 ) {
     let mut last_digests: Option<DateTime<Utc>> = None;
+    let scheduler = Scheduler::new(runner.clone(), Arc::new(clock.clone()));
     loop {
         let now = clock.now();
         let mut queued = false;
@@ -140,10 +142,15 @@ async fn scheduler(
             }
             Err(e) => tracing::error!(error = %e, "shift offer tick failed"),
         }
-        match runner.run_due(now).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(fired = n, "conversation timers fired");
+        match scheduler.tick().await {
+            Ok(tick) if tick.is_empty() => {}
+            Ok(tick) => {
+                tracing::info!(
+                    recurring = tick.fired,
+                    started = tick.started,
+                    timers = tick.timers,
+                    "scheduled work done"
+                );
                 queued = true;
             }
             Err(e) => tracing::error!(error = %e, "scheduler tick failed"),

@@ -31,6 +31,8 @@ struct FlowFile {
     #[serde(default)]
     when_busy: Option<Spanned<String>>,
     #[serde(default)]
+    when_capped: Option<Spanned<String>>,
+    #[serde(default)]
     vars: BTreeMap<String, serde_json::Value>,
     #[serde(default)]
     schedule: Option<Spanned<ScheduleFile>>,
@@ -195,6 +197,8 @@ pub struct Flow {
     pub languages: Vec<Lang>,
     pub program: Program,
     pub when_busy: WhenBusy,
+    /// What a start does for a caregiver at the weekly cap of program conversations.
+    pub when_capped: WhenCapped,
     /// Variables a start provides (training module, due date...), with sample values that
     /// `flows check` renders templates against.
     pub vars: BTreeMap<String, serde_json::Value>,
@@ -213,6 +217,55 @@ pub enum Program {
     Training,
     Benefits,
     Survey,
+}
+
+impl Program {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Program::Onboarding => "onboarding",
+            Program::Shift => "shift",
+            Program::Training => "training",
+            Program::Benefits => "benefits",
+            Program::Survey => "survey",
+        }
+    }
+
+    /// The programs that compete for a caregiver's weekly cap (onboarding is never capped).
+    pub const CAPPED: [Program; 4] = [
+        Program::Shift,
+        Program::Training,
+        Program::Benefits,
+        Program::Survey,
+    ];
+}
+
+impl std::str::FromStr for Program {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            Program::Onboarding,
+            Program::Shift,
+            Program::Training,
+            Program::Benefits,
+            Program::Survey,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == s)
+        .ok_or_else(|| {
+            format!("unknown program {s:?} (onboarding, shift, training, benefits, survey)")
+        })
+    }
+}
+
+/// What a start does for a caregiver who already had their weekly cap of program conversations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenCapped {
+    /// Do not start; counted as skipped ("capped").
+    Skip,
+    /// Start when the cap has room again (within a week of the start), counted as capped
+    /// meanwhile.
+    Wait,
 }
 
 /// What starting this flow does to a caregiver who is already in a conversation on the channel.
@@ -630,10 +683,32 @@ fn build(raw: FlowFile, p: &mut Problems<'_>) -> Option<Flow> {
             }
         },
     };
-    let schedule = raw.schedule.as_ref().map(|s| Schedule {
-        cron: s.value.cron.value.clone(),
-        to: s.value.to.value.clone(),
-        pos: Pos::from(&s.value.cron),
+    let when_capped = match &raw.when_capped {
+        None => WhenCapped::Skip,
+        Some(s) => match s.value.as_str() {
+            "skip" => WhenCapped::Skip,
+            "wait" => WhenCapped::Wait,
+            other => {
+                p.error(
+                    Pos::from(s),
+                    format!("unknown when_capped {other:?} (skip or wait)"),
+                );
+                WhenCapped::Skip
+            }
+        },
+    };
+    let schedule = raw.schedule.as_ref().map(|s| {
+        if let Err(e) = parse_cron(&s.value.cron.value) {
+            p.error(Pos::from(&s.value.cron), e);
+        }
+        if let Err(e) = check_schedule_audience(&s.value.to.value) {
+            p.error(Pos::from(&s.value.to), e);
+        }
+        Schedule {
+            cron: s.value.cron.value.clone(),
+            to: s.value.to.value.clone(),
+            pos: Pos::from(&s.value.cron),
+        }
     });
 
     // Step ids first, so references can be resolved in one pass.
@@ -817,6 +892,7 @@ fn build(raw: FlowFile, p: &mut Problems<'_>) -> Option<Flow> {
         languages,
         program,
         when_busy,
+        when_capped,
         vars: raw.vars,
         schedule,
         start,
@@ -1170,6 +1246,33 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     Ok(Duration::from_secs(total))
+}
+
+/// Parses a schedule's cron line: standard crontab, exactly five fields (minute, hour, day of
+/// month, month, day of week; 0 or 7 is Sunday), as croner reads it.
+pub fn parse_cron(line: &str) -> Result<croner::Cron, String> {
+    let fields = line.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "cron {line:?} must have 5 fields (minute hour day-of-month month day-of-week), not {fields}"
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .build()
+        .parse(line)
+        .map_err(|e| format!("cron {line:?}: {e}"))
+}
+
+/// A schedule's `to:`: all, group:NAME or branch:NAME (a list of phones is for one-off starts).
+fn check_schedule_audience(to: &str) -> Result<(), String> {
+    match to.split_once(':') {
+        _ if to == "all" => Ok(()),
+        Some(("group" | "branch", name)) if !name.trim().is_empty() => Ok(()),
+        _ => Err(format!(
+            "schedule audience {to:?} must be all, group:NAME or branch:NAME"
+        )),
+    }
 }
 
 #[cfg(test)]

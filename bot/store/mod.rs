@@ -798,6 +798,239 @@ pub struct FlowRevision {
     pub source: String,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Durable starts, schedules and training assignments (the roster at scale)
+
+impl Audience {
+    /// Parses `all`, `group:NAME`, `branch:NAME` or `phone:+1…[,+1…]`; phone numbers are
+    /// checked and normalized to E.164.
+    pub fn parse(s: &str) -> std::result::Result<Audience, String> {
+        let s = s.trim();
+        if s == "all" {
+            return Ok(Audience::All);
+        }
+        match s.split_once(':') {
+            Some(("group", name)) if !name.is_empty() => Ok(Audience::Group(name.to_lowercase())),
+            Some(("branch", name)) if !name.is_empty() => Ok(Audience::Branch(name.to_owned())),
+            Some(("phone", list)) => list
+                .split(',')
+                .map(|p| {
+                    crate::domain::Phone::parse(p)
+                        .map(|p| p.as_str().to_owned())
+                        .map_err(|e| format!("{p:?}: {e}"))
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map(Audience::Phones),
+            _ => Err(format!(
+                "audience {s:?} must be all, group:NAME, branch:NAME or phone:+1…[,+1…]"
+            )),
+        }
+    }
+}
+
+impl Audience {
+    /// Reads an audience as stored with a durable start: its phone numbers were checked when
+    /// it was parsed from the operator's words, so they are taken as they are.
+    pub fn parse_stored(s: &str) -> std::result::Result<Audience, String> {
+        match s.split_once(':') {
+            Some(("phone", list)) => Ok(Audience::Phones(
+                list.split(',')
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+            )),
+            _ => Audience::parse(s),
+        }
+    }
+}
+
+/// The form [`Audience::parse`] reads, as stored with a durable start.
+impl std::fmt::Display for Audience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Audience::All => f.write_str("all"),
+            Audience::Group(name) => write!(f, "group:{name}"),
+            Audience::Branch(name) => write!(f, "branch:{name}"),
+            Audience::Phones(phones) => write!(f, "phone:{}", phones.join(",")),
+        }
+    }
+}
+
+/// How far back contact pressure looks: a caregiver's weekly cap counts the program
+/// conversations started in the 7 days before now.
+pub const CAP_WINDOW: chrono::Duration = chrono::Duration::days(7);
+
+/// Who asked for a durable start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartOrigin {
+    /// `carebot start` (now, or `--at` later).
+    Cli,
+    /// A flow's `schedule:`.
+    Schedule,
+}
+
+impl StartOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartOrigin::Cli => "cli",
+            StartOrigin::Schedule => "schedule",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StartStatus {
+    /// Not begun.
+    Pending,
+    /// Going through its audience.
+    Running,
+    /// Through its audience; capped caregivers wait for room in their weekly cap.
+    Waiting,
+    Done,
+}
+
+impl StartStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StartStatus::Pending => "pending",
+            StartStatus::Running => "running",
+            StartStatus::Waiting => "waiting",
+            StartStatus::Done => "done",
+        }
+    }
+}
+
+from_as_str! {
+    StartOrigin: Cli, Schedule;
+    StartStatus: Pending, Running, Waiting, Done;
+}
+
+/// A flow to start for an audience, recorded before any caregiver is touched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewStart {
+    pub flow_id: String,
+    /// The flow's program (`shift`, `training`, `benefits`, `survey`, `onboarding`).
+    pub program: String,
+    /// Lower runs first when several starts are due at once.
+    pub priority: i64,
+    pub audience: Audience,
+    /// Only the audience's caregivers in this IANA zone.
+    pub timezone: Option<String>,
+    pub vars: BTreeMap<String, Value>,
+    pub origin: StartOrigin,
+    /// Starts with the same key are one start: a second `create_start` returns the first's id.
+    pub dedupe_key: Option<String>,
+    pub run_at: DateTime<Utc>,
+}
+
+/// A durable start as stored, with its progress.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StartRow {
+    pub id: i64,
+    pub flow_id: String,
+    pub program: String,
+    pub priority: i64,
+    pub audience: String,
+    pub timezone: Option<String>,
+    pub vars: BTreeMap<String, Value>,
+    pub origin: StartOrigin,
+    pub run_at: DateTime<Utc>,
+    pub status: StartStatus,
+    /// Caregivers in the audience when the start began.
+    pub total: u64,
+    pub processed: u64,
+    pub started: u64,
+    /// Skipped caregivers by reason ("no consent", "capped"…).
+    pub skipped: BTreeMap<String, u64>,
+    /// Capped caregivers still waiting for room in their weekly cap.
+    pub waiting: u64,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// What a start decision reads about one caregiver: the usual snapshot, plus how many program
+/// conversations they began in the trailing week (contact pressure).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartSnapshot {
+    pub snapshot: Snapshot,
+    /// Program conversations (onboarding excluded) started in the week before `now`.
+    pub week_count: u32,
+    /// When the oldest of those started: its week ends when a slot frees.
+    pub week_oldest: Option<DateTime<Utc>>,
+    /// Per-caregiver start variables (a training assignment's module, link and due date).
+    pub vars: BTreeMap<String, Value>,
+}
+
+/// What a start did for one caregiver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StartOutcome {
+    Started,
+    /// Not started, for this reason ("opted out", "capped"…).
+    Skipped(String),
+    /// Capped, and the flow waits: try again at `retry_at`.
+    Wait {
+        retry_at: DateTime<Utc>,
+    },
+}
+
+/// The decision for one caregiver of a start: pure, called inside the batch's transaction.
+pub type StartDecide<'a> =
+    dyn Fn(&StartSnapshot) -> std::result::Result<(Plan, StartOutcome), String> + Send + Sync + 'a;
+
+/// What one batch of a durable start did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StartBatch {
+    /// Caregivers handled in this batch.
+    pub handled: usize,
+    /// Nothing more to do now: finished, or only waits that are not due yet.
+    pub idle: bool,
+    /// Another runner holds the start now; nothing was written.
+    pub lease_lost: bool,
+}
+
+/// A flow's `schedule:` for the caregivers of one time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRow {
+    pub flow_id: String,
+    pub timezone: String,
+    pub cron: String,
+    pub audience: String,
+    pub next_run_at: DateTime<Utc>,
+}
+
+/// One row of `carebot import training`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingRecord {
+    /// The caregiver's `external_id`.
+    pub caregiver: String,
+    pub module: String,
+    pub link: String,
+    pub due_date: NaiveDate,
+}
+
+/// What a training batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrainingBatch {
+    pub started: usize,
+    /// Assignments tried and put off, by reason.
+    pub skipped: BTreeMap<String, usize>,
+}
+
+/// A training assignment as stored (for tests and reports).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingRow {
+    pub caregiver: String,
+    pub module: String,
+    pub link: String,
+    pub due_date: NaiveDate,
+    /// assigned, started, done or expired.
+    pub status: String,
+    pub conversation_id: Option<i64>,
+    pub next_try_at: DateTime<Utc>,
+    pub last_skip: Option<String>,
+}
+
 /// The decision function the runner hands to the store: pure, called inside the transaction.
 /// An `Err` rolls the whole transaction back (the store returns `StoreError::Decide`).
 pub type Decide<'a> = dyn Fn(&Snapshot) -> std::result::Result<Plan, String> + Send + Sync + 'a;
@@ -1102,6 +1335,124 @@ pub trait Store: Send + Sync + 'static {
         since: DateTime<Utc>,
         sink: &mut Sink<'_, PulseRow>,
     ) -> impl Future<Output = Result<()>> + Send;
+    // Durable starts (the roster at scale) -----------------------------------------------------
+
+    /// Records a start (status pending). With a `dedupe_key` already used, records nothing and
+    /// returns the existing start's id.
+    fn create_start(
+        &self,
+        start: &NewStart,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<i64>> + Send;
+
+    fn start_row(&self, id: i64) -> impl Future<Output = Result<Option<StartRow>>> + Send;
+
+    /// An unfinished start from the CLI for the same flow, audience and variables, due by
+    /// `now`: what a re-run of an interrupted `carebot start` resumes.
+    fn unfinished_start(
+        &self,
+        flow_id: &str,
+        audience: &Audience,
+        vars: &BTreeMap<String, Value>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<StartRow>>> + Send;
+
+    /// Starts with work due at `now` (pending or running and due, or waiting with a wait due)
+    /// that no live runner holds, by priority, then `run_at`.
+    fn due_starts(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<StartRow>>> + Send;
+
+    /// Starts, newest first (`carebot starts`); `all` includes finished ones.
+    fn list_starts(&self, all: bool) -> impl Future<Output = Result<Vec<StartRow>>> + Send;
+
+    /// Takes the start for `owner` until `lease_until` if nobody else holds a live lease
+    /// (counting the audience on the first claim). Returns false when another runner has it.
+    fn claim_start(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Gives the lease up (the start stays as it is).
+    fn release_start(&self, id: i64, owner: &str) -> impl Future<Output = Result<()>> + Send;
+
+    /// Handles the next `limit` caregivers of a start `owner` holds, in one transaction: reads
+    /// their snapshots, calls `decide` for each, applies the plans set-wise (multi-row inserts),
+    /// and moves the start's cursor, counters and lease in the same transaction, so a crash
+    /// leaves each caregiver either started and counted or untouched. Past the end of the
+    /// audience, handles due waits; with nothing left, marks the start done.
+    fn run_start_batch(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> impl Future<Output = Result<StartBatch>> + Send;
+
+    // Schedules -----------------------------------------------------------------------------
+
+    fn schedules(&self) -> impl Future<Output = Result<Vec<ScheduleRow>>> + Send;
+
+    /// Inserts or replaces a schedule row (a new zone, or a changed cron line or audience).
+    fn put_schedule(&self, row: &ScheduleRow) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the schedules of flows that no longer have one.
+    fn delete_schedules_except(
+        &self,
+        flow_ids: &[String],
+    ) -> impl Future<Output = Result<u64>> + Send;
+
+    /// Distinct time zones of active caregivers.
+    fn caregiver_timezones(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Fires a schedule's run in one transaction: moves `next_run_at` from `due` to `next`
+    /// (compare-and-set, so two instances never both fire it) and records `start`. Returns the
+    /// start's id, or None when another instance fired it first.
+    fn fire_schedule(
+        &self,
+        flow_id: &str,
+        timezone: &str,
+        due: DateTime<Utc>,
+        next: DateTime<Utc>,
+        start: &NewStart,
+    ) -> impl Future<Output = Result<Option<i64>>> + Send;
+
+    // Training assignments --------------------------------------------------------------------
+
+    /// Caregiver external ids that exist, for validating a training import.
+    fn caregiver_external_ids(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+
+    /// Upserts assignments by (caregiver, module). A new one, or one whose link or due date
+    /// changed and that is not done or running, is (re)assigned to start at `now`; a done one
+    /// stays done. Outcomes in row order.
+    fn upsert_training(
+        &self,
+        flow_id: &str,
+        rows: &[TrainingRecord],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<UpsertOutcome>>> + Send;
+
+    /// Settles started assignments whose conversation ended (completed: done; expired or
+    /// interrupted: expired), then starts up to `limit` assignments due at `now` in one
+    /// transaction: snapshots, `decide` (with the module, link and due date as the snapshot's
+    /// vars), set-wise writes, and each assignment marked started or put off to `retry_at`.
+    fn run_training_batch(
+        &self,
+        flow_id: &str,
+        program: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> impl Future<Output = Result<TrainingBatch>> + Send;
+
+    fn training_assignments(&self) -> impl Future<Output = Result<Vec<TrainingRow>>> + Send;
 }
 
 /// The store chosen by `DATABASE_URL`.
@@ -1192,4 +1543,27 @@ delegate! {
         sink: &mut Sink<'_, EscalationRow>) -> Result<u64>;
     fn pulse_rows(&self, flow: &str, key: &str, since: DateTime<Utc>,
         sink: &mut Sink<'_, PulseRow>) -> Result<()>;
+    fn create_start(&self, start: &NewStart, now: DateTime<Utc>) -> Result<i64>;
+    fn start_row(&self, id: i64) -> Result<Option<StartRow>>;
+    fn unfinished_start(&self, flow_id: &str, audience: &Audience,
+        vars: &BTreeMap<String, Value>, now: DateTime<Utc>) -> Result<Option<StartRow>>;
+    fn due_starts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<StartRow>>;
+    fn list_starts(&self, all: bool) -> Result<Vec<StartRow>>;
+    fn claim_start(&self, id: i64, owner: &str, now: DateTime<Utc>, lease_until: DateTime<Utc>)
+        -> Result<bool>;
+    fn release_start(&self, id: i64, owner: &str) -> Result<()>;
+    fn run_start_batch(&self, id: i64, owner: &str, now: DateTime<Utc>,
+        lease_until: DateTime<Utc>, limit: u32, decide: &StartDecide<'_>) -> Result<StartBatch>;
+    fn schedules(&self) -> Result<Vec<ScheduleRow>>;
+    fn put_schedule(&self, row: &ScheduleRow) -> Result<()>;
+    fn delete_schedules_except(&self, flow_ids: &[String]) -> Result<u64>;
+    fn caregiver_timezones(&self) -> Result<Vec<String>>;
+    fn fire_schedule(&self, flow_id: &str, timezone: &str, due: DateTime<Utc>,
+        next: DateTime<Utc>, start: &NewStart) -> Result<Option<i64>>;
+    fn caregiver_external_ids(&self) -> Result<Vec<String>>;
+    fn upsert_training(&self, flow_id: &str, rows: &[TrainingRecord], now: DateTime<Utc>)
+        -> Result<Vec<UpsertOutcome>>;
+    fn run_training_batch(&self, flow_id: &str, program: &str, now: DateTime<Utc>, limit: u32,
+        decide: &StartDecide<'_>) -> Result<TrainingBatch>;
+    fn training_assignments(&self) -> Result<Vec<TrainingRow>>;
 }

@@ -59,6 +59,7 @@ impl Dialect for Postgres {
         "FOR UPDATE"
     );
     const LOCK_SUPERVISOR: &'static str = "SELECT id FROM supervisors WHERE id = $1 FOR UPDATE";
+    const LOCK_ROWS: &'static str = "FOR UPDATE";
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

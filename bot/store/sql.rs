@@ -29,7 +29,15 @@ use super::{
     SupervisorRecord, UpsertOutcome, Write, week_start,
 };
 use super::{NewShiftOffer, ShiftDecide, ShiftListing, ShiftOffer, ShiftStatus, ShiftTrigger};
+use super::{
+    NewStart, ScheduleRow, StartBatch, StartDecide, StartRow, TrainingBatch, TrainingRecord,
+    TrainingRow,
+};
 use crate::domain::{Address, Channel, Lang};
+use serde_json::Value;
+
+/// Durable starts, schedules and training assignments: the batched, set-wise write path.
+mod starts;
 
 /// A store over one database: `SqlStore<Sqlite>` is [`super::SqliteStore`], and
 /// `SqlStore<Postgres>` is [`super::PgStore`].
@@ -69,6 +77,9 @@ pub trait Dialect: Database {
     const DESK_ESCALATIONS: &'static str;
     /// Supervisor `$1`'s row, locked, so two instances never send one digest twice.
     const LOCK_SUPERVISOR: &'static str;
+    /// Appended to a `SELECT` whose rows the transaction will update: `FOR UPDATE` on
+    /// PostgreSQL; nothing on SQLite, whose write transaction already excludes other writers.
+    const LOCK_ROWS: &'static str;
 
     fn migrator() -> &'static Migrator;
 
@@ -190,22 +201,29 @@ macro_rules! claim_outbound_sql {
 }
 pub(crate) use claim_outbound_sql;
 
+/// The columns of a [`CaregiverDb`], from `caregivers c` joined to its supervisor, without a
+/// `WHERE`: shared by [`caregivers_where!`] and the batched start path (`sql/starts.rs`).
+macro_rules! caregivers_select {
+    () => {
+        concat!(
+            "SELECT c.id, c.external_id, c.first_name, c.last_name, c.phone, c.language, ",
+            "c.timezone, c.branch, c.consent_at, c.active, c.fields, c.tags, ",
+            "s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, ",
+            "s.phone AS sup_phone, s.timezone AS sup_timezone ",
+            "FROM caregivers c ",
+            "LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id"
+        )
+    };
+}
+pub(crate) use caregivers_select;
+
 /// The caregivers matched by `$cond` (over `caregivers c`) with their supervisor, and the
 /// groups of the same caregivers: two statements, so that loading 100,000 caregivers is two
 /// scans and not one query per caregiver.
 macro_rules! caregivers_where {
     ($cond:literal) => {
         (
-            concat!(
-                "SELECT c.id, c.external_id, c.first_name, c.last_name, c.phone, c.language, ",
-                "c.timezone, c.branch, c.consent_at, c.active, c.fields, c.tags, ",
-                "s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, ",
-                "s.phone AS sup_phone, s.timezone AS sup_timezone ",
-                "FROM caregivers c ",
-                "LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id WHERE ",
-                $cond,
-                " ORDER BY c.id"
-            ),
+            concat!(caregivers_select!(), " WHERE ", $cond, " ORDER BY c.id"),
             concat!(
                 "SELECT g.caregiver_id, g.name FROM caregiver_groups g ",
                 "WHERE g.caregiver_id IN (SELECT c.id FROM caregivers c WHERE ",
@@ -839,9 +857,20 @@ where
 
     /// Applies a plan's writes in order. Any failure leaves the transaction to be rolled back.
     async fn apply(conn: &mut DB::Connection, ctx: &Ctx<'_>, plan: &Plan) -> Result<()> {
+        Self::apply_writes(conn, ctx, &plan.writes, None).await
+    }
+
+    /// Applies writes in order; `created` is the conversation a `ConvRef::New` means when the
+    /// plan's `CreateConversation` was applied elsewhere (the batched start path).
+    async fn apply_writes(
+        conn: &mut DB::Connection,
+        ctx: &Ctx<'_>,
+        writes: &[Write],
+        created: Option<i64>,
+    ) -> Result<()> {
         let address = &ctx.snapshot.address;
-        let mut created: Option<i64> = None;
-        for write in &plan.writes {
+        let mut created: Option<i64> = created;
+        for write in writes {
             match write {
                 Write::Consent {
                     status,
@@ -1409,22 +1438,70 @@ where
     ) -> Result<Vec<(UpsertOutcome, Option<String>)>> {
         let now = Ts::now();
 
-        // Everything the comparison needs, in three reads.
-        let existing: Vec<RosterDb> = sqlx::query_as(
-            "SELECT id, external_id, first_name, last_name, phone, language, timezone, branch, \
-             supervisor_external_id, consent_at, active FROM caregivers",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let memberships: Vec<(i64, String)> = sqlx::query_as(
-            "SELECT caregiver_id, name FROM caregiver_groups ORDER BY caregiver_id, name",
-        )
-        .fetch_all(&mut *conn)
-        .await?;
-        let subscriptions: Vec<(String, String)> =
-            sqlx::query_as("SELECT address, status FROM subscriptions WHERE channel = 'sms'")
+        // Everything the comparison needs, in three reads of the rows this batch touches (its
+        // external ids and its phone numbers), not of the whole roster: an import in chunks
+        // stays linear in the size of the file.
+        let mut existing: Vec<RosterDb> = Vec::new();
+        let mut seen_ids: HashSet<i64> = HashSet::new();
+        // Two lists of binds per statement: 2 × 2,000 stays under either database's limit.
+        for chunk in rows.chunks(2000) {
+            let mut select = QueryBuilder::<DB>::new(
+                "SELECT id, external_id, first_name, last_name, phone, language, timezone, \
+                 branch, supervisor_external_id, consent_at, active FROM caregivers \
+                 WHERE external_id IN (",
+            );
+            let mut list = select.separated(", ");
+            for r in chunk {
+                list.push_bind(r.external_id.clone());
+            }
+            select.push(") OR phone IN (");
+            let mut list = select.separated(", ");
+            for r in chunk {
+                list.push_bind(r.phone.clone());
+            }
+            select.push(")");
+            for row in select
+                .build_query_as::<RosterDb>()
                 .fetch_all(&mut *conn)
-                .await?;
+                .await?
+            {
+                if seen_ids.insert(row.id) {
+                    existing.push(row);
+                }
+            }
+        }
+        let mut memberships: Vec<(i64, String)> = Vec::new();
+        for chunk in existing.chunks(CHUNK) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT caregiver_id, name FROM caregiver_groups WHERE caregiver_id IN (",
+            );
+            let mut list = q.separated(", ");
+            for r in chunk {
+                list.push_bind(r.id);
+            }
+            q.push(") ORDER BY caregiver_id, name");
+            memberships.extend(
+                q.build_query_as::<(i64, String)>()
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
+        let mut subscriptions: Vec<(String, String)> = Vec::new();
+        for chunk in rows.chunks(CHUNK) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT address, status FROM subscriptions WHERE channel = 'sms' AND address IN (",
+            );
+            let mut list = q.separated(", ");
+            for r in chunk {
+                list.push_bind(r.phone.clone());
+            }
+            q.push(")");
+            subscriptions.extend(
+                q.build_query_as::<(String, String)>()
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
 
         let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
         for (caregiver_id, name) in memberships {
@@ -2011,15 +2088,31 @@ where
         claimed.sort_by_key(|r| r.id);
         // Program messages carry their caregiver's time zone so the dispatcher can hold one
         // whose quiet-hours window closed while it waited in a backlog.
-        for row in claimed
-            .iter_mut()
+        // One query for the whole claim, not one per message: a claim is up to 500 rows.
+        let ids: Vec<i64> = claimed
+            .iter()
             .filter(|r| r.kind == super::OutboundKind::Program)
-        {
-            if let Some(id) = row.caregiver_id {
-                row.timezone = sqlx::query_scalar("SELECT timezone FROM caregivers WHERE id = $1")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            .filter_map(|r| r.caregiver_id)
+            .collect();
+        if !ids.is_empty() {
+            let mut zones =
+                QueryBuilder::<DB>::new("SELECT id, timezone FROM caregivers WHERE id IN (");
+            let mut list = zones.separated(", ");
+            for id in &ids {
+                list.push_bind(*id);
+            }
+            zones.push(")");
+            let zones: HashMap<i64, String> = zones
+                .build_query_as::<(i64, String)>()
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .collect();
+            for row in claimed
+                .iter_mut()
+                .filter(|r| r.kind == super::OutboundKind::Program)
+            {
+                row.timezone = row.caregiver_id.and_then(|id| zones.get(&id).cloned());
             }
         }
         Ok(claimed)
@@ -2591,5 +2684,117 @@ where
             })?;
         }
         Ok(())
+    }
+
+    async fn create_start(&self, start: &NewStart, now: DateTime<Utc>) -> Result<i64> {
+        self.create_start_in(start, Ts(now)).await
+    }
+
+    async fn start_row(&self, id: i64) -> Result<Option<StartRow>> {
+        self.start_row_in(id).await
+    }
+
+    async fn unfinished_start(
+        &self,
+        flow_id: &str,
+        audience: &Audience,
+        vars: &BTreeMap<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<StartRow>> {
+        self.unfinished_start_in(flow_id, audience, vars, Ts(now))
+            .await
+    }
+
+    async fn due_starts(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<StartRow>> {
+        self.due_starts_in(Ts(now), limit).await
+    }
+
+    async fn list_starts(&self, all: bool) -> Result<Vec<StartRow>> {
+        self.list_starts_in(all).await
+    }
+
+    async fn claim_start(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<bool> {
+        self.claim_start_in(id, owner, Ts(now), Ts(lease_until))
+            .await
+    }
+
+    async fn release_start(&self, id: i64, owner: &str) -> Result<()> {
+        self.release_start_in(id, owner).await
+    }
+
+    async fn run_start_batch(
+        &self,
+        id: i64,
+        owner: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> Result<StartBatch> {
+        self.run_start_batch_in(id, owner, Ts(now), Ts(lease_until), limit, decide)
+            .await
+    }
+
+    async fn schedules(&self) -> Result<Vec<ScheduleRow>> {
+        self.schedules_in().await
+    }
+
+    async fn put_schedule(&self, row: &ScheduleRow) -> Result<()> {
+        self.put_schedule_in(row).await
+    }
+
+    async fn delete_schedules_except(&self, flow_ids: &[String]) -> Result<u64> {
+        self.delete_schedules_except_in(flow_ids).await
+    }
+
+    async fn caregiver_timezones(&self) -> Result<Vec<String>> {
+        self.caregiver_timezones_in().await
+    }
+
+    async fn fire_schedule(
+        &self,
+        flow_id: &str,
+        timezone: &str,
+        due: DateTime<Utc>,
+        next: DateTime<Utc>,
+        start: &NewStart,
+    ) -> Result<Option<i64>> {
+        self.fire_schedule_in(flow_id, timezone, Ts(due), Ts(next), start)
+            .await
+    }
+
+    async fn caregiver_external_ids(&self) -> Result<Vec<String>> {
+        self.caregiver_external_ids_in().await
+    }
+
+    async fn upsert_training(
+        &self,
+        flow_id: &str,
+        rows: &[TrainingRecord],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UpsertOutcome>> {
+        self.upsert_training_in(flow_id, rows, Ts(now)).await
+    }
+
+    async fn run_training_batch(
+        &self,
+        flow_id: &str,
+        program: &str,
+        now: DateTime<Utc>,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> Result<TrainingBatch> {
+        self.run_training_batch_in(flow_id, program, Ts(now), limit, decide)
+            .await
+    }
+
+    async fn training_assignments(&self) -> Result<Vec<TrainingRow>> {
+        self.training_assignments_in().await
     }
 }

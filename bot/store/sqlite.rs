@@ -78,6 +78,8 @@ impl Dialect for Sqlite {
     );
     const LOCK_SUPERVISOR: &'static str = "SELECT id FROM supervisors WHERE id = $1";
 
+    const LOCK_ROWS: &'static str = "";
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }

@@ -1,0 +1,297 @@
+//! The scheduler: the one place that computes due work from the database and feeds it to the
+//! runner, on every tick: recurring starts (each flow's `schedule:`, per caregiver time zone),
+//! one-off and interrupted starts, training assignments, and conversation timers (reminders,
+//! expiries). Everything due is a row (`schedules.next_run_at`, `flow_starts.run_at`,
+//! `training_assignments.next_try_at`, `conversations.wake_at`), so a restart neither loses
+//! nor repeats anything. Time comes from a [`Clock`], so tests move it instead of sleeping.
+
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+use crate::flow::definition::parse_cron;
+use crate::runner::{RunError, Runner};
+use crate::store::{Audience, ScheduleRow, StartOrigin, Store};
+
+/// Where the scheduler reads the time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told (tests, the simulator).
+#[derive(Debug)]
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(at: DateTime<Utc>) -> ManualClock {
+        ManualClock(Mutex::new(at))
+    }
+
+    pub fn set(&self, at: DateTime<Utc>) {
+        *self.0.lock().expect("clock poisoned") = at;
+    }
+
+    pub fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().expect("clock poisoned") += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().expect("clock poisoned")
+    }
+}
+
+/// The next run of `cron` strictly after `after`, read on the wall clock of `tz`.
+///
+/// Daylight-saving changes follow croner (the Open Cron Pattern Specification): a time that
+/// happens twice when clocks go back (01:30) runs once, at its first occurrence; a time that
+/// does not exist when clocks go forward (02:30) runs at the first instant after the gap.
+pub fn next_run(cron: &croner::Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(&after.with_timezone(&tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// What one tick did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Tick {
+    /// Recurring runs that came due and were recorded as starts.
+    pub fired: usize,
+    /// Conversations started (durable starts and training assignments).
+    pub started: usize,
+    /// Conversation timers fired.
+    pub timers: usize,
+}
+
+impl Tick {
+    pub fn is_empty(&self) -> bool {
+        *self == Tick::default()
+    }
+}
+
+pub struct Scheduler<S> {
+    runner: Arc<Runner<S>>,
+    clock: Arc<dyn Clock>,
+    /// When the schedule rows were last brought in line with the flows and the roster's time
+    /// zones; once a minute is enough.
+    synced: Mutex<Option<DateTime<Utc>>>,
+}
+
+/// How often the schedule rows are re-derived from the flow files and the roster.
+const SYNC_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+
+impl<S: Store + Clone> Scheduler<S> {
+    pub fn new(runner: Arc<Runner<S>>, clock: Arc<dyn Clock>) -> Self {
+        Scheduler {
+            runner,
+            clock,
+            synced: Mutex::new(None),
+        }
+    }
+
+    /// Does everything due now: conversation timers, then recurring runs, then due starts and
+    /// training assignments (highest priority first).
+    pub async fn tick(&self) -> Result<Tick, RunError> {
+        let now = self.clock.now();
+        // Timers first: a conversation that expires now frees its caregiver for a start due now.
+        let timers = self.runner.run_due(now).await?;
+        let fired = self.fire_schedules(now).await?;
+        let started = self.runner.run_due_starts(now).await?;
+        Ok(Tick {
+            fired,
+            started,
+            timers,
+        })
+    }
+
+    /// Brings the schedule rows in line with the flows (one row per scheduled flow and time
+    /// zone of the active roster), then records a start for every run that is due. A new row
+    /// runs first at its next occurrence after now; runs missed while nothing was running
+    /// (carebot was down) are recorded once, not once per missed occurrence.
+    async fn fire_schedules(&self, now: DateTime<Utc>) -> Result<usize, RunError> {
+        let store = &self.runner.store;
+        let sync = {
+            let synced = self.synced.lock().expect("scheduler poisoned");
+            synced.is_none_or(|t| now - t >= SYNC_EVERY || now < t)
+        };
+        if sync {
+            self.sync_schedules(now).await?;
+            *self.synced.lock().expect("scheduler poisoned") = Some(now);
+        }
+        let mut fired = 0;
+        for row in store.schedules().await? {
+            if row.next_run_at > now {
+                continue;
+            }
+            if self.runner.catalog.get(&row.flow_id).is_none() {
+                continue;
+            }
+            let (Ok(cron), Ok(tz), Ok(audience)) = (
+                parse_cron(&row.cron),
+                row.timezone.parse::<Tz>(),
+                Audience::parse_stored(&row.audience),
+            ) else {
+                continue;
+            };
+            let Some(next) = next_run(&cron, tz, now.max(row.next_run_at)) else {
+                continue;
+            };
+            let due = row.next_run_at;
+            let start = self.runner.new_start(
+                &row.flow_id,
+                &audience,
+                Some(row.timezone.clone()),
+                // The flow's own `vars` apply anyway; a schedule adds none.
+                Default::default(),
+                due,
+                StartOrigin::Schedule,
+                Some(format!(
+                    "schedule:{}:{}:{}",
+                    row.flow_id,
+                    row.timezone,
+                    due.to_rfc3339()
+                )),
+            )?;
+            if let Some(id) = store
+                .fire_schedule(&row.flow_id, &row.timezone, due, next, &start)
+                .await?
+            {
+                tracing::info!(
+                    flow = %row.flow_id,
+                    timezone = %row.timezone,
+                    start = id,
+                    due = %due,
+                    "recurring start due"
+                );
+                fired += 1;
+            }
+        }
+        Ok(fired)
+    }
+
+    async fn sync_schedules(&self, now: DateTime<Utc>) -> Result<(), RunError> {
+        let store = &self.runner.store;
+        let existing = store.schedules().await?;
+        let zones = store.caregiver_timezones().await?;
+        let mut scheduled = Vec::new();
+        for (flow_id, loaded) in &self.runner.catalog.flows {
+            let Some(schedule) = &loaded.flow.schedule else {
+                continue;
+            };
+            scheduled.push(flow_id.clone());
+            // `flows check` refuses a bad cron line, so this only skips what slipped past.
+            let Ok(cron) = parse_cron(&schedule.cron) else {
+                continue;
+            };
+            for zone in &zones {
+                let Ok(tz) = zone.parse::<Tz>() else { continue };
+                let current = existing
+                    .iter()
+                    .find(|r| r.flow_id == *flow_id && r.timezone == *zone);
+                if current.is_some_and(|r| r.cron == schedule.cron && r.audience == schedule.to) {
+                    continue;
+                }
+                let Some(next) = next_run(&cron, tz, now) else {
+                    continue;
+                };
+                store
+                    .put_schedule(&ScheduleRow {
+                        flow_id: flow_id.clone(),
+                        timezone: zone.clone(),
+                        cron: schedule.cron.clone(),
+                        audience: schedule.to.clone(),
+                        next_run_at: next,
+                    })
+                    .await?;
+            }
+        }
+        store.delete_schedules_except(&scheduled).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn chicago(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+        chrono_tz::America::Chicago
+            .with_ymd_and_hms(y, m, d, h, min, 0)
+            .earliest()
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    /// Every run of `cron` in Chicago from `from` to `to`, in UTC.
+    fn runs(cron: &str, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        let cron = parse_cron(cron).unwrap();
+        let mut out = Vec::new();
+        let mut t = from;
+        while let Some(next) = next_run(&cron, chrono_tz::America::Chicago, t) {
+            if next > to {
+                break;
+            }
+            out.push(next);
+            t = next;
+        }
+        out
+    }
+
+    #[test]
+    fn friday_ten_is_ten_on_each_local_clock() {
+        let cron = parse_cron("0 10 * * 5").unwrap();
+        // Wednesday 2025-03-05, noon UTC.
+        let after = Utc.with_ymd_and_hms(2025, 3, 5, 12, 0, 0).unwrap();
+        let chicago = next_run(&cron, chrono_tz::America::Chicago, after).unwrap();
+        let new_york = next_run(&cron, chrono_tz::America::New_York, after).unwrap();
+        assert_eq!(chicago, Utc.with_ymd_and_hms(2025, 3, 7, 16, 0, 0).unwrap());
+        assert_eq!(
+            new_york,
+            Utc.with_ymd_and_hms(2025, 3, 7, 15, 0, 0).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_0130_job_runs_once_when_clocks_go_back() {
+        // 2025-11-02: 02:00 CDT becomes 01:00 CST, so 01:30 happens twice in Chicago.
+        let got = runs(
+            "30 1 * * *",
+            chicago(2025, 11, 1, 12, 0),
+            chicago(2025, 11, 3, 12, 0),
+        );
+        assert_eq!(
+            got,
+            [
+                Utc.with_ymd_and_hms(2025, 11, 2, 6, 30, 0).unwrap(), // 01:30 CDT, once
+                Utc.with_ymd_and_hms(2025, 11, 3, 7, 30, 0).unwrap(), // 01:30 CST
+            ]
+        );
+    }
+
+    #[test]
+    fn a_0230_job_still_runs_when_clocks_go_forward() {
+        // 2025-03-09: 02:00 CST becomes 03:00 CDT, so 02:30 does not exist in Chicago.
+        let got = runs(
+            "30 2 * * *",
+            chicago(2025, 3, 8, 12, 0),
+            chicago(2025, 3, 10, 12, 0),
+        );
+        assert_eq!(got.len(), 2, "{got:?}");
+        // The day of the change: at the end of the gap, 03:00 CDT (08:00 UTC).
+        assert_eq!(got[0], Utc.with_ymd_and_hms(2025, 3, 9, 8, 0, 0).unwrap());
+        assert_eq!(got[1], Utc.with_ymd_and_hms(2025, 3, 10, 7, 30, 0).unwrap());
+    }
+}

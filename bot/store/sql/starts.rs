@@ -1,0 +1,1088 @@
+//! The roster at scale, in SQL: durable starts (a flow started for an audience, resumed after a
+//! crash from its cursor), recurring schedules per time zone, and training assignments.
+//!
+//! Starting a flow for 100,000 caregivers must take seconds, so a batch of caregivers is read
+//! with a handful of `IN (…)` queries and written with multi-row `INSERT`s, in one transaction
+//! that also moves the start's cursor and counters: after a crash, a caregiver is either started
+//! and counted, or untouched and still ahead of the cursor. Never one transaction per caregiver.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use serde_json::Value;
+use sqlx::migrate::Migrate;
+use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type};
+
+use super::{
+    CHUNK, CaregiverDb, ConversationDb, Ctx, Dialect, SqlStore, SqlValue, Ts, caregivers_select,
+    conversation_id, json, parse, to_json,
+};
+use crate::domain::{Address, Channel};
+use crate::store::{
+    Audience, CAP_WINDOW, Caregiver, ConsentStatus, ConversationStatus, NewStart, Plan, Result,
+    ScheduleRow, Snapshot, StartBatch, StartDecide, StartOutcome, StartRow, StartSnapshot,
+    StartStatus, StoreError, TrainingBatch, TrainingRecord, TrainingRow, UpsertOutcome, Write,
+};
+
+/// The columns of a [`StartDb`].
+const START_COLUMNS: &str = "SELECT id, flow_id, program, priority, audience, timezone, vars, \
+    origin, run_at, status, total, processed, started, skipped, finished_at, \
+    (SELECT COUNT(*) FROM start_waits w WHERE w.start_id = flow_starts.id) AS waiting \
+    FROM flow_starts";
+
+#[derive(FromRow)]
+struct StartDb {
+    id: i64,
+    flow_id: String,
+    program: String,
+    priority: i64,
+    audience: String,
+    timezone: Option<String>,
+    vars: String,
+    origin: String,
+    run_at: Ts,
+    status: String,
+    total: i64,
+    processed: i64,
+    started: i64,
+    skipped: String,
+    finished_at: Option<Ts>,
+    waiting: i64,
+}
+
+impl StartDb {
+    fn into_row(self) -> Result<StartRow> {
+        let n = |v: i64| v.max(0) as u64;
+        Ok(StartRow {
+            id: self.id,
+            vars: json("start vars", &self.vars)?,
+            origin: parse("start origin", &self.origin)?,
+            status: parse("start status", &self.status)?,
+            skipped: json("start skipped", &self.skipped)?,
+            flow_id: self.flow_id,
+            program: self.program,
+            priority: self.priority,
+            audience: self.audience,
+            timezone: self.timezone,
+            run_at: self.run_at.0,
+            total: n(self.total),
+            processed: n(self.processed),
+            started: n(self.started),
+            waiting: n(self.waiting),
+            finished_at: self.finished_at.map(|t| t.0),
+        })
+    }
+}
+
+/// A conversation a batch creates: the plan's `CreateConversation` with its last
+/// `UpdateConversation` of the new conversation folded in, so it is one row in one `INSERT`.
+struct NewConversation<'a> {
+    caregiver_id: i64,
+    address: &'a Address,
+    flow_id: &'a str,
+    flow_rev: i64,
+    status: ConversationStatus,
+    state: &'a Value,
+    wake_at: Option<DateTime<Utc>>,
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    bool: SqlValue<DB>,
+    String: SqlValue<DB>,
+    Ts: SqlValue<DB>,
+    NaiveDate: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Option<String>: SqlValue<DB>,
+    Option<Ts>: SqlValue<DB>,
+    Option<NaiveDate>: SqlValue<DB>,
+{
+    /// Appends the condition selecting an audience's active caregivers (`caregivers c`).
+    fn push_audience(qb: &mut QueryBuilder<DB>, audience: &Audience, timezone: Option<&str>) {
+        qb.push("c.active");
+        match audience {
+            Audience::All => {}
+            Audience::Group(name) => {
+                qb.push(" AND c.id IN (SELECT caregiver_id FROM caregiver_groups WHERE name = ");
+                qb.push_bind(name.clone());
+                qb.push(")");
+            }
+            Audience::Branch(name) => {
+                qb.push(" AND c.branch = ");
+                qb.push_bind(name.clone());
+            }
+            Audience::Phones(phones) if phones.is_empty() => {
+                qb.push(" AND FALSE");
+            }
+            Audience::Phones(phones) => {
+                qb.push(" AND c.phone IN (");
+                let mut list = qb.separated(", ");
+                for phone in phones {
+                    list.push_bind(phone.clone());
+                }
+                qb.push(")");
+            }
+        }
+        if let Some(tz) = timezone {
+            qb.push(" AND c.timezone = ");
+            qb.push_bind(tz.to_owned());
+        }
+    }
+
+    /// Appends `(a, b, c)` binding each value.
+    fn push_list<T>(qb: &mut QueryBuilder<DB>, values: impl IntoIterator<Item = T>)
+    where
+        T: SqlValue<DB> + 'static,
+    {
+        qb.push("(");
+        let mut list = qb.separated(", ");
+        for v in values {
+            list.push_bind(v);
+        }
+        qb.push(")");
+    }
+
+    pub(super) async fn start_by_id(
+        conn: &mut DB::Connection,
+        id: i64,
+    ) -> Result<Option<StartRow>> {
+        let sql = format!("{START_COLUMNS} WHERE id = $1");
+        let row: Option<StartDb> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        row.map(StartDb::into_row).transpose()
+    }
+
+    pub(super) async fn insert_start(
+        conn: &mut DB::Connection,
+        start: &NewStart,
+        now: Ts,
+    ) -> Result<i64> {
+        let inserted: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO flow_starts (flow_id, program, priority, audience, timezone, vars, \
+             origin, dedupe_key, run_at, status, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', $10, $10) \
+             ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+        )
+        .bind(start.flow_id.clone())
+        .bind(start.program.clone())
+        .bind(start.priority)
+        .bind(start.audience.to_string())
+        .bind(start.timezone.clone())
+        .bind(to_json(&start.vars))
+        .bind(start.origin.as_str())
+        .bind(start.dedupe_key.clone())
+        .bind(Ts(start.run_at))
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match inserted {
+            Some((id,)) => Ok(id),
+            None => {
+                let (id,): (i64,) =
+                    sqlx::query_as("SELECT id FROM flow_starts WHERE dedupe_key = $1")
+                        .bind(start.dedupe_key.clone())
+                        .fetch_one(&mut *conn)
+                        .await?;
+                Ok(id)
+            }
+        }
+    }
+
+    pub(super) async fn create_start_in(&self, start: &NewStart, now: Ts) -> Result<i64> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let id = Self::insert_start(&mut *tx, start, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub(super) async fn start_row_in(&self, id: i64) -> Result<Option<StartRow>> {
+        let mut conn = self.pool.acquire().await?;
+        Self::start_by_id(&mut *conn, id).await
+    }
+
+    pub(super) async fn unfinished_start_in(
+        &self,
+        flow_id: &str,
+        audience: &Audience,
+        vars: &BTreeMap<String, Value>,
+        now: Ts,
+    ) -> Result<Option<StartRow>> {
+        let sql = format!(
+            "{START_COLUMNS} WHERE status <> 'done' AND origin = 'cli' AND flow_id = $1 \
+             AND audience = $2 AND vars = $3 AND run_at <= $4 AND timezone IS NULL \
+             ORDER BY id LIMIT 1"
+        );
+        let row: Option<StartDb> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(flow_id.to_owned())
+            .bind(audience.to_string())
+            .bind(to_json(vars))
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(StartDb::into_row).transpose()
+    }
+
+    pub(super) async fn due_starts_in(&self, now: Ts, limit: u32) -> Result<Vec<StartRow>> {
+        let sql = format!(
+            "{START_COLUMNS} WHERE ((status IN ('pending', 'running') AND run_at <= $1) \
+             OR (status = 'waiting' AND EXISTS (SELECT 1 FROM start_waits w \
+                 WHERE w.start_id = flow_starts.id AND w.retry_at <= $1))) \
+             AND (lease_until IS NULL OR lease_until < $1) \
+             ORDER BY priority, run_at, id LIMIT $2"
+        );
+        let rows: Vec<StartDb> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(StartDb::into_row).collect()
+    }
+
+    pub(super) async fn list_starts_in(&self, all: bool) -> Result<Vec<StartRow>> {
+        let sql =
+            format!("{START_COLUMNS} WHERE $1 OR status <> 'done' ORDER BY id DESC LIMIT 500");
+        let rows: Vec<StartDb> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(all)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(StartDb::into_row).collect()
+    }
+
+    pub(super) async fn claim_start_in(
+        &self,
+        id: i64,
+        owner: &str,
+        now: Ts,
+        lease_until: Ts,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let claimed = sqlx::query(
+            "UPDATE flow_starts SET owner = $2, lease_until = $3, updated_at = $4 \
+             WHERE id = $1 AND (owner IS NULL OR owner = $2 OR lease_until IS NULL \
+             OR lease_until < $4)",
+        )
+        .bind(id)
+        .bind(owner.to_owned())
+        .bind(lease_until)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&claimed) == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let Some(start) = Self::start_by_id(&mut *tx, id).await? else {
+            tx.rollback().await?;
+            return Ok(false);
+        };
+        if start.status == StartStatus::Pending {
+            // The audience as it is when the start begins, for progress bars and reports.
+            let audience = Audience::parse_stored(&start.audience).map_err(StoreError::Corrupt)?;
+            let mut count = QueryBuilder::<DB>::new("SELECT COUNT(*) FROM caregivers c WHERE ");
+            Self::push_audience(&mut count, &audience, start.timezone.as_deref());
+            let (total,): (i64,) = count.build_query_as().fetch_one(&mut *tx).await?;
+            sqlx::query("UPDATE flow_starts SET status = 'running', total = $2 WHERE id = $1")
+                .bind(id)
+                .bind(total)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(super) async fn release_start_in(&self, id: i64, owner: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE flow_starts SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2",
+        )
+        .bind(id)
+        .bind(owner.to_owned())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn run_start_batch_in(
+        &self,
+        id: i64,
+        owner: &str,
+        now: Ts,
+        lease_until: Ts,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> Result<StartBatch> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        // The lease is checked and renewed first, inside the transaction: on SQLite the write
+        // lock, on PostgreSQL the row lock, keeps any other runner out until this commits.
+        let renewed = sqlx::query(
+            "UPDATE flow_starts SET lease_until = $3, updated_at = $4 WHERE id = $1 AND owner = $2",
+        )
+        .bind(id)
+        .bind(owner.to_owned())
+        .bind(lease_until)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&renewed) == 0 {
+            tx.rollback().await?;
+            return Ok(StartBatch {
+                lease_lost: true,
+                ..StartBatch::default()
+            });
+        }
+        let Some(start) = Self::start_by_id(&mut *tx, id).await? else {
+            tx.rollback().await?;
+            return Err(StoreError::Corrupt(format!("start {id} vanished")));
+        };
+        let (done_through,): (i64,) =
+            sqlx::query_as("SELECT done_through FROM flow_starts WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let from_waits = match start.status {
+            StartStatus::Done => {
+                tx.commit().await?;
+                return Ok(StartBatch {
+                    idle: true,
+                    ..StartBatch::default()
+                });
+            }
+            StartStatus::Pending | StartStatus::Running => false,
+            StartStatus::Waiting => true,
+        };
+        let ids: Vec<i64> = if from_waits {
+            sqlx::query_scalar(
+                "SELECT caregiver_id FROM start_waits WHERE start_id = $1 AND retry_at <= $2 \
+                 ORDER BY caregiver_id LIMIT $3",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *tx)
+            .await?
+        } else {
+            let audience = Audience::parse_stored(&start.audience).map_err(StoreError::Corrupt)?;
+            let mut select = QueryBuilder::<DB>::new("SELECT c.id FROM caregivers c WHERE ");
+            Self::push_audience(&mut select, &audience, start.timezone.as_deref());
+            select.push(" AND c.id > ");
+            select.push_bind(done_through);
+            select.push(" ORDER BY c.id LIMIT ");
+            select.push_bind(i64::from(limit));
+            select.build_query_scalar().fetch_all(&mut *tx).await?
+        };
+
+        if ids.is_empty() {
+            // Through the audience (or no wait is due): wait for the capped, or finish.
+            let (waits,): (i64,) =
+                sqlx::query_as("SELECT COUNT(*) FROM start_waits WHERE start_id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let status = if waits > 0 {
+                StartStatus::Waiting
+            } else {
+                StartStatus::Done
+            };
+            sqlx::query(
+                "UPDATE flow_starts SET status = $2, finished_at = $3, updated_at = $4 \
+                 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(status.as_str())
+            .bind((status == StartStatus::Done).then_some(now))
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            // Moving from running to waiting may leave waits already due: one more round.
+            return Ok(StartBatch {
+                idle: from_waits || status == StartStatus::Done,
+                ..StartBatch::default()
+            });
+        }
+
+        let snapshots = Self::start_snapshots(&mut *tx, &ids, now, &HashMap::new()).await?;
+        let mut plans = Vec::with_capacity(snapshots.len());
+        for snapshot in &snapshots {
+            plans.push(decide(snapshot).map_err(StoreError::Decide)?);
+        }
+        let only_plans: Vec<&Plan> = plans.iter().map(|(p, _)| p).collect();
+        Self::apply_start_plans(
+            &mut *tx,
+            Some(id),
+            &start.program,
+            &snapshots,
+            &only_plans,
+            now,
+        )
+        .await?;
+
+        let mut started = start.started as i64;
+        let mut skipped = start.skipped.clone();
+        let mut waits: Vec<(i64, Ts)> = Vec::new();
+        let mut settled: Vec<i64> = Vec::new();
+        for (snapshot, (_, outcome)) in snapshots.iter().zip(&plans) {
+            let caregiver_id = snapshot
+                .snapshot
+                .caregiver
+                .as_ref()
+                .map_or(0, |c: &Caregiver| c.id);
+            match outcome {
+                StartOutcome::Started => {
+                    started += 1;
+                    settled.push(caregiver_id);
+                }
+                StartOutcome::Skipped(reason) => {
+                    *skipped.entry(reason.clone()).or_default() += 1;
+                    settled.push(caregiver_id);
+                }
+                StartOutcome::Wait { retry_at } => waits.push((caregiver_id, Ts(*retry_at))),
+            }
+        }
+        for chunk in waits.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO start_waits (start_id, caregiver_id, retry_at) ",
+            );
+            insert.push_values(chunk, |mut row, (caregiver_id, retry_at)| {
+                row.push_bind(id)
+                    .push_bind(*caregiver_id)
+                    .push_bind(*retry_at);
+            });
+            insert.push(
+                " ON CONFLICT (start_id, caregiver_id) DO UPDATE SET retry_at = excluded.retry_at",
+            );
+            insert.build().execute(&mut *tx).await?;
+        }
+        if from_waits {
+            for chunk in settled.chunks(CHUNK) {
+                let mut delete =
+                    QueryBuilder::<DB>::new("DELETE FROM start_waits WHERE start_id = ");
+                delete.push_bind(id);
+                delete.push(" AND caregiver_id IN ");
+                Self::push_list(&mut delete, chunk.iter().copied());
+                delete.build().execute(&mut *tx).await?;
+            }
+        }
+        let last = *ids.last().expect("ids is not empty");
+        sqlx::query(
+            "UPDATE flow_starts SET done_through = $2, processed = processed + $3, started = $4, \
+             skipped = $5, updated_at = $6 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(if from_waits { done_through } else { last })
+        .bind(if from_waits { 0 } else { ids.len() as i64 })
+        .bind(started)
+        .bind(to_json(&skipped))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(StartBatch {
+            handled: ids.len(),
+            idle: false,
+            lease_lost: false,
+        })
+    }
+
+    /// The start snapshots of caregivers `ids` (ascending), read with one query per table.
+    async fn start_snapshots(
+        conn: &mut DB::Connection,
+        ids: &[i64],
+        now: Ts,
+        vars: &HashMap<i64, BTreeMap<String, Value>>,
+    ) -> Result<Vec<StartSnapshot>> {
+        let mut select = QueryBuilder::<DB>::new(caregivers_select!());
+        select.push(" WHERE c.id IN ");
+        Self::push_list(&mut select, ids.iter().copied());
+        select.push(" ORDER BY c.id");
+        let rows: Vec<CaregiverDb> = select.build_query_as().fetch_all(&mut *conn).await?;
+
+        let mut groups_q = QueryBuilder::<DB>::new(
+            "SELECT caregiver_id, name FROM caregiver_groups WHERE caregiver_id IN ",
+        );
+        Self::push_list(&mut groups_q, ids.iter().copied());
+        groups_q.push(" ORDER BY caregiver_id, name");
+        let memberships: Vec<(i64, String)> =
+            groups_q.build_query_as().fetch_all(&mut *conn).await?;
+        let mut groups: HashMap<i64, Vec<String>> = HashMap::new();
+        for (caregiver_id, name) in memberships {
+            groups.entry(caregiver_id).or_default().push(name);
+        }
+        let caregivers: Vec<Caregiver> = rows
+            .into_iter()
+            .map(|row| {
+                let mine = groups.remove(&row.id).unwrap_or_default();
+                row.into_caregiver(mine)
+            })
+            .collect::<Result<_>>()?;
+        let phones: Vec<String> = caregivers.iter().map(|c| c.phone.clone()).collect();
+
+        let mut consent_q = QueryBuilder::<DB>::new(
+            "SELECT address, status FROM subscriptions WHERE channel = 'sms' AND address IN ",
+        );
+        Self::push_list(&mut consent_q, phones.iter().cloned());
+        let consent: HashMap<String, String> = consent_q
+            .build_query_as::<(String, String)>()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .collect();
+
+        let mut conv_q = QueryBuilder::<DB>::new(
+            "SELECT id, caregiver_id, channel, address, flow_id, flow_rev, status, state, \
+             wake_at, started_at FROM conversations \
+             WHERE channel = 'sms' AND status = 'active' AND address IN ",
+        );
+        Self::push_list(&mut conv_q, phones.iter().cloned());
+        conv_q.push(" ");
+        conv_q.push(DB::LOCK_ROWS);
+        let mut conversations: HashMap<String, ConversationDb> = conv_q
+            .build_query_as::<ConversationDb>()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|c| (c.address.clone(), c))
+            .collect();
+
+        let mut week_q = QueryBuilder::<DB>::new(
+            "SELECT caregiver_id, COUNT(*), MIN(started_at) FROM conversations \
+             WHERE program IS NOT NULL AND program <> 'onboarding' AND started_at > ",
+        );
+        week_q.push_bind(Ts(now.0 - CAP_WINDOW));
+        week_q.push(" AND caregiver_id IN ");
+        Self::push_list(&mut week_q, ids.iter().copied());
+        week_q.push(" GROUP BY caregiver_id");
+        let week: HashMap<i64, (i64, Option<Ts>)> = week_q
+            .build_query_as::<(i64, i64, Option<Ts>)>()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|(id, n, oldest)| (id, (n, oldest)))
+            .collect();
+
+        let mut out = Vec::with_capacity(caregivers.len());
+        for caregiver in caregivers {
+            let address = Address::new(Channel::Sms, caregiver.phone.clone());
+            let consent = match consent.get(&caregiver.phone) {
+                Some(status) => parse("consent status", status)?,
+                None => ConsentStatus::Unknown,
+            };
+            let conversation = conversations
+                .remove(&caregiver.phone)
+                .map(ConversationDb::into_row)
+                .transpose()?;
+            let (week_count, week_oldest) = week
+                .get(&caregiver.id)
+                .map_or((0, None), |(n, oldest)| (*n as u32, oldest.map(|t| t.0)));
+            out.push(StartSnapshot {
+                vars: vars.get(&caregiver.id).cloned().unwrap_or_default(),
+                snapshot: Snapshot {
+                    address,
+                    consent,
+                    caregiver: Some(caregiver),
+                    conversation,
+                    stranger_replied_today: false,
+                    // A start reads no shift offers and no supervisor desk: those answer
+                    // inbound messages only.
+                    shifts: Vec::new(),
+                    desk: None,
+                },
+                week_count,
+                week_oldest,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Applies the plans of a batch: writes before a plan's `CreateConversation` one by one
+    /// (ending a running conversation is rare), every new conversation in multi-row `INSERT`s,
+    /// then every outbound message in multi-row `INSERT`s; anything else (an answer, an alert
+    /// raised at the first step) one by one. Returns the conversation created for each
+    /// snapshot, if any.
+    async fn apply_start_plans(
+        conn: &mut DB::Connection,
+        start_id: Option<i64>,
+        program: &str,
+        snapshots: &[StartSnapshot],
+        plans: &[&Plan],
+        now: Ts,
+    ) -> Result<Vec<Option<i64>>> {
+        let mut creates: Vec<(usize, NewConversation<'_>)> = Vec::new();
+        for (i, (snapshot, plan)) in snapshots.iter().zip(plans).enumerate() {
+            let ctx = Ctx {
+                snapshot: &snapshot.snapshot,
+                now,
+                inbound_id: None,
+            };
+            let Some(at) = plan
+                .writes
+                .iter()
+                .position(|w| matches!(w, Write::CreateConversation { .. }))
+            else {
+                Self::apply_writes(conn, &ctx, &plan.writes, None).await?;
+                continue;
+            };
+            Self::apply_writes(conn, &ctx, &plan.writes[..at], None).await?;
+            let Write::CreateConversation {
+                flow_id,
+                flow_rev,
+                state,
+                wake_at,
+            } = &plan.writes[at]
+            else {
+                unreachable!("position found a CreateConversation");
+            };
+            let mut new = NewConversation {
+                caregiver_id: ctx.caregiver("CreateConversation")?.id,
+                address: &snapshot.snapshot.address,
+                flow_id,
+                flow_rev: *flow_rev,
+                status: ConversationStatus::Active,
+                state,
+                wake_at: *wake_at,
+            };
+            for w in &plan.writes[at + 1..] {
+                if let Write::UpdateConversation {
+                    conversation: crate::store::ConvRef::New,
+                    status,
+                    state,
+                    wake_at,
+                } = w
+                {
+                    new.status = *status;
+                    new.state = state;
+                    new.wake_at = *wake_at;
+                }
+            }
+            creates.push((i, new));
+        }
+
+        let mut created: Vec<Option<i64>> = vec![None; snapshots.len()];
+        for chunk in creates.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO conversations (caregiver_id, channel, address, flow_id, flow_rev, \
+                 status, state, wake_at, started_at, updated_at, ended_at, program, start_id) ",
+            );
+            insert.push_values(chunk, |mut row, (_, c)| {
+                row.push_bind(c.caregiver_id)
+                    .push_bind(c.address.channel.as_str())
+                    .push_bind(c.address.value.clone())
+                    .push_bind(c.flow_id.to_owned())
+                    .push_bind(c.flow_rev)
+                    .push_bind(c.status.as_str())
+                    .push_bind(to_json(c.state))
+                    .push_bind(c.wake_at.map(Ts))
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind((c.status != ConversationStatus::Active).then_some(now))
+                    .push_bind(program.to_owned())
+                    .push_bind(start_id);
+            });
+            insert.push(" RETURNING id, caregiver_id");
+            let ids: HashMap<i64, i64> = insert
+                .build_query_as::<(i64, i64)>()
+                .fetch_all(&mut *conn)
+                .await?
+                .into_iter()
+                .map(|(id, caregiver_id)| (caregiver_id, id))
+                .collect();
+            for (i, c) in chunk {
+                created[*i] = Some(ids[&c.caregiver_id]);
+            }
+        }
+
+        // Everything after each CreateConversation: outbound messages together, the rest one
+        // by one (the new conversation's updates were folded into its row above).
+        let mut outbound = Vec::new();
+        for (i, _) in &creates {
+            let (snapshot, plan) = (&snapshots[*i], plans[*i]);
+            let ctx = Ctx {
+                snapshot: &snapshot.snapshot,
+                now,
+                inbound_id: None,
+            };
+            let at = plan
+                .writes
+                .iter()
+                .position(|w| matches!(w, Write::CreateConversation { .. }))
+                .expect("a create");
+            for w in &plan.writes[at + 1..] {
+                match w {
+                    Write::UpdateConversation {
+                        conversation: crate::store::ConvRef::New,
+                        ..
+                    } => {}
+                    Write::Outbound(o) => {
+                        let conv = o
+                            .conversation
+                            .map(|c| conversation_id(c, created[*i]))
+                            .transpose()?;
+                        outbound.push((o, conv));
+                    }
+                    other => {
+                        Self::apply_writes(conn, &ctx, std::slice::from_ref(other), created[*i])
+                            .await?
+                    }
+                }
+            }
+        }
+        for chunk in outbound.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, \
+                 kind, body, encoding, segments, buttons, status, attempts, not_before, \
+                 created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, (o, conv)| {
+                row.push_bind(o.address.channel.as_str())
+                    .push_bind(o.address.value.clone())
+                    .push_bind(o.caregiver_id)
+                    .push_bind(*conv)
+                    .push_bind(o.kind.as_str())
+                    .push_bind(o.body.clone())
+                    .push_bind(o.encoding.clone())
+                    .push_bind(i64::from(o.segments))
+                    .push_bind(to_json(&o.buttons))
+                    .push("'queued'")
+                    .push("0")
+                    .push_bind(Ts(o.not_before))
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            insert.build().execute(&mut *conn).await?;
+        }
+        Ok(created)
+    }
+
+    // Schedules ---------------------------------------------------------------------------------
+
+    pub(super) async fn schedules_in(&self) -> Result<Vec<ScheduleRow>> {
+        let rows: Vec<(String, String, String, String, Ts)> = sqlx::query_as(
+            "SELECT flow_id, timezone, cron, audience, next_run_at FROM schedules \
+             ORDER BY flow_id, timezone",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(flow_id, timezone, cron, audience, next)| ScheduleRow {
+                flow_id,
+                timezone,
+                cron,
+                audience,
+                next_run_at: next.0,
+            })
+            .collect())
+    }
+
+    pub(super) async fn put_schedule_in(&self, row: &ScheduleRow) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO schedules (flow_id, timezone, cron, audience, next_run_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (flow_id, timezone) DO UPDATE SET \
+             cron = excluded.cron, audience = excluded.audience, \
+             next_run_at = excluded.next_run_at, updated_at = excluded.updated_at",
+        )
+        .bind(row.flow_id.clone())
+        .bind(row.timezone.clone())
+        .bind(row.cron.clone())
+        .bind(row.audience.clone())
+        .bind(Ts(row.next_run_at))
+        .bind(Ts::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn delete_schedules_except_in(&self, flow_ids: &[String]) -> Result<u64> {
+        let mut delete = QueryBuilder::<DB>::new("DELETE FROM schedules");
+        if !flow_ids.is_empty() {
+            delete.push(" WHERE flow_id NOT IN ");
+            Self::push_list(&mut delete, flow_ids.iter().cloned());
+        }
+        let done = delete.build().execute(&self.pool).await?;
+        Ok(DB::rows_affected(&done))
+    }
+
+    pub(super) async fn caregiver_timezones_in(&self) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT DISTINCT timezone FROM caregivers WHERE active ORDER BY timezone",
+        )
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(super) async fn fire_schedule_in(
+        &self,
+        flow_id: &str,
+        timezone: &str,
+        due: Ts,
+        next: Ts,
+        start: &NewStart,
+    ) -> Result<Option<i64>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let moved = sqlx::query(
+            "UPDATE schedules SET next_run_at = $4, updated_at = $5 \
+             WHERE flow_id = $1 AND timezone = $2 AND next_run_at = $3",
+        )
+        .bind(flow_id.to_owned())
+        .bind(timezone.to_owned())
+        .bind(due)
+        .bind(next)
+        .bind(Ts::now())
+        .execute(&mut *tx)
+        .await?;
+        if DB::rows_affected(&moved) == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        let id = Self::insert_start(&mut *tx, start, Ts::now()).await?;
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    // Training assignments ------------------------------------------------------------------------
+
+    pub(super) async fn caregiver_external_ids_in(&self) -> Result<Vec<String>> {
+        Ok(
+            sqlx::query_scalar("SELECT external_id FROM caregivers ORDER BY external_id")
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
+    pub(super) async fn upsert_training_in(
+        &self,
+        flow_id: &str,
+        rows: &[TrainingRecord],
+        now: Ts,
+    ) -> Result<Vec<UpsertOutcome>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let ids: HashMap<String, i64> =
+            sqlx::query_as::<_, (i64, String)>("SELECT id, external_id FROM caregivers")
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .map(|(id, e)| (e, id))
+                .collect();
+        type Stored = (i64, i64, String, String, NaiveDate, String);
+        let existing: HashMap<(i64, String), Stored> = sqlx::query_as::<_, Stored>(
+            "SELECT id, caregiver_id, module, link, due_date, status FROM training_assignments \
+             WHERE flow_id = $1",
+        )
+        .bind(flow_id.to_owned())
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .map(|row| ((row.1, row.2.clone()), row))
+        .collect();
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut inserts: Vec<(i64, &TrainingRecord)> = Vec::new();
+        for record in rows {
+            let Some(&caregiver_id) = ids.get(&record.caregiver) else {
+                outcomes.push(UpsertOutcome::Rejected);
+                continue;
+            };
+            match existing.get(&(caregiver_id, record.module.clone())) {
+                None => {
+                    inserts.push((caregiver_id, record));
+                    outcomes.push(UpsertOutcome::Added);
+                }
+                Some((_, _, _, link, due, _))
+                    if *link == record.link && *due == record.due_date =>
+                {
+                    outcomes.push(UpsertOutcome::Unchanged)
+                }
+                Some((id, _, _, _, _, status)) => {
+                    // Done stays done (no nudge for a module already finished); running keeps
+                    // its conversation; assigned or expired is assigned again, from now.
+                    let reassign = status == "assigned" || status == "expired";
+                    sqlx::query(
+                        "UPDATE training_assignments SET link = $2, due_date = $3, \
+                         status = CASE WHEN $4 THEN 'assigned' ELSE status END, \
+                         next_try_at = CASE WHEN $4 THEN $5 ELSE next_try_at END, \
+                         updated_at = $5 WHERE id = $1",
+                    )
+                    .bind(*id)
+                    .bind(record.link.clone())
+                    .bind(record.due_date)
+                    .bind(reassign)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    outcomes.push(UpsertOutcome::Updated);
+                }
+            }
+        }
+        for chunk in inserts.chunks(CHUNK) {
+            let mut insert = QueryBuilder::<DB>::new(
+                "INSERT INTO training_assignments (caregiver_id, flow_id, module, link, due_date, \
+                 status, next_try_at, created_at, updated_at) ",
+            );
+            insert.push_values(chunk, |mut row, (caregiver_id, record)| {
+                row.push_bind(*caregiver_id)
+                    .push_bind(flow_id.to_owned())
+                    .push_bind(record.module.clone())
+                    .push_bind(record.link.clone())
+                    .push_bind(record.due_date)
+                    .push("'assigned'")
+                    .push_bind(now)
+                    .push_bind(now)
+                    .push_bind(now);
+            });
+            insert.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    pub(super) async fn run_training_batch_in(
+        &self,
+        flow_id: &str,
+        program: &str,
+        now: Ts,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> Result<TrainingBatch> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        // Settle assignments whose conversation has ended: DONE completes the flow.
+        for (ended, becomes) in [
+            ("'completed'", "'done'"),
+            ("'expired'", "'expired'"),
+            ("'interrupted'", "'assigned'"),
+        ] {
+            let sql = format!(
+                "UPDATE training_assignments SET status = {becomes}, updated_at = $1, \
+                 next_try_at = $1 WHERE status = 'started' AND EXISTS (SELECT 1 FROM \
+                 conversations v WHERE v.id = training_assignments.conversation_id \
+                 AND v.status = {ended})"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        type Due = (i64, i64, String, String, NaiveDate);
+        let due: Vec<Due> = sqlx::query_as(
+            "SELECT id, caregiver_id, module, link, due_date FROM training_assignments \
+             WHERE status = 'assigned' AND flow_id = $1 AND next_try_at <= $2 \
+             ORDER BY next_try_at, id LIMIT $3",
+        )
+        .bind(flow_id.to_owned())
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        // One module per caregiver per batch: a caregiver is in one conversation at a time.
+        let mut assignment_of: HashMap<i64, i64> = HashMap::new();
+        let mut vars: HashMap<i64, BTreeMap<String, Value>> = HashMap::new();
+        for (id, caregiver_id, module, link, due_date) in &due {
+            if assignment_of.contains_key(caregiver_id) {
+                continue;
+            }
+            assignment_of.insert(*caregiver_id, *id);
+            vars.insert(
+                *caregiver_id,
+                BTreeMap::from([
+                    ("module".to_owned(), Value::from(module.clone())),
+                    ("link".to_owned(), Value::from(link.clone())),
+                    ("due_date".to_owned(), Value::from(due_date.to_string())),
+                ]),
+            );
+        }
+        let mut ids: Vec<i64> = assignment_of.keys().copied().collect();
+        ids.sort_unstable();
+        let mut report = TrainingBatch::default();
+        if ids.is_empty() {
+            tx.commit().await?;
+            return Ok(report);
+        }
+        let snapshots = Self::start_snapshots(&mut *tx, &ids, now, &vars).await?;
+        let mut plans = Vec::with_capacity(snapshots.len());
+        for snapshot in &snapshots {
+            plans.push(decide(snapshot).map_err(StoreError::Decide)?);
+        }
+        let only_plans: Vec<&Plan> = plans.iter().map(|(p, _)| p).collect();
+        let created =
+            Self::apply_start_plans(&mut *tx, None, program, &snapshots, &only_plans, now).await?;
+        for ((snapshot, (_, outcome)), conversation) in snapshots.iter().zip(&plans).zip(created) {
+            let caregiver_id = snapshot.snapshot.caregiver.as_ref().map_or(0, |c| c.id);
+            let assignment = assignment_of[&caregiver_id];
+            let (status, next_try, skip) = match outcome {
+                StartOutcome::Started => {
+                    report.started += 1;
+                    ("started", now, None)
+                }
+                StartOutcome::Skipped(reason) => {
+                    *report.skipped.entry(reason.clone()).or_default() += 1;
+                    // A caregiver busy in another conversation is tried again within the
+                    // hour; one without consent, opted out or capped, the next day.
+                    let later = if reason == "already in a conversation" {
+                        Duration::hours(1)
+                    } else {
+                        Duration::days(1)
+                    };
+                    ("assigned", Ts(now.0 + later), Some(reason.clone()))
+                }
+                StartOutcome::Wait { retry_at } => {
+                    *report.skipped.entry("capped".into()).or_default() += 1;
+                    ("assigned", Ts(*retry_at), Some("capped".to_owned()))
+                }
+            };
+            sqlx::query(
+                "UPDATE training_assignments SET status = $2, conversation_id = $3, \
+                 next_try_at = $4, last_skip = $5, updated_at = $6 WHERE id = $1",
+            )
+            .bind(assignment)
+            .bind(status)
+            .bind(conversation)
+            .bind(next_try)
+            .bind(skip)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(report)
+    }
+
+    pub(super) async fn training_assignments_in(&self) -> Result<Vec<TrainingRow>> {
+        type Row = (
+            String,
+            String,
+            String,
+            NaiveDate,
+            String,
+            Option<i64>,
+            Ts,
+            Option<String>,
+        );
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT c.external_id, a.module, a.link, a.due_date, a.status, a.conversation_id, \
+             a.next_try_at, a.last_skip FROM training_assignments a \
+             JOIN caregivers c ON c.id = a.caregiver_id ORDER BY c.external_id, a.module",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| TrainingRow {
+                caregiver: r.0,
+                module: r.1,
+                link: r.2,
+                due_date: r.3,
+                status: r.4,
+                conversation_id: r.5,
+                next_try_at: r.6.0,
+                last_skip: r.7,
+            })
+            .collect())
+    }
+}
