@@ -562,8 +562,11 @@ fn groupable(plan: &Plan, snapshot: &Snapshot) -> bool {
             anonymous,
             ..
         } => {
+            // Anonymous answers keep a cohort and redact their inbound text: the one-by-one
+            // path does that, so they take it.
             matches!(conversation, ConvRef::Existing(_))
-                && (*anonymous || snapshot.caregiver.is_some())
+                && !*anonymous
+                && snapshot.caregiver.is_some()
         }
         Write::Outbound(o) => !matches!(o.conversation, Some(ConvRef::New)),
         Write::UpdateConversation { conversation, .. } => {
