@@ -54,7 +54,8 @@ pub enum Command {
     #[command(subcommand)]
     Flows(FlowsCommand),
     /// Talk to a flow in the terminal as a caregiver (replies from stdin; `/wait 25h` moves the
-    /// clock; `/sup ACK 1` answers an alert as the supervisor).
+    /// clock; `/sup ACK 1` answers an alert as the supervisor, `/branch ACK 1` as the branch
+    /// contact it goes to next).
     Simulate(SimulateArgs),
     /// Import the roster from a CSV file.
     #[command(subcommand)]
@@ -496,8 +497,10 @@ pub async fn results(cli: &Cli, out: &mut (dyn std::io::Write + Send)) -> anyhow
         }
         _ => bail!("not an export or a report"),
     }
-    out.flush()?;
-    Ok(())
+    match out.flush() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
 }
 
 fn print_report(report: &Report, json: bool) -> anyhow::Result<()> {
@@ -834,16 +837,13 @@ async fn export(
                 .await
         }
     };
-    match result {
-        Ok(_) => {}
+    match result.map(|_| ()).and_then(|()| Ok(out.flush()?)) {
         // `carebot export … | head` closes the pipe early: that is the reader's choice.
         Err(crate::store::StoreError::Sink(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
-            return Ok(());
+            Ok(())
         }
-        Err(e) => return Err(e.into()),
+        other => Ok(other?),
     }
-    out.flush()?;
-    Ok(())
 }
 
 /// An export's output: CSV records, or JSON lines.
@@ -867,7 +867,11 @@ impl<W: std::io::Write> Rows<W> {
         T: AsRef<[u8]>,
     {
         match self {
-            Rows::Csv(w) => Ok(w.write_record(record)?),
+            // Keep the I/O error's kind: a closed pipe is the reader's choice, not a failure.
+            Rows::Csv(w) => w.write_record(record).map_err(|e| match e.into_kind() {
+                csv::ErrorKind::Io(e) => e,
+                other => std::io::Error::other(format!("{other:?}")),
+            }),
             Rows::Lines(_) => Ok(()),
         }
     }
@@ -905,14 +909,25 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     store.migrate().await?;
     let today = Utc::now().date_naive();
     store
-        .upsert_supervisors(&[SupervisorRecord {
-            external_id: "S1".into(),
-            name: "Dana Smith".into(),
-            phone: "+13125550100".into(),
-            email: "dana@example.org".into(),
-            branch: "Chicago North".into(),
-            timezone: "America/Chicago".into(),
-        }])
+        .upsert_supervisors(&[
+            SupervisorRecord {
+                external_id: "S1".into(),
+                name: "Dana Smith".into(),
+                phone: "+13125550100".into(),
+                email: "dana@example.org".into(),
+                branch: "Chicago North".into(),
+                timezone: "America/Chicago".into(),
+            },
+            // The branch's contact: where an alert Dana does not acknowledge goes next.
+            SupervisorRecord {
+                external_id: "S2".into(),
+                name: "Omar Reyes".into(),
+                phone: "+13125550101".into(),
+                email: "omar@example.org".into(),
+                branch: "Chicago North".into(),
+                timezone: "America/Chicago".into(),
+            },
+        ])
         .await?;
     let phone = "+13125550123";
     store
@@ -934,9 +949,16 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         // A demo reads better with the sample agency the templates are checked against.
         settings.agency = catalog::sample_agency();
     }
+    if settings.escalation.branch_contacts.is_empty() {
+        settings
+            .escalation
+            .branch_contacts
+            .insert("Chicago North".into(), "S2".into());
+    }
     let runner = Runner::new(store, catalog, settings).await?;
     let me = Address::new(Channel::Sms, phone);
     let supervisor = Address::new(Channel::Sms, "+13125550100");
+    let manager = Address::new(Channel::Sms, "+13125550101");
     // The simulation's clock: a weekday morning in Chicago, so nothing is held for quiet hours
     // unless the transcript moves the clock into the night.
     let mut now = crate::transcript::start_time();
@@ -953,8 +975,8 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         bail!("the flow did not start: {}", describe_start(&report));
     }
     let interactive = std::io::stdin().is_terminal();
-    let mut shown = (0, 0);
-    shown = show_new(&runner.store, &me, &supervisor, shown).await?;
+    let mut shown = (0, 0, 0);
+    shown = show_new(&runner.store, &me, &supervisor, &manager, shown).await?;
     let stdin = std::io::stdin();
     let mut n = 0;
     loop {
@@ -988,12 +1010,16 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
             runner.send_digests(now).await?;
         } else if line == "/quit" {
             break;
-        } else if let Some(text) = line.strip_prefix("/sup ") {
-            // The supervisor answers an alert (ACK 1, CALL 1, NOTE 1 …, DONE 1).
+        } else if let Some((who, text)) = line
+            .strip_prefix("/sup ")
+            .map(|t| (&supervisor, t))
+            .or_else(|| line.strip_prefix("/branch ").map(|t| (&manager, t)))
+        {
+            // The supervisor (or the branch contact) answers an alert: ACK 1, NOTE 1 …, DONE 1.
             n += 1;
             runner
                 .handle_inbound(&Inbound {
-                    address: supervisor.clone(),
+                    address: who.clone(),
                     text: text.trim().to_owned(),
                     external_id: format!("sim-{n}"),
                     received_at: now,
@@ -1010,7 +1036,7 @@ async fn simulate(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
                 })
                 .await?;
         }
-        shown = show_new(&runner.store, &me, &supervisor, shown).await?;
+        shown = show_new(&runner.store, &me, &supervisor, &manager, shown).await?;
     }
     println!("\n== stored answers ==");
     for a in runner.store.answers(Some(&args.flow_id), None).await? {
@@ -1049,8 +1075,9 @@ async fn show_new(
     store: &AnyStore,
     me: &Address,
     supervisor: &Address,
-    shown: (usize, usize),
-) -> anyhow::Result<(usize, usize)> {
+    manager: &Address,
+    shown: (usize, usize, usize),
+) -> anyhow::Result<(usize, usize, usize)> {
     let mine = store.outbound_to(me).await?;
     for (_, body) in mine.iter().skip(shown.0) {
         for (i, line) in body.lines().enumerate() {
@@ -1059,9 +1086,13 @@ async fn show_new(
     }
     let alerts = store.outbound_to(supervisor).await?;
     for (_, body) in alerts.iter().skip(shown.1) {
-        println!("     [to supervisor] {body}");
+        println!("     [to supervisor Dana] {body}");
     }
-    Ok((mine.len(), alerts.len()))
+    let raised = store.outbound_to(manager).await?;
+    for (_, body) in raised.iter().skip(shown.2) {
+        println!("     [to branch contact Omar] {body}");
+    }
+    Ok((mine.len(), alerts.len(), raised.len()))
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -153,6 +153,16 @@ macro_rules! escalation_sql {
 }
 pub(crate) use escalation_sql;
 
+/// The escalations on supervisor `$1`'s desk: routed to them (at any level), not closed
+/// before `$2`. A reply or a digest narrows them down further.
+macro_rules! desk_ids {
+    () => {
+        "SELECT e.id FROM escalations e WHERE e.id IN (SELECT escalation_id \
+         FROM escalation_contacts WHERE supervisor_id = $1) \
+         AND (e.status <> 'done' OR e.closed_at >= $2)"
+    };
+}
+
 /// The columns of a [`ContactDb`] for supervisor `s`: the one place a supervisor's channel is
 /// chosen. Today an alert goes to the supervisor's phone by SMS; Telegram (issue 4) adds a
 /// linked chat here, preferred over the phone when the supervisor has one.
@@ -531,6 +541,14 @@ struct ChainDb {
     notified_at: Option<Ts>,
     #[sqlx(flatten)]
     contact: ContactDb,
+}
+
+/// A chain row with the escalation it belongs to, for a desk's many alerts at once.
+#[derive(FromRow)]
+struct DeskChainDb {
+    escalation_id: i64,
+    #[sqlx(flatten)]
+    chain: ChainDb,
 }
 
 #[derive(FromRow)]
@@ -1312,23 +1330,60 @@ where
                 .await?
             }
         };
+        // Three reads however many alerts: their chains, and their caregivers' names.
+        let chains: Vec<DeskChainDb> = sqlx::query_as(concat!(
+            "SELECT ec.escalation_id, ec.level, ec.notified_at, ",
+            contact_columns!(),
+            " FROM escalation_contacts ec JOIN supervisors s ON s.id = ec.supervisor_id \
+             WHERE ec.escalation_id IN (",
+            desk_ids!(),
+            ") ORDER BY ec.escalation_id, ec.level, s.id"
+        ))
+        .bind(me.id)
+        .bind(Ts(now.0 - chrono::Duration::days(7)))
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut chain_of: HashMap<i64, Vec<ChainContact>> = HashMap::new();
+        for row in chains {
+            let (escalation_id, r) = (row.escalation_id, row.chain);
+            chain_of
+                .entry(escalation_id)
+                .or_default()
+                .push(ChainContact {
+                    level: r.level,
+                    notified_at: r.notified_at.map(|t| t.0),
+                    contact: r.contact.into_contact()?,
+                });
+        }
+        let names: Vec<(i64, String, String, String)> = sqlx::query_as(concat!(
+            "SELECT c.id, c.first_name, c.last_name, c.branch FROM caregivers c \
+             WHERE c.id IN (SELECT d.caregiver_id FROM escalations d WHERE d.id IN (",
+            desk_ids!(),
+            "))"
+        ))
+        .bind(me.id)
+        .bind(Ts(now.0 - chrono::Duration::days(7)))
+        .fetch_all(&mut *conn)
+        .await?;
+        let name_of: HashMap<i64, (String, String)> = names
+            .into_iter()
+            .map(|(id, first, last, branch)| (id, (short_name(&first, &last), branch)))
+            .collect();
         let mut alerts = Vec::with_capacity(rows.len());
         for row in rows {
             let escalation = row.into_state()?;
-            let chain = Self::chain(conn, escalation.id).await?;
+            let chain = chain_of.remove(&escalation.id).unwrap_or_default();
             // Those it was routed to, and the next level up, may act on it.
             let mine = chain.iter().find(|c| c.contact.id == me.id);
             if mine.is_none_or(|c| c.level > escalation.level + 1) {
                 continue;
             }
-            let (first, last, branch): (String, String, String) = sqlx::query_as(
-                "SELECT first_name, last_name, branch FROM caregivers WHERE id = $1",
-            )
-            .bind(escalation.caregiver_id)
-            .fetch_one(&mut *conn)
-            .await?;
+            let (caregiver, branch) = name_of
+                .get(&escalation.caregiver_id)
+                .cloned()
+                .unwrap_or_default();
             alerts.push(DeskAlert {
-                caregiver: short_name(&first, &last),
+                caregiver,
                 branch,
                 escalation,
                 chain,

@@ -63,6 +63,10 @@ fn catalog(options: &AppOptions) -> Arc<Catalog> {
     };
     let (catalog, _) = Catalog::load(&flows, &root.join("templates"))
         .unwrap_or_else(|r| panic!("test flows are valid: {:?}", r.problems));
+    if !options.extra_flows.is_empty() {
+        // Loaded: the catalog keeps the flows' text, not the files.
+        let _ = std::fs::remove_dir_all(&flows);
+    }
     Arc::new(catalog)
 }
 
