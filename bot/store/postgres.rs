@@ -44,6 +44,11 @@ impl Dialect for Postgres {
         "FOR UPDATE"
     );
 
+    const ACTIVE_CONVERSATION_OF_CAREGIVER: &'static str = conversation_sql!(
+        "caregiver_id = $1 AND status = 'active' ORDER BY updated_at DESC, id DESC LIMIT 1",
+        "FOR UPDATE"
+    );
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }

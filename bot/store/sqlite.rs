@@ -57,6 +57,11 @@ impl Dialect for Sqlite {
     const DUE_CONVERSATION: &'static str =
         conversation_sql!("id = $1 AND status = 'active' AND wake_at <= $2", "");
 
+    const ACTIVE_CONVERSATION_OF_CAREGIVER: &'static str = conversation_sql!(
+        "caregiver_id = $1 AND status = 'active' ORDER BY updated_at DESC, id DESC LIMIT 1",
+        ""
+    );
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }
