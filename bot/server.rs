@@ -11,13 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
+use crate::channel::telegram::{self, Telegram, TelegramClient};
 use crate::channel::twilio::client::TwilioClient;
 use crate::config::Config;
 use crate::dispatch::{DispatchSettings, Dispatcher};
 use crate::metrics::Metrics;
 use crate::runner::Runner;
 use crate::store::{AnyStore, Store};
-use crate::web::{AppState, router};
+use crate::web::{AppState, TelegramWebhook, router};
 
 /// Runs everything on `listener` until `shutdown` turns true.
 pub async fn run(
@@ -64,6 +65,7 @@ pub async fn run(
                     max_attempts: 6,
                     caregiver_window: config.runner.caregiver_window,
                     concurrency: 16,
+                    per_address_mps: None,
                 },
                 metrics.clone(),
             );
@@ -73,11 +75,26 @@ pub async fn run(
             Some(wake)
         }
     };
-    tasks.spawn(scheduler(
-        runner.clone(),
-        sms_wake.clone(),
-        shutdown.clone(),
-    ));
+    let (telegram_wake, telegram_webhook) = match &config.telegram_bot_token {
+        None => {
+            tracing::info!("Telegram is off: set TELEGRAM_BOT_TOKEN to turn it on");
+            (None, None)
+        }
+        Some(token) => {
+            let (wake, webhook) = start_telegram(
+                &config,
+                token,
+                &store,
+                &runner,
+                &metrics,
+                &shutdown,
+                &mut tasks,
+            )?;
+            (Some(wake), webhook)
+        }
+    };
+    let wakes = sms_wake.iter().chain(&telegram_wake).cloned().collect();
+    tasks.spawn(scheduler(runner.clone(), wakes, shutdown.clone()));
 
     let state = Arc::new(AppState {
         runner,
@@ -85,6 +102,7 @@ pub async fn run(
         twilio_auth_token: config.twilio.as_ref().map(|t| t.auth_token.clone()),
         public_url: config.public_url.clone(),
         sms_wake,
+        telegram: telegram_webhook,
     });
     tracing::info!(addr = %listener.local_addr()?, "carebot is listening");
     let mut stop = shutdown.clone();
@@ -101,11 +119,84 @@ pub async fn run(
     Ok(())
 }
 
+/// Turns Telegram on: its dispatcher, and updates by webhook (when `CAREBOT_PUBLIC_URL` is
+/// set, so Telegram can reach us) or by long polling. Returns the dispatcher's wake and, in
+/// webhook mode, what `POST /webhooks/telegram` needs.
+///
+/// The webhook is registered by `carebot telegram set-webhook`, never here, and never removed on
+/// shutdown: several instances share one webhook, and one stopping must not cut off the rest.
+fn start_telegram(
+    config: &Config,
+    token: &crate::config::Secret,
+    store: &AnyStore,
+    runner: &Arc<Runner<AnyStore>>,
+    metrics: &Arc<Metrics>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+) -> anyhow::Result<(Arc<tokio::sync::Notify>, Option<TelegramWebhook>)> {
+    let client = TelegramClient::new(token, &config.telegram_api_url, Duration::from_secs(15))?;
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        client.clone(),
+        DispatchSettings {
+            mps: config.telegram_mps,
+            max_attempts: 6,
+            caregiver_window: config.runner.caregiver_window,
+            concurrency: 16,
+            per_address_mps: Some(config.telegram_chat_mps),
+        },
+        metrics.clone(),
+    );
+    let wake = dispatcher.wake.clone();
+    tasks.spawn(dispatcher.run(shutdown.clone()));
+    let handler = Arc::new(Telegram {
+        runner: runner.clone(),
+        client: client.clone(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+    });
+    let Some(public_url) = config.public_url.clone().filter(|_| config.telegram_webhook()) else {
+        let poller = TelegramClient::new(
+            token,
+            &config.telegram_api_url,
+            Duration::from_secs(u64::from(telegram::polling::POLL_SECONDS) + 15),
+        )?;
+        tasks.spawn(telegram::polling::run(handler, poller, shutdown.clone()));
+        tracing::info!(
+            mps = config.telegram_mps,
+            "Telegram is on: long polling (CAREBOT_PUBLIC_URL is not set)"
+        );
+        return Ok((wake, None));
+    };
+    let Some(secret) = config.telegram_webhook_secret.clone() else {
+        anyhow::bail!(
+            "TELEGRAM_WEBHOOK_SECRET is required to receive Telegram updates by webhook (CAREBOT_PUBLIC_URL is set): choose one (A-Z, a-z, 0-9, _ and -) and run `carebot telegram set-webhook`"
+        );
+    };
+    let expected = format!("{public_url}/webhooks/telegram");
+    tokio::spawn(async move {
+        match client.webhook_url().await {
+            Ok(url) if url == expected => {}
+            Ok(url) => tracing::warn!(
+                registered = %url,
+                expected = %expected,
+                "Telegram's webhook is not this server's: run `carebot telegram set-webhook`"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot check Telegram's webhook"),
+        }
+    });
+    tracing::info!(
+        mps = config.telegram_mps,
+        "Telegram is on: webhook at /webhooks/telegram"
+    );
+    Ok((wake, Some(TelegramWebhook { secret, handler })))
+}
+
 /// Fires due conversation timers (reminders, expiries) once a second. Each conversation is
 /// claimed in its own transaction, so several instances can run this loop side by side.
 async fn scheduler(
     runner: Arc<Runner<AnyStore>>,
-    wake: Option<Arc<tokio::sync::Notify>>,
+    wakes: Vec<Arc<tokio::sync::Notify>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -113,7 +204,7 @@ async fn scheduler(
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(fired = n, "conversation timers fired");
-                if let Some(w) = &wake {
+                for w in &wakes {
                     w.notify_one();
                 }
             }
