@@ -707,6 +707,16 @@ pub trait Store: Send + Sync + 'static {
         error: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// A claimed message that was not sent after all (it waits for its chat's pace, for an
+    /// earlier message that is being retried, or for a restart): back to `queued` until
+    /// `until`, its claim not counted as an attempt.
+    fn defer_outbound(
+        &self,
+        id: i64,
+        until: DateTime<Utc>,
+        why: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// A permanent failure, with the provider's error code when it gave one.
     fn mark_outbound_failed(
         &self,
@@ -733,7 +743,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Sets consent for an address outside an inbound message (a provider error such as
-    /// Twilio 21610, or Telegram's "bot was blocked"), with a ledger row.
+    /// Twilio 21610, or Telegram's "bot was blocked"), with a ledger row. An opt-out also ends
+    /// the conversation waiting on that address, which can no longer be reached.
     fn set_consent(
         &self,
         address: &Address,
@@ -870,6 +881,7 @@ delegate! {
     fn mark_outbound_accepted(&self, id: i64, provider_id: &str) -> Result<()>;
     fn mark_outbound_unknown(&self, id: i64, error: &str) -> Result<()>;
     fn mark_outbound_retry(&self, id: i64, retry_at: DateTime<Utc>, error: &str) -> Result<()>;
+    fn defer_outbound(&self, id: i64, until: DateTime<Utc>, why: &str) -> Result<()>;
     fn mark_outbound_failed(&self, id: i64, code: Option<&str>, error: &str) -> Result<()>;
     fn record_delivery_status(&self, id: Option<i64>, provider_id: &str, status: OutboundStatus,
         error_code: Option<&str>) -> Result<bool>;

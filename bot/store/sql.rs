@@ -935,9 +935,13 @@ where
                     .await?;
                 }
                 Write::CaregiverChannel { channel } => {
-                    let caregiver = ctx.caregiver("CaregiverChannel")?;
+                    // The caregiver the address belongs to, or was just linked to.
+                    let id = match linked {
+                        Some(id) => id,
+                        None => ctx.caregiver("CaregiverChannel")?.id,
+                    };
                     sqlx::query("UPDATE caregivers SET last_channel = $2 WHERE id = $1")
-                        .bind(caregiver.id)
+                        .bind(id)
                         .bind(channel.as_str())
                         .execute(&mut *conn)
                         .await?;
@@ -1849,6 +1853,21 @@ where
         Ok(())
     }
 
+    async fn defer_outbound(&self, id: i64, until: DateTime<Utc>, why: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbound_messages SET status = 'queued', not_before = $2, error = $3, \
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $4 \
+             WHERE id = $1 AND status = 'sending'",
+        )
+        .bind(id)
+        .bind(Ts(until))
+        .bind(why.to_owned())
+        .bind(Ts::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn mark_outbound_failed(&self, id: i64, code: Option<&str>, error: &str) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         Self::advance(&mut *conn, id, OutboundStatus::Failed, code, Some(error)).await
@@ -1930,6 +1949,19 @@ where
             Ts(at),
         )
         .await?;
+        if status == ConsentStatus::OptedOut {
+            // Nothing more can reach this address: a conversation waiting on it is over.
+            sqlx::query(
+                "UPDATE conversations SET status = 'interrupted', wake_at = NULL, \
+                 updated_at = $3, ended_at = $3 \
+                 WHERE channel = $1 AND address = $2 AND status = 'active'",
+            )
+            .bind(address.channel.as_str())
+            .bind(address.value.clone())
+            .bind(Ts(at))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -1967,8 +1999,7 @@ where
             tx.rollback().await?;
             return Ok(InboundOutcome::Duplicate);
         };
-        let candidate =
-            Self::link_candidate(&mut *tx, inbound.address.channel, claim, now).await?;
+        let candidate = Self::link_candidate(&mut *tx, inbound.address.channel, claim, now).await?;
         let snapshot = Self::snapshot(&mut *tx, &inbound.address, now).await?;
         let caregiver_id = candidate
             .caregiver
