@@ -84,6 +84,9 @@ pub struct DispatchSettings {
     pub per_address_mps: Option<f64>,
 }
 
+/// Claimed rows one address's lane may hold; more wait in the outbox.
+const LANE_DEPTH: usize = 5;
+
 /// Longer than any send can take (the client's 15 s timeout, twice over).
 const STALE_SENDING: chrono::Duration = chrono::Duration::seconds(60);
 
@@ -210,20 +213,36 @@ impl<T: Sender> Dispatcher<T> {
                 shared.pending.fetch_add(1, Ordering::SeqCst);
                 let address = row.address.clone();
                 // A lane runs while its entry exists (it removes the entry when it runs dry),
-                // so an address never has two.
-                let new_lane = {
+                // so an address never has two. A lane holds a few rows at most: the rest of a
+                // burst to one chat waits in the outbox, so it cannot hold up other chats.
+                let (new_lane, deferred) = {
                     let mut all = shared.lanes.lock().expect("lanes poisoned");
                     match all.get_mut(&address) {
+                        Some(lane) if lane.len() >= LANE_DEPTH => {
+                            let ahead = lane.len() as u32 + 1;
+                            (false, Some((row, ahead)))
+                        }
                         Some(lane) => {
                             lane.push_back(row);
-                            false
+                            (false, None)
                         }
                         None => {
                             all.insert(address.clone(), VecDeque::from([row]));
-                            true
+                            (true, None)
                         }
                     }
                 };
+                if let Some((row, ahead)) = deferred {
+                    let spacing = shared
+                        .settings
+                        .per_address_mps
+                        .map_or(Duration::ZERO, |mps| Duration::from_secs_f64(1.0 / mps));
+                    let until = Utc::now()
+                        + chrono::Duration::from_std(spacing * ahead).unwrap_or_default();
+                    shared
+                        .put_back(&address, row, until, "paced: one chat at a time")
+                        .await;
+                }
                 if new_lane {
                     lanes.spawn(shared.clone().lane(address));
                 }
@@ -356,8 +375,9 @@ impl<T: Sender> Shared<T> {
         pacer.wait(self.sender.cost(row)).await;
     }
 
+    /// Returns a claimed row, not sent, to the outbox until `at` (no attempt is counted).
     async fn put_back(&self, address: &Address, row: OutboundRow, at: DateTime<Utc>, why: &str) {
-        if let Err(e) = self.store.mark_outbound_retry(row.id, at, why).await {
+        if let Err(e) = self.store.defer_outbound(row.id, at, why).await {
             tracing::error!(id = row.id, to = %address.masked(), error = %e, "cannot put a message back in the outbox");
         }
         self.done_with(1);
