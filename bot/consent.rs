@@ -209,7 +209,14 @@ mod tests {
 
     #[test]
     fn stop_all_stops_everything_and_stop_alone_does_not() {
-        for text in ["STOP ALL", "stopall", "Stop-All!", "alto todo", "PARAR TODO", "/stopall"] {
+        for text in [
+            "STOP ALL",
+            "stopall",
+            "Stop-All!",
+            "alto todo",
+            "PARAR TODO",
+            "/stopall",
+        ] {
             assert!(stops_everything(text), "{text:?}");
         }
         for text in ["STOP", "alto", "stop all of it"] {

@@ -82,13 +82,7 @@ pub async fn run(
         }
         Some(token) => {
             let (wake, webhook) = start_telegram(
-                &config,
-                token,
-                &store,
-                &runner,
-                &metrics,
-                &shutdown,
-                &mut tasks,
+                &config, token, &store, &runner, &metrics, &shutdown, &mut tasks,
             )?;
             (Some(wake), webhook)
         }
@@ -155,7 +149,11 @@ fn start_telegram(
         metrics: metrics.clone(),
         wake: wake.clone(),
     });
-    let Some(public_url) = config.public_url.clone().filter(|_| config.telegram_webhook()) else {
+    let Some(public_url) = config
+        .public_url
+        .clone()
+        .filter(|_| config.telegram_webhook())
+    else {
         let poller = TelegramClient::new(
             token,
             &config.telegram_api_url,

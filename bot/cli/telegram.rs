@@ -98,8 +98,8 @@ pub async fn invite(
         .await
         .map_err(|e| anyhow::anyhow!("cannot ask Telegram for the bot's username: {e}"))?;
     // 128 random bits, in the characters a t.me start parameter allows (A-Z a-z 0-9 _ -).
-    let code = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(rand::rng().random::<[u8; 16]>());
+    let code =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::rng().random::<[u8; 16]>());
     let expires_at = now + chrono::Duration::from_std(valid_for)?;
     let invitee = store
         .create_invite(

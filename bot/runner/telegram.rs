@@ -20,7 +20,7 @@ use crate::flow::engine::{Person, State};
 use crate::render::{CaregiverView, FlowView, MessageContext, SupervisorView};
 use crate::store::{
     Caregiver, ConsentStatus, ConvRef, ConversationStatus, Inbound, InboundOutcome, InviteState,
-    LinkCandidate, LinkClaim, OutboundKind, Plan, Snapshot, Store, Supervisor, Write,
+    LinkCandidate, LinkClaim, OutboundKind, Plan, Reach, Snapshot, Store, Supervisor, Write,
 };
 
 /// A Telegram update as its transport normalized it.
@@ -183,7 +183,7 @@ pub(super) fn help_template(channel: Channel) -> &'static str {
     }
 }
 
-fn telegram_open(reach: &crate::store::Reach) -> bool {
+fn telegram_open(reach: &Reach) -> bool {
     reach
         .telegram
         .as_ref()
@@ -314,7 +314,7 @@ impl<S: Store> Runner<S> {
             (None, Some(s)) => plan.say(lang, "telegram/supervisor_linked", None, Some(s))?,
             (None, None) => unreachable!("checked above"),
         }
-        plan.attach_remove_keyboard();
+        plan.remove_keyboard();
         Ok(plan.finish())
     }
 
@@ -373,7 +373,12 @@ impl<S: Store> Runner<S> {
                 }
             }
             Command::Language(None) => {
-                plan.say(lang, "telegram/language_prompt", snap.caregiver.as_ref(), None)?;
+                plan.say(
+                    lang,
+                    "telegram/language_prompt",
+                    snap.caregiver.as_ref(),
+                    None,
+                )?;
                 plan.attach_buttons(
                     Lang::ALL
                         .iter()
@@ -421,8 +426,7 @@ impl<S: Store> Runner<S> {
                 }
                 if keyword == Some(Keyword::OptIn) {
                     plan.start(lang, supervisor)?;
-                } else if !snap.stranger_replied_today && snap.consent != ConsentStatus::OptedOut
-                {
+                } else if !snap.stranger_replied_today && snap.consent != ConsentStatus::OptedOut {
                     // Once a day, so a chat that keeps writing is not answered every time.
                     match supervisor {
                         Some(s) => plan.say(lang, "telegram/supervisor_linked", None, Some(s))?,
@@ -683,12 +687,8 @@ impl<S: Store> PlanBuilder<'_, S> {
     }
 
     /// Takes the contact request away with the last queued message.
-    fn attach_remove_keyboard(&mut self) {
-        self.attach_buttons(vec![(String::new(), markup::REMOVE_KEYBOARD.to_owned())]);
-    }
-
     fn remove_keyboard(&mut self) {
-        self.attach_remove_keyboard();
+        self.attach_buttons(vec![(String::new(), markup::REMOVE_KEYBOARD.to_owned())]);
     }
 }
 
@@ -733,6 +733,110 @@ mod tests {
             own: true,
         };
         assert_eq!(Command::read(&input).recorded(&input), "[shared contact]");
+    }
+
+    fn caregiver(reach: Reach) -> Caregiver {
+        Caregiver {
+            id: 1,
+            external_id: "C1".into(),
+            first_name: "Maria".into(),
+            last_name: "Gonzalez".into(),
+            phone: "+13125550123".into(),
+            language: Lang::En,
+            timezone: "America/Chicago".into(),
+            branch: "north".into(),
+            groups: vec![],
+            consent_at: None,
+            active: true,
+            fields: BTreeMap::new(),
+            tags: vec![],
+            supervisor: None,
+            reach,
+        }
+    }
+
+    fn reach_of(
+        sms: ConsentStatus,
+        telegram: Option<ConsentStatus>,
+        preferred: Option<Channel>,
+        last: Option<Channel>,
+    ) -> Channel {
+        let c = caregiver(Reach {
+            sms,
+            telegram: telegram.map(|t| ("42".to_owned(), t)),
+            preferred,
+            last,
+        });
+        super::super::reach(&c).channel
+    }
+
+    #[test]
+    fn program_messages_go_where_the_caregiver_prefers_among_open_channels() {
+        use Channel::{Sms, Telegram};
+        use ConsentStatus::{OptedIn, OptedOut, Unknown};
+        // Only SMS: SMS, whatever its consent (the start then says why it skipped).
+        assert_eq!(reach_of(OptedIn, None, None, None), Sms);
+        assert_eq!(reach_of(Unknown, None, Some(Telegram), None), Sms);
+        // Both open: the preference, else the channel last written on, else SMS.
+        assert_eq!(reach_of(OptedIn, Some(OptedIn), None, None), Sms);
+        assert_eq!(
+            reach_of(OptedIn, Some(OptedIn), None, Some(Telegram)),
+            Telegram
+        );
+        assert_eq!(
+            reach_of(OptedIn, Some(OptedIn), Some(Sms), Some(Telegram)),
+            Sms
+        );
+        assert_eq!(
+            reach_of(OptedIn, Some(OptedIn), Some(Telegram), Some(Sms)),
+            Telegram
+        );
+        // One closed: the other, whatever the preference.
+        assert_eq!(reach_of(OptedOut, Some(OptedIn), Some(Sms), None), Telegram);
+        assert_eq!(reach_of(Unknown, Some(OptedIn), None, None), Telegram);
+        assert_eq!(reach_of(OptedIn, Some(OptedOut), Some(Telegram), None), Sms);
+        assert_eq!(
+            reach_of(OptedOut, Some(OptedOut), None, Some(Telegram)),
+            Sms
+        );
+    }
+
+    #[test]
+    fn a_stop_confirmation_names_the_channel_that_stays_open() {
+        let snap = |channel: Channel, reach: Reach| Snapshot {
+            address: Address::new(channel, "x"),
+            consent: ConsentStatus::OptedIn,
+            caregiver: Some(caregiver(reach)),
+            conversation: None,
+            stranger_replied_today: false,
+        };
+        let both = Reach {
+            sms: ConsentStatus::OptedIn,
+            telegram: Some(("42".into(), ConsentStatus::OptedIn)),
+            preferred: None,
+            last: None,
+        };
+        let sms_only = Reach {
+            telegram: None,
+            ..both.clone()
+        };
+        let telegram_only = Reach {
+            sms: ConsentStatus::OptedOut,
+            ..both.clone()
+        };
+        assert_eq!(
+            stop_template(&snap(Channel::Sms, both.clone())),
+            "system/stop_telegram_too"
+        );
+        assert_eq!(
+            stop_template(&snap(Channel::Telegram, both)),
+            "telegram/stop_sms_too"
+        );
+        assert_eq!(stop_template(&snap(Channel::Sms, sms_only)), "system/stop");
+        assert_eq!(
+            stop_template(&snap(Channel::Telegram, telegram_only)),
+            "telegram/stop"
+        );
     }
 
     #[test]

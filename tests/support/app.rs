@@ -1,5 +1,6 @@
 //! `spawn_app`: the real `carebot serve` (HTTP, dispatcher, scheduler) on 127.0.0.1:0 against a
 //! fresh database and a fake Twilio, with helpers that act as Twilio and as an operator.
+//! `spawn_telegram_app` adds a fake Telegram Bot API, reached by webhook or by long polling.
 
 #![allow(dead_code)]
 
@@ -14,7 +15,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::TestStore;
+use super::fake_telegram::{self, FakeTelegram};
 use super::fake_twilio::{self, FakeTwilio};
+
+/// How the app under test receives Telegram updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelegramMode {
+    /// `CAREBOT_PUBLIC_URL` set: Telegram posts to `/webhooks/telegram` with the secret.
+    Webhook,
+    /// No `CAREBOT_PUBLIC_URL`: carebot long-polls getUpdates.
+    Polling,
+}
 
 pub struct TestApp {
     /// Where carebot listens, which is also its `CAREBOT_PUBLIC_URL`.
@@ -23,6 +34,9 @@ pub struct TestApp {
     pub db: TestStore,
     /// An operator's runner on the same database (what `carebot start` uses).
     pub runner: Arc<Runner<AnyStore>>,
+    /// The fake Bot API, when the app runs with Telegram.
+    pub telegram: Option<FakeTelegram>,
+    telegram_mode: Option<TelegramMode>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
     port: u16,
@@ -36,9 +50,27 @@ fn catalog() -> Arc<Catalog> {
 }
 
 fn config(db_url: &str, public_url: &str, twilio_url: &str) -> Config {
-    let flags = [
-        ("DATABASE_URL", db_url),
-        ("CAREBOT_PUBLIC_URL", public_url),
+    config_with(db_url, public_url, twilio_url, None)
+}
+
+fn config_with(
+    db_url: &str,
+    public_url: &str,
+    twilio_url: &str,
+    telegram: Option<(&str, TelegramMode)>,
+) -> Config {
+    let mut flags = vec![("DATABASE_URL", db_url)];
+    if telegram.is_none_or(|(_, mode)| mode == TelegramMode::Webhook) {
+        flags.push(("CAREBOT_PUBLIC_URL", public_url));
+    }
+    if let Some((api_url, _)) = telegram {
+        flags.extend([
+            ("TELEGRAM_BOT_TOKEN", fake_telegram::TOKEN),
+            ("TELEGRAM_WEBHOOK_SECRET", fake_telegram::SECRET),
+            ("TELEGRAM_API_URL", api_url),
+        ]);
+    }
+    flags.extend([
         ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID),
         ("TWILIO_AUTH_TOKEN", fake_twilio::AUTH_TOKEN),
         ("TWILIO_FROM", fake_twilio::FROM),
@@ -49,9 +81,11 @@ fn config(db_url: &str, public_url: &str, twilio_url: &str) -> Config {
         // Tests run at any hour; quiet hours have their own unit tests.
         ("CAREBOT_SEND_WINDOW", "00:00-24:00"),
         ("CAREBOT_SUPERVISOR_WINDOW", "00:00-24:00"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .to_vec();
+    ]);
+    let flags = flags
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     Config::load(None, flags).expect("test config")
 }
 
@@ -60,14 +94,24 @@ async fn serve(
     port: u16,
     twilio: &FakeTwilio,
 ) -> (watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, u16) {
+    serve_with(db_url, port, twilio, None).await
+}
+
+async fn serve_with(
+    db_url: &str,
+    port: u16,
+    twilio: &FakeTwilio,
+    telegram: Option<(&FakeTelegram, TelegramMode)>,
+) -> (watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, u16) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
     let port = listener.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     let (tx, rx) = watch::channel(false);
+    let telegram_config = telegram.map(|(t, mode)| (t.url.as_str(), mode));
     let server = tokio::spawn(carebot::server::run(
-        config(db_url, &url, &twilio.url),
+        config_with(db_url, &url, &twilio.url, telegram_config),
         catalog(),
         listener,
         rx,
@@ -90,6 +134,38 @@ pub async fn spawn_app(db: TestStore) -> TestApp {
         twilio,
         db,
         runner,
+        telegram: None,
+        telegram_mode: None,
+        shutdown,
+        server,
+        port,
+    };
+    app.wait_healthy().await;
+    app
+}
+
+/// The real server with Telegram on, against a fake Bot API that delivers updates by `mode`.
+pub async fn spawn_telegram_app(db: TestStore, mode: TelegramMode) -> TestApp {
+    let twilio = FakeTwilio::start().await;
+    let telegram = FakeTelegram::start().await;
+    let (shutdown, server, port) = serve_with(&db.url, 0, &twilio, Some((&telegram, mode))).await;
+    let url = format!("http://127.0.0.1:{port}");
+    if mode == TelegramMode::Webhook {
+        telegram.deliver_to_webhook(&format!("{url}/webhooks/telegram"), fake_telegram::SECRET);
+    }
+    let settings = config(&db.url, &url, &twilio.url).runner;
+    let runner = Arc::new(
+        Runner::new(db.store.clone(), catalog(), settings)
+            .await
+            .expect("runner"),
+    );
+    let app = TestApp {
+        url,
+        twilio,
+        db,
+        runner,
+        telegram: Some(telegram),
+        telegram_mode: Some(mode),
         shutdown,
         server,
         port,
@@ -101,6 +177,21 @@ pub async fn spawn_app(db: TestStore) -> TestApp {
 impl TestApp {
     pub fn store(&self) -> &AnyStore {
         &self.db.store
+    }
+
+    /// The fake Bot API of an app started by [`spawn_telegram_app`].
+    pub fn tg(&self) -> &FakeTelegram {
+        self.telegram.as_ref().expect("the app runs with Telegram")
+    }
+
+    /// The configuration this app runs with, as an operator's command would read it.
+    pub fn config(&self) -> Config {
+        let telegram = self
+            .telegram
+            .as_ref()
+            .zip(self.telegram_mode)
+            .map(|(t, mode)| (t.url.as_str(), mode));
+        config_with(&self.db.url, &self.url, &self.twilio.url, telegram)
     }
 
     async fn wait_healthy(&self) {
@@ -170,7 +261,9 @@ impl TestApp {
     pub async fn crash_and_restart(&mut self) {
         self.server.abort();
         let _ = (&mut self.server).await;
-        let (shutdown, server, _) = serve(&self.db.url, self.port, &self.twilio).await;
+        let telegram = self.telegram.as_ref().zip(self.telegram_mode);
+        let (shutdown, server, _) =
+            serve_with(&self.db.url, self.port, &self.twilio, telegram).await;
         self.shutdown = shutdown;
         self.server = server;
         self.wait_healthy().await;

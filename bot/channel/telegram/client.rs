@@ -100,7 +100,9 @@ impl TelegramClient {
                     format!("network error: {cause}")
                 }
             }
-            RequestError::InvalidJson { .. } => "Telegram's answer was not the JSON expected".into(),
+            RequestError::InvalidJson { .. } => {
+                "Telegram's answer was not the JSON expected".into()
+            }
             other => other.to_string(),
         };
         text.replace(self.token.expose(), "<token>")
@@ -108,26 +110,31 @@ impl TelegramClient {
 
     /// Sends one outbound row; returns Telegram's message id.
     pub async fn send(&self, row: &OutboundRow) -> Result<String, SendError> {
-        let chat: i64 = row.address.value.parse().map_err(|_| SendError::Permanent {
-            code: None,
-            message: "not a Telegram chat id".into(),
-        })?;
+        let chat: i64 = row
+            .address
+            .value
+            .parse()
+            .map_err(|_| SendError::Permanent {
+                code: None,
+                message: "not a Telegram chat id".into(),
+            })?;
         let mut request = self.bot.send_message(ChatId(chat), row.body.clone());
         match markup::markup(&row.buttons, row.conversation_id) {
             Markup::None => {}
             Markup::Inline(rows) => {
-                request = request.reply_markup(InlineKeyboardMarkup::new(rows.into_iter().map(
-                    |r| {
+                request =
+                    request.reply_markup(InlineKeyboardMarkup::new(rows.into_iter().map(|r| {
                         r.into_iter()
                             .map(|(label, data)| InlineKeyboardButton::callback(label, data))
-                    },
-                )));
+                    })));
             }
             Markup::ShareContact(label) => {
                 request = request.reply_markup(ReplyMarkup::Keyboard(
-                    KeyboardMarkup::new([[KeyboardButton::new(label).request(ButtonRequest::Contact)]])
-                        .resize_keyboard()
-                        .one_time_keyboard(),
+                    KeyboardMarkup::new([[
+                        KeyboardButton::new(label).request(ButtonRequest::Contact)
+                    ]])
+                    .resize_keyboard()
+                    .one_time_keyboard(),
                 ));
             }
             Markup::Remove => {
@@ -387,7 +394,10 @@ mod tests {
         // Nothing listens on port 9: the request fails to connect, which is safe to retry.
         let err = c.bot.get_me().await.unwrap_err();
         let text = c.describe(&err);
-        assert!(!text.contains(TOKEN) && !text.contains("secret_token"), "{text}");
+        assert!(
+            !text.contains(TOKEN) && !text.contains("secret_token"),
+            "{text}"
+        );
         assert!(matches!(c.classify(&err), SendError::Transient { .. }));
     }
 }

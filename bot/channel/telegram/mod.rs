@@ -117,7 +117,11 @@ pub fn normalize(update: &Update, bot_id: &str, now: DateTime<Utc>) -> Normalize
                     .map(|b| b.text.clone()),
             };
             Normalized::Inbound(
-                inbound(shown.chat().id.0, Some(&query.from), TelegramInput::Tap(data)),
+                inbound(
+                    shown.chat().id.0,
+                    Some(&query.from),
+                    TelegramInput::Tap(data),
+                ),
                 Some(screen),
             )
         }
@@ -282,7 +286,12 @@ mod tests {
     #[test]
     fn the_secret_is_compared_whole() {
         assert!(secret_matches("s3cret_token-1", Some(b"s3cret_token-1")));
-        for wrong in [&b"s3cret_token-2"[..], b"s3cret_token-", b"", b"s3cret_token-11"] {
+        for wrong in [
+            &b"s3cret_token-2"[..],
+            b"s3cret_token-",
+            b"",
+            b"s3cret_token-11",
+        ] {
             assert!(!secret_matches("s3cret_token-1", Some(wrong)));
         }
         assert!(!secret_matches("s3cret_token-1", None));
@@ -367,10 +376,16 @@ mod tests {
         let group = update(serde_json::json!({"update_id": 3, "message": {
             "message_id": 5, "from": user(42), "date": 1, "text": "/start",
             "chat": {"id": -100, "title": "Team", "type": "group"}}}));
-        assert!(matches!(normalize(&group, "9", at()), Normalized::Ignored(_)));
+        assert!(matches!(
+            normalize(&group, "9", at()),
+            Normalized::Ignored(_)
+        ));
         let edit = update(serde_json::json!({"update_id": 4, "edited_message": {
             "message_id": 5, "from": user(42), "chat": private(42), "date": 1, "text": "5"}}));
-        assert!(matches!(normalize(&edit, "9", at()), Normalized::Ignored(_)));
+        assert!(matches!(
+            normalize(&edit, "9", at()),
+            Normalized::Ignored(_)
+        ));
         let blocked = update(serde_json::json!({"update_id": 5, "my_chat_member": {
             "chat": private(42), "from": user(42), "date": 1,
             "old_chat_member": {"user": {"id": 999, "is_bot": true, "first_name": "Bot"}, "status": "member"},

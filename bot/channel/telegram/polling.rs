@@ -19,7 +19,11 @@ use super::{Telegram, TelegramClient};
 pub const POLL_SECONDS: u32 = 25;
 
 /// Polls until `shutdown` turns true. `client` must allow requests longer than [`POLL_SECONDS`].
-pub async fn run(telegram: Arc<Telegram>, client: TelegramClient, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    telegram: Arc<Telegram>,
+    client: TelegramClient,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut offset: Option<i32> = None;
     let mut failures: u32 = 0;
     loop {
