@@ -35,7 +35,9 @@ use crate::channel::twilio::client::TwilioClient;
 use crate::domain::{Address, Channel};
 use crate::metrics::Metrics;
 use crate::quiet_hours::{self, Window};
-use crate::store::{AnyStore, ConsentStatus, OutboundKind, OutboundRow, Store};
+use crate::store::{
+    AnyStore, ConsentStatus, NewOutbound, OutboundKind, OutboundRow, Plan, Store, Write,
+};
 
 /// A provider that can send one outbound row: Twilio for SMS, Telegram's Bot API.
 pub trait Sender: Send + Sync + 'static {
@@ -423,9 +425,19 @@ async fn record(
                     )
                     .await;
             }
-            store
+            let failed = store
                 .mark_outbound_failed(row.id, code.as_deref(), &message)
-                .await
+                .await;
+            if row.kind == OutboundKind::Alert && row.address.channel == Channel::Telegram {
+                match alert_by_sms(store, row).await {
+                    Ok(true) => tracing::info!(id = row.id, %to, "alert sent again by SMS"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(id = row.id, error = %e, "cannot send the alert by SMS")
+                    }
+                }
+            }
+            failed
         }
         Err(SendError::Transient {
             message,
@@ -461,6 +473,39 @@ async fn record(
         tracing::error!(id = row.id, error = %e, "cannot record the result of a send");
     }
     retry_at
+}
+
+/// An alert a supervisor's Telegram refused for good (they blocked the bot, the chat is gone)
+/// must still reach them: it is queued again to their phone. False when the chat is no
+/// supervisor's.
+async fn alert_by_sms(store: &AnyStore, row: &OutboundRow) -> crate::store::Result<bool> {
+    let Some(supervisor) = store.linked_supervisor(&row.address).await? else {
+        return Ok(false);
+    };
+    let address = Address::new(Channel::Sms, supervisor.phone);
+    let seg = crate::sms::segments::analyze(&row.body);
+    let alert = Write::Outbound(NewOutbound {
+        address: address.clone(),
+        caregiver_id: None,
+        conversation: None,
+        kind: OutboundKind::Alert,
+        body: row.body.clone(),
+        encoding: match seg.encoding {
+            crate::sms::segments::Encoding::Gsm7 => "gsm7".into(),
+            crate::sms::segments::Encoding::Ucs2 => "ucs2".into(),
+        },
+        segments: seg.segments,
+        not_before: Utc::now(),
+        buttons: Vec::new(),
+    });
+    store
+        .handle_addresses(&[address], Utc::now(), &|_| {
+            Ok(Plan {
+                writes: vec![alert.clone()],
+            })
+        })
+        .await?;
+    Ok(true)
 }
 
 /// Exponential backoff with jitter: about 2 s, 4 s, 8 s… capped at 10 minutes.

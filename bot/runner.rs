@@ -321,7 +321,8 @@ impl<S: Store> Runner<S> {
         let Some(conv) = &snap.conversation else {
             // A caregiver writing outside any conversation: say who we are, once a day.
             if !snap.stranger_replied_today {
-                plan.system(lang, "system/help", OutboundKind::Reply)?;
+                let help = telegram::help_template(snap.address.channel);
+                plan.system(lang, help, OutboundKind::Reply)?;
                 plan.push(Write::StrangerReplied {
                     day: inbound.received_at.date_naive(),
                 });

@@ -71,6 +71,7 @@ telegram_tests!(webhook:
     stop_on_one_channel_keeps_the_other_and_stop_all_stops_both,
     a_conversation_continues_on_the_channel_the_caregiver_answers_from,
     a_linked_supervisor_gets_alerts_on_telegram,
+    an_alert_telegram_refuses_reaches_the_supervisor_by_sms,
     messages_to_one_chat_go_one_a_second_in_order,
     the_language_command_switches_to_spanish,
 );
@@ -751,6 +752,31 @@ async fn a_linked_supervisor_gets_alerts_on_telegram(app: TestApp) {
     tg.say(&dana, "thanks").await;
     let got = tg.wait_for(dana.id, 4).await;
     assert!(got[3].text.contains("connected as a supervisor"));
+    app.stop().await;
+}
+
+async fn an_alert_telegram_refuses_reaches_the_supervisor_by_sms(app: TestApp) {
+    roster(&app).await;
+    let dana = Person::new(7_042, "Dana");
+    let tg = app.tg();
+    link(&app, &dana, DANA).await;
+    settle(&app).await;
+    // Dana blocked the bot since; the next Telegram send says so.
+    tg.script([Reply::Blocked]);
+    start_pulse(&app).await;
+    app.twilio.wait_for(MARIA, 1).await;
+    app.post_sms(MARIA, "1", "SM-b1").await;
+    let alert = app.twilio.wait_for(DANA, 1).await;
+    assert!(alert[0].starts_with("ALERT (high): Maria G."), "{alert:?}");
+    assert_eq!(
+        tg.chat(dana.id).len(),
+        2,
+        "only the linking messages reached Telegram"
+    );
+    assert_eq!(
+        last_consent(&app, &chat(&dana)).await.unwrap().0,
+        "opted_out"
+    );
     app.stop().await;
 }
 

@@ -21,7 +21,7 @@ pub async fn webhook(
     let Some(telegram) = &state.telegram else {
         state.metrics.count_inbound("telegram", "rejected");
         return Err(AppError::Unauthorized(
-            "Telegram is not configured on this server".into(),
+            "this server does not take Telegram updates by webhook".into(),
         ));
     };
     let given = headers.get(SECRET_HEADER).map(|v| v.as_bytes());
