@@ -217,14 +217,6 @@ pub fn valid_webhook_secret(secret: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-impl Config {
-    /// Whether Telegram updates come by webhook (`CAREBOT_PUBLIC_URL` is set, so Telegram can
-    /// reach us) rather than by long polling.
-    pub fn telegram_webhook(&self) -> bool {
-        self.public_url.is_some()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

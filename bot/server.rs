@@ -129,6 +129,13 @@ fn start_telegram(
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<(Arc<tokio::sync::Notify>, Option<TelegramWebhook>)> {
     let client = TelegramClient::new(token, &config.telegram_api_url, Duration::from_secs(15))?;
+    let webhook_secret = match (&config.public_url, &config.telegram_webhook_secret) {
+        (None, _) => None,
+        (Some(_), Some(secret)) => Some(secret.clone()),
+        (Some(_), None) => anyhow::bail!(
+            "TELEGRAM_WEBHOOK_SECRET is required to receive Telegram updates by webhook (CAREBOT_PUBLIC_URL is set): choose one (A-Z, a-z, 0-9, _ and -) and run `carebot telegram set-webhook`"
+        ),
+    };
     let dispatcher = Dispatcher::new(
         store.clone(),
         client.clone(),
@@ -149,11 +156,7 @@ fn start_telegram(
         metrics: metrics.clone(),
         wake: wake.clone(),
     });
-    let Some(public_url) = config
-        .public_url
-        .clone()
-        .filter(|_| config.telegram_webhook())
-    else {
+    let (Some(public_url), Some(secret)) = (config.public_url.clone(), webhook_secret) else {
         let poller = TelegramClient::new(
             token,
             &config.telegram_api_url,
@@ -165,11 +168,6 @@ fn start_telegram(
             "Telegram is on: long polling (CAREBOT_PUBLIC_URL is not set)"
         );
         return Ok((wake, None));
-    };
-    let Some(secret) = config.telegram_webhook_secret.clone() else {
-        anyhow::bail!(
-            "TELEGRAM_WEBHOOK_SECRET is required to receive Telegram updates by webhook (CAREBOT_PUBLIC_URL is set): choose one (A-Z, a-z, 0-9, _ and -) and run `carebot telegram set-webhook`"
-        );
     };
     let expected = format!("{public_url}/webhooks/telegram");
     tokio::spawn(async move {
