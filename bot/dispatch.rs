@@ -119,6 +119,9 @@ struct Shared<T> {
     next_at: std::sync::Mutex<HashMap<Address, Instant>>,
     /// A provider's flood control: nothing is sent or claimed before this.
     paused_until: std::sync::Mutex<Option<Instant>>,
+    /// Addresses whose earlier rows went back to the outbox until then: a later row claimed
+    /// meanwhile waits as long, so it cannot overtake them.
+    held: std::sync::Mutex<HashMap<Address, DateTime<Utc>>>,
     /// Rows claimed and not yet sent or put back: the claiming loop keeps this to a few
     /// seconds' worth, so the backlog stays in the outbox.
     pending: AtomicUsize,
@@ -156,6 +159,7 @@ impl<T: Sender> Dispatcher<T> {
             lanes: Default::default(),
             next_at: Default::default(),
             paused_until: Default::default(),
+            held: Default::default(),
             pending: AtomicUsize::new(0),
             drained: Notify::new(),
             shutdown: shutdown.clone(),
@@ -214,6 +218,12 @@ impl<T: Sender> Dispatcher<T> {
                 }
                 shared.pending.fetch_add(1, Ordering::SeqCst);
                 let address = row.address.clone();
+                if let Some(until) = shared.held_until(&address) {
+                    shared
+                        .put_back(&address, row, until, "waiting for an earlier message")
+                        .await;
+                    continue;
+                }
                 // A lane runs while its entry exists (it removes the entry when it runs dry),
                 // so an address never has two. A lane holds a few rows at most: the rest of a
                 // burst to one chat waits in the outbox, so it cannot hold up other chats.
@@ -241,6 +251,7 @@ impl<T: Sender> Dispatcher<T> {
                         .map_or(Duration::ZERO, |mps| Duration::from_secs_f64(1.0 / mps));
                     let until = Utc::now()
                         + chrono::Duration::from_std(spacing * ahead).unwrap_or_default();
+                    shared.hold(&address, until);
                     shared
                         .put_back(&address, row, until, "paced: one chat at a time")
                         .await;
@@ -297,6 +308,20 @@ impl<T: Sender> Shared<T> {
         *paused = Some(paused.map_or(until, |p| p.max(until)));
     }
 
+    /// Until when rows for `address` must wait behind earlier ones put back in the outbox.
+    fn held_until(&self, address: &Address) -> Option<DateTime<Utc>> {
+        let mut held = self.held.lock().expect("held poisoned");
+        let now = Utc::now();
+        held.retain(|_, until| *until > now);
+        held.get(address).copied()
+    }
+
+    fn hold(&self, address: &Address, until: DateTime<Utc>) {
+        let mut held = self.held.lock().expect("held poisoned");
+        let at = held.entry(address.clone()).or_insert(until);
+        *at = (*at).max(until);
+    }
+
     /// The next row of `address`'s lane, or `None` (and the lane closed) when it is empty.
     fn next_row(&self, address: &Address) -> Option<OutboundRow> {
         let mut all = self.lanes.lock().expect("lanes poisoned");
@@ -351,6 +376,7 @@ impl<T: Sender> Shared<T> {
             self.done_with(1);
             if let Some(retry_at) = retry_at {
                 // Whatever was queued behind it waits with it, so it still arrives after it.
+                self.hold(&address, retry_at);
                 while let Some(next) = self.next_row(&address) {
                     self.put_back(&address, next, retry_at, "waiting for an earlier message")
                         .await;

@@ -786,9 +786,10 @@ async fn messages_to_one_chat_go_one_a_second_in_order(app: TestApp) {
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
     settle(&app).await;
-    // Three messages queued at once for one chat.
+    // Seven messages queued at once for one chat: more than a lane holds, so some wait in the
+    // outbox, and still none overtakes another.
     let address = chat(&maria);
-    let writes: Vec<Write> = (1..=3)
+    let writes: Vec<Write> = (1..=7)
         .map(|n| {
             Write::Outbound(NewOutbound {
                 address: address.clone(),
@@ -811,14 +812,15 @@ async fn messages_to_one_chat_go_one_a_second_in_order(app: TestApp) {
         })
         .await
         .unwrap();
-    let got = tg.wait_for(maria.id, 5).await;
+    let got = tg.wait_for(maria.id, 9).await;
     let texts: Vec<&str> = got[2..].iter().map(|m| m.text.as_str()).collect();
-    assert_eq!(texts, ["message 1", "message 2", "message 3"]);
+    let expected: Vec<String> = (1..=7).map(|n| format!("message {n}")).collect();
+    assert_eq!(texts, expected);
     let sends: Vec<_> = tg
         .calls_to("sendMessage")
         .into_iter()
         .rev()
-        .take(3)
+        .take(7)
         .collect();
     for pair in sends.windows(2) {
         let gap = pair[0].at - pair[1].at;

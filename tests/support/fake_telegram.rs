@@ -213,7 +213,8 @@ impl FakeTelegram {
 
     /// Waits (bounded) until the bot has sent `n` messages to `chat`; returns them.
     pub async fn wait_for(&self, chat: i64, n: usize) -> Vec<Sent> {
-        for _ in 0..400 {
+        // 20 s: a chat gets at most one message a second.
+        for _ in 0..800 {
             let got = self.chat(chat);
             if got.len() >= n {
                 return got;
