@@ -346,6 +346,10 @@ impl<S: Store> Runner<S> {
             )
         };
         let mut plan = PlanBuilder::new(self, snap, now);
+        if *command != Command::Blocked {
+            // Anything they send here (a /start, a language) is writing on this channel.
+            plan.note_channel();
+        }
         match command {
             Command::Blocked => {
                 if snap.consent != ConsentStatus::OptedOut {
