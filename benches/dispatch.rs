@@ -87,6 +87,7 @@ async fn drain(n: u32, mps: f64) -> f64 {
             max_attempts: 6,
             caregiver_window: config.runner.caregiver_window,
             concurrency: 16,
+            per_address_mps: None,
         },
         Arc::new(Metrics::default()),
     );

@@ -454,7 +454,9 @@ pub(crate) fn stats(
 ) {
     let seg = segments::analyze(text);
     let file = templates.path(name, lang).display().to_string();
-    if seg.encoding == segments::Encoding::Ucs2 {
+    // Telegram messages are never SMS: their encoding and length cost nothing.
+    let sms = !name.starts_with("telegram/");
+    if sms && seg.encoding == segments::Encoding::Ucs2 {
         let chars: Vec<String> = seg
             .ucs2_chars
             .iter()
@@ -474,7 +476,7 @@ pub(crate) fn stats(
                 chars.join(", ")
             ),
         });
-    } else if seg.segments > 1 {
+    } else if sms && seg.segments > 1 {
         report.problems.push(Problem {
             file: file.clone(),
             line: 1,

@@ -21,6 +21,8 @@ use crate::store::{
     AnyStore, Audience, CaregiverRecord, Inbound, StartOrigin, Store, SupervisorRecord,
 };
 
+pub mod telegram;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "carebot",
@@ -78,6 +80,13 @@ pub enum Command {
     /// Reports over stored results.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Connect the Telegram bot: register or remove its webhook, or show where updates go.
+    #[command(subcommand)]
+    Telegram(TelegramCommand),
+    /// Print a one-time Telegram link that connects a caregiver (or supervisor) to the bot.
+    Invite(InviteArgs),
+    /// Choose the channel program messages use for a caregiver reachable on SMS and Telegram.
+    Prefer(PreferArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -116,6 +125,34 @@ pub enum ReportBy {
 pub enum ReportFormat {
     Table,
     Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TelegramCommand {
+    /// Register CAREBOT_PUBLIC_URL/webhooks/telegram with TELEGRAM_WEBHOOK_SECRET (run once per
+    /// deployment; stopping an instance never removes it).
+    SetWebhook,
+    /// Remove the webhook, so that `carebot serve` without CAREBOT_PUBLIC_URL can poll.
+    DeleteWebhook,
+    /// Show the bot's username and where Telegram sends its updates.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct InviteArgs {
+    /// The caregiver's (or supervisor's) phone number, as on the roster.
+    pub phone: String,
+    /// How long the link works (it works once): 7d, 48h…
+    #[arg(long, default_value = "7d")]
+    pub valid_for: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PreferArgs {
+    /// The caregiver's phone number, as on the roster.
+    pub phone: String,
+    /// sms, telegram, or last (the channel they last wrote on, the default).
+    pub channel: String,
 }
 
 #[derive(Debug, Subcommand)]
@@ -425,6 +462,66 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Not `stdout().lock()`: the store calls the sink from a future that must be `Send`.
             let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
             results(&cli, &mut out).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Telegram(cmd) => {
+            let config = cli.config()?;
+            match cmd {
+                TelegramCommand::SetWebhook => {
+                    let url = telegram::set_webhook(&config).await?;
+                    println!("Telegram will post updates to {url}");
+                }
+                TelegramCommand::DeleteWebhook => {
+                    telegram::delete_webhook(&config).await?;
+                    println!(
+                        "webhook removed: `carebot serve` without CAREBOT_PUBLIC_URL polls for updates"
+                    );
+                }
+                TelegramCommand::Status => println!("{}", telegram::status(&config).await?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Invite(args) => {
+            let config = cli.config()?;
+            let valid_for = crate::flow::definition::parse_duration(&args.valid_for)
+                .map_err(anyhow::Error::msg)?;
+            let client = telegram::client(&config)?;
+            let store = cli.store(&config).await?;
+            let invite =
+                telegram::invite(&store, &client, &args.phone, valid_for, Utc::now()).await?;
+            let who = match &invite.invitee {
+                crate::store::Invitee::Caregiver { external_id, name } => {
+                    format!("caregiver {external_id} ({name})")
+                }
+                crate::store::Invitee::Supervisor { external_id, name } => {
+                    format!("supervisor {external_id} ({name})")
+                }
+            };
+            println!(
+                "one-time link for {who}, valid until {} UTC:",
+                invite.expires_at.format("%Y-%m-%d %H:%M")
+            );
+            println!("{}", invite.url);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prefer(args) => {
+            let channel = match args.channel.to_lowercase().as_str() {
+                "sms" => Some(Channel::Sms),
+                "telegram" => Some(Channel::Telegram),
+                "last" | "auto" => None,
+                other => bail!("channel {other:?} must be sms, telegram or last"),
+            };
+            let config = cli.config()?;
+            let store = cli.store(&config).await?;
+            telegram::prefer(&store, &args.phone, channel).await?;
+            println!(
+                "program messages to {} go by {}",
+                args.phone,
+                channel.map_or("the channel they last wrote on", |c| match c {
+                    Channel::Telegram => "Telegram when it is open",
+                    _ => "SMS when it is open",
+                })
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Shifts(cmd) => shifts(&cli, cmd).await,

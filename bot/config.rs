@@ -39,6 +39,8 @@ pub struct Config {
     pub telegram_api_url: String,
     pub sms_mps: f64,
     pub telegram_mps: f64,
+    /// Messages per second to any one Telegram chat (`CAREBOT_TELEGRAM_CHAT_MPS`, default 1).
+    pub telegram_chat_mps: f64,
     pub runner: RunnerSettings,
 }
 
@@ -225,12 +227,22 @@ impl Config {
                 .map(|u| u.trim_end_matches('/').to_owned()),
             twilio,
             telegram_bot_token: s.get("TELEGRAM_BOT_TOKEN").map(Secret),
-            telegram_webhook_secret: s.get("TELEGRAM_WEBHOOK_SECRET").map(Secret),
+            telegram_webhook_secret: match s.get("TELEGRAM_WEBHOOK_SECRET") {
+                Some(secret) if !valid_webhook_secret(&secret) => {
+                    return Err(invalid(
+                        "TELEGRAM_WEBHOOK_SECRET",
+                        "must be 1 to 256 characters, each A-Z, a-z, 0-9, _ or - (Telegram's rule)"
+                            .into(),
+                    ));
+                }
+                secret => secret.map(Secret),
+            },
             telegram_api_url: s
                 .get("TELEGRAM_API_URL")
                 .unwrap_or_else(|| "https://api.telegram.org".into()),
             sms_mps: number("CAREBOT_SMS_MPS", 1.0)?,
             telegram_mps: number("CAREBOT_TELEGRAM_MPS", 30.0)?,
+            telegram_chat_mps: number("CAREBOT_TELEGRAM_CHAT_MPS", 1.0)?,
             runner: RunnerSettings {
                 agency: Agency {
                     name: s
@@ -262,6 +274,14 @@ impl Config {
             },
         })
     }
+}
+
+/// Telegram's rule for `setWebhook`'s `secret_token`, which comes back in every webhook request.
+pub fn valid_webhook_secret(secret: &str) -> bool {
+    (1..=256).contains(&secret.len())
+        && secret
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 #[cfg(test)]
@@ -321,5 +341,20 @@ mod tests {
         let flags = vec![("CAREBOT_DIGEST_AT".to_owned(), "22:00".to_owned())];
         let err = Config::load(Some(&file), flags).unwrap_err().to_string();
         assert!(err.contains("outside CAREBOT_SUPERVISOR_WINDOW"), "{err}");
+    }
+
+    #[test]
+    fn a_webhook_secret_telegram_would_refuse_is_refused_here() {
+        assert!(valid_webhook_secret("abc_DEF-123"));
+        for bad in ["", "has space", "slash/", &"x".repeat(257)] {
+            assert!(!valid_webhook_secret(bad), "{bad:?}");
+            let flags = vec![("TELEGRAM_WEBHOOK_SECRET".to_owned(), bad.to_owned())];
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("carebot.toml");
+            std::fs::write(&file, "").unwrap();
+            if !bad.is_empty() {
+                assert!(Config::load(Some(&file), flags).is_err(), "{bad:?}");
+            }
+        }
     }
 }

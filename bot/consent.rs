@@ -125,6 +125,17 @@ pub fn is_yes(text: &str) -> bool {
     YES.iter().any(|(word, _)| *word == key)
 }
 
+/// Words that stop every channel at once (SMS and Telegram), not only the one they arrive on:
+/// STOP ALL (also STOPALL, Twilio's own word) and ALTO TODO / PARAR TODO, in their matching form.
+const STOP_EVERYTHING: [&str; 4] = ["stopall", "altotodo", "parartodo", "stopeverything"];
+
+/// Whether the message asks to stop every channel (STOP ALL). A caregiver reachable on one
+/// channel only is simply opted out there, as by STOP.
+pub fn stops_everything(text: &str) -> bool {
+    let key = matching_form(text.trim_start_matches('/'));
+    STOP_EVERYTHING.contains(&key.as_str())
+}
+
 /// The language a keyword (or a yes) was written in, `"es"` or `"en"`, so that the confirmation
 /// answers in the language the person used; `None` when the message is not a keyword.
 pub fn keyword_language(text: &str) -> Option<&'static str> {
@@ -256,6 +267,23 @@ mod tests {
         }
         assert!(!is_yes("yes please"));
         assert!(!is_yes("no"));
+    }
+
+    #[test]
+    fn stop_all_stops_everything_and_stop_alone_does_not() {
+        for text in [
+            "STOP ALL",
+            "stopall",
+            "Stop-All!",
+            "alto todo",
+            "PARAR TODO",
+            "/stopall",
+        ] {
+            assert!(stops_everything(text), "{text:?}");
+        }
+        for text in ["STOP", "alto", "stop all of it"] {
+            assert!(!stops_everything(text), "{text:?}");
+        }
     }
 
     #[test]

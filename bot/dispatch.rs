@@ -7,28 +7,48 @@
 //! (and periodically) rows stuck in `sending` become `unknown` rather than being sent again.
 //! Twilio's status callback carries carebot's own id (`?id=`), so an `unknown` message that did
 //! reach Twilio is reconciled by the callback; one that did not stays `unknown`, counted in
-//! `/metrics`, for a person to look at.
+//! `/metrics`, for a person to look at. Telegram has no status callbacks: its `unknown`
+//! messages stay so.
+//!
+//! Order and pacing: each address has a lane, and a lane sends its messages one at a time, in
+//! the order they were queued, no faster than `per_address_mps` (Telegram: 1 a second per chat)
+//! and within the sender's overall rate. When a send must be retried, the messages queued behind
+//! it in its lane go back to the outbox with it, so a caregiver never reads the next question
+//! before the message it follows. A provider's "retry after N seconds" (Telegram's 429) pauses
+//! the whole sender for exactly that long.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
-use crate::channel::twilio::client::{SendError, TwilioClient};
+pub use crate::channel::twilio::client::SendError;
+
+use crate::channel::telegram::client::{self as telegram, TelegramClient};
+use crate::channel::twilio::client::TwilioClient;
 use crate::clock::Clock;
-use crate::domain::Channel;
+use crate::domain::{Address, Channel};
 use crate::metrics::Metrics;
 use crate::quiet_hours::{self, Window};
-use crate::store::{AnyStore, ConsentStatus, OutboundKind, OutboundRow, Store};
+use crate::store::{
+    AnyStore, ConsentStatus, NewOutbound, OutboundKind, OutboundRow, Plan, Store, Write,
+};
 
-/// A provider that can send one outbound row. SMS today; Telegram plugs in here.
+/// A provider that can send one outbound row: Twilio for SMS, Telegram's Bot API.
 pub trait Sender: Send + Sync + 'static {
     fn channel(&self) -> Channel;
     /// Returns the provider's id for the message.
     fn send(&self, row: &OutboundRow) -> impl Future<Output = Result<String, SendError>> + Send;
+    /// What a row counts against the sender's rate: SMS segments by default.
+    fn cost(&self, row: &OutboundRow) -> u32 {
+        row.segments.max(1)
+    }
 }
 
 impl Sender for TwilioClient {
@@ -40,16 +60,35 @@ impl Sender for TwilioClient {
     }
 }
 
+impl Sender for TelegramClient {
+    fn channel(&self) -> Channel {
+        Channel::Telegram
+    }
+    async fn send(&self, row: &OutboundRow) -> Result<String, SendError> {
+        TelegramClient::send(self, row).await
+    }
+    /// A Telegram message is one message, however long.
+    fn cost(&self, _row: &OutboundRow) -> u32 {
+        1
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
-    /// Segments per second this sender may hand to the provider.
+    /// Segments (SMS) or messages (Telegram) per second this sender may hand to the provider.
     pub mps: f64,
     /// Attempts before a transiently failing message is marked failed.
     pub max_attempts: u32,
     pub caregiver_window: Window,
     /// How many sends may be in flight at once.
     pub concurrency: usize,
+    /// Messages per second to any one address (Telegram asks for at most 1 a second per chat);
+    /// `None`: no limit beyond `mps`.
+    pub per_address_mps: Option<f64>,
 }
+
+/// Claimed rows one address's lane may hold; more wait in the outbox.
+const LANE_DEPTH: usize = 5;
 
 /// Longer than any send can take (the client's 15 s timeout, twice over).
 const STALE_SENDING: chrono::Duration = chrono::Duration::seconds(60);
@@ -67,6 +106,32 @@ pub struct Dispatcher<T> {
     pub wake: Arc<Notify>,
     /// Decides what is due (`not_before`) and what quiet hours hold.
     clock: Clock,
+}
+
+/// What the claiming loop and the lanes share.
+struct Shared<T> {
+    store: AnyStore,
+    sender: Arc<T>,
+    settings: DispatchSettings,
+    metrics: Arc<Metrics>,
+    /// Decides what is due (`not_before`), what quiet hours hold and when retries are.
+    clock: Clock,
+    pacer: tokio::sync::Mutex<Pacer>,
+    permits: Semaphore,
+    /// Claimed rows waiting in a lane, by address. An address with an entry has a lane running.
+    lanes: std::sync::Mutex<HashMap<Address, VecDeque<OutboundRow>>>,
+    /// When each recently used address may be sent to next.
+    next_at: std::sync::Mutex<HashMap<Address, Instant>>,
+    /// A provider's flood control: nothing is sent or claimed before this.
+    paused_until: std::sync::Mutex<Option<Instant>>,
+    /// Addresses whose earlier rows went back to the outbox until then: a later row claimed
+    /// meanwhile waits as long, so it cannot overtake them.
+    held: std::sync::Mutex<HashMap<Address, DateTime<Utc>>>,
+    /// Rows claimed and not yet sent or put back: the claiming loop keeps this to a few
+    /// seconds' worth, so the backlog stays in the outbox.
+    pending: AtomicUsize,
+    drained: Notify,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl<T: Sender> Dispatcher<T> {
@@ -93,25 +158,53 @@ impl<T: Sender> Dispatcher<T> {
     }
 
     /// Runs until `shutdown` turns true; sends already handed to the provider are finished
-    /// and recorded before it returns.
+    /// and recorded before it returns, and rows claimed but not yet sent go back to the outbox.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let wake = self.wake.clone();
+        let shared = Arc::new(Shared {
+            pacer: tokio::sync::Mutex::new(Pacer::new(self.settings.mps)),
+            permits: Semaphore::new(self.settings.concurrency.max(1)),
+            store: self.store,
+            sender: self.sender,
+            settings: self.settings,
+            metrics: self.metrics,
+            clock: self.clock,
+            lanes: Default::default(),
+            next_at: Default::default(),
+            paused_until: Default::default(),
+            held: Default::default(),
+            pending: AtomicUsize::new(0),
+            drained: Notify::new(),
+            shutdown: shutdown.clone(),
+        });
         let mut last_stale_check = None;
-        let permits = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
-        let mut inflight = JoinSet::new();
-        let mut pacer = Pacer::new(self.settings.mps);
+        let mut lanes = JoinSet::new();
+        // A few seconds' worth at most: the backlog stays in carebot's outbox, where quiet
+        // hours and opt-outs still apply, not in the provider's queue.
+        let limit = (shared.settings.mps * 3.0).ceil().clamp(1.0, 500.0) as usize;
         while !*shutdown.borrow() {
             if last_stale_check
                 .is_none_or(|t: std::time::Instant| t.elapsed() > Duration::from_secs(60))
             {
-                self.mark_stale().await;
+                shared.mark_stale().await;
                 last_stale_check = Some(std::time::Instant::now());
             }
-            // A few seconds' worth at most: the backlog stays in carebot's outbox, where quiet
-            // hours and opt-outs still apply, not in Twilio's queue.
-            let limit = (self.settings.mps * 3.0).ceil().clamp(1.0, 500.0) as u32;
-            let rows = match self
+            while lanes.try_join_next().is_some() {}
+            let room = limit.saturating_sub(shared.pending.load(Ordering::SeqCst));
+            let paused = shared.paused();
+            if room == 0 || paused.is_some() {
+                // Wait for the lanes to drain, or for the provider's pause to end, exactly.
+                let until = paused.unwrap_or_else(|| Instant::now() + Duration::from_millis(500));
+                tokio::select! {
+                    _ = shared.drained.notified(), if paused.is_none() => {}
+                    _ = tokio::time::sleep_until(until) => {}
+                    _ = shutdown.changed() => {}
+                }
+                continue;
+            }
+            let rows = match shared
                 .store
-                .claim_outbound(self.sender.channel(), self.clock.now(), limit)
+                .claim_outbound(shared.sender.channel(), shared.clock.now(), room as u32)
                 .await
             {
                 Ok(rows) => rows,
@@ -122,45 +215,71 @@ impl<T: Sender> Dispatcher<T> {
             };
             if rows.is_empty() {
                 tokio::select! {
-                    _ = self.wake.notified() => {}
+                    _ = wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                     _ = shutdown.changed() => {}
                 }
-                while inflight.try_join_next().is_some() {}
                 continue;
             }
             for row in rows {
-                if let Some(later) = self.held_for_quiet_hours(&row, self.clock.now()) {
-                    let _ = self
+                if let Some(later) = shared.held_for_quiet_hours(&row, shared.clock.now()) {
+                    let _ = shared
                         .store
                         .mark_outbound_retry(row.id, later, "quiet hours")
                         .await;
                     continue;
                 }
-                pacer.wait(row.segments.max(1)).await;
-                let permit = permits
-                    .clone()
-                    .acquire_owned()
-                    .await
-                    .expect("semaphore open");
-                let sender = self.sender.clone();
-                let store = self.store.clone();
-                let metrics = self.metrics.clone();
-                let settings = self.settings.clone();
-                let clock = self.clock.clone();
-                inflight.spawn(async move {
-                    let started = std::time::Instant::now();
-                    let result = sender.send(&row).await;
-                    metrics.observe_send(started.elapsed());
-                    record(&store, &metrics, &settings, &row, result, &clock).await;
-                    drop(permit);
-                });
+                shared.pending.fetch_add(1, Ordering::SeqCst);
+                let address = row.address.clone();
+                if let Some(until) = shared.held_until(&address) {
+                    shared
+                        .put_back(&address, row, until, "waiting for an earlier message")
+                        .await;
+                    continue;
+                }
+                // A lane runs while its entry exists (it removes the entry when it runs dry),
+                // so an address never has two. A lane holds a few rows at most: the rest of a
+                // burst to one chat waits in the outbox, so it cannot hold up other chats.
+                let (new_lane, deferred) = {
+                    let mut all = shared.lanes.lock().expect("lanes poisoned");
+                    match all.get_mut(&address) {
+                        Some(lane) if lane.len() >= LANE_DEPTH => {
+                            let ahead = lane.len() as u32 + 1;
+                            (false, Some((row, ahead)))
+                        }
+                        Some(lane) => {
+                            lane.push_back(row);
+                            (false, None)
+                        }
+                        None => {
+                            all.insert(address.clone(), VecDeque::from([row]));
+                            (true, None)
+                        }
+                    }
+                };
+                if let Some((row, ahead)) = deferred {
+                    let spacing = shared
+                        .settings
+                        .per_address_mps
+                        .map_or(Duration::ZERO, |mps| Duration::from_secs_f64(1.0 / mps));
+                    let until = shared.clock.now()
+                        + chrono::Duration::from_std(spacing * ahead).unwrap_or_default();
+                    shared.hold(&address, until);
+                    shared
+                        .put_back(&address, row, until, "paced: one chat at a time")
+                        .await;
+                }
+                if new_lane {
+                    lanes.spawn(shared.clone().lane(address));
+                }
             }
         }
         // Graceful: every send already handed to the provider is recorded before we return.
-        while inflight.join_next().await.is_some() {}
+        while lanes.join_next().await.is_some() {}
     }
+}
 
+impl<T: Sender> Shared<T> {
     /// Rows left in `sending` longer than any send can take (a crash, here or on another
     /// instance) become `unknown`: they are never re-sent blindly.
     async fn mark_stale(&self) {
@@ -184,8 +303,137 @@ impl<T: Sender> Dispatcher<T> {
         let next = self.settings.caregiver_window.next_allowed(now, tz);
         (next > now).then_some(next)
     }
+
+    fn paused(&self) -> Option<Instant> {
+        let mut paused = self.paused_until.lock().expect("pause poisoned");
+        match *paused {
+            Some(until) if until > Instant::now() => Some(until),
+            _ => {
+                *paused = None;
+                None
+            }
+        }
+    }
+
+    fn pause(&self, wait: Duration) {
+        let until = Instant::now() + wait;
+        let mut paused = self.paused_until.lock().expect("pause poisoned");
+        *paused = Some(paused.map_or(until, |p| p.max(until)));
+    }
+
+    /// Until when rows for `address` must wait behind earlier ones put back in the outbox.
+    fn held_until(&self, address: &Address) -> Option<DateTime<Utc>> {
+        let mut held = self.held.lock().expect("held poisoned");
+        let now = self.clock.now();
+        held.retain(|_, until| *until > now);
+        held.get(address).copied()
+    }
+
+    fn hold(&self, address: &Address, until: DateTime<Utc>) {
+        let mut held = self.held.lock().expect("held poisoned");
+        let at = held.entry(address.clone()).or_insert(until);
+        *at = (*at).max(until);
+    }
+
+    /// The next row of `address`'s lane, or `None` (and the lane closed) when it is empty.
+    fn next_row(&self, address: &Address) -> Option<OutboundRow> {
+        let mut all = self.lanes.lock().expect("lanes poisoned");
+        let row = all.get_mut(address).and_then(VecDeque::pop_front);
+        if row.is_none() {
+            all.remove(address);
+        }
+        row
+    }
+
+    fn done_with(&self, n: usize) {
+        self.pending.fetch_sub(n, Ordering::SeqCst);
+        self.drained.notify_one();
+    }
+
+    /// Sends one address's rows in order, spaced and paced; puts them back on shutdown.
+    async fn lane(self: Arc<Self>, address: Address) {
+        let mut shutdown = self.shutdown.clone();
+        while let Some(row) = self.next_row(&address) {
+            let waited = tokio::select! {
+                _ = self.wait_turn(&row) => true,
+                _ = shutdown.wait_for(|s| *s) => false,
+            };
+            if !waited {
+                // Not handed to the provider: back to the outbox, to go out after a restart.
+                self.put_back(&address, row, self.clock.now(), "not sent before shutdown")
+                    .await;
+                continue;
+            }
+            let permit = self.permits.acquire().await.expect("semaphore open");
+            let started = std::time::Instant::now();
+            let result = self.sender.send(&row).await;
+            self.metrics.observe_send(started.elapsed());
+            drop(permit);
+            if let Some(per_second) = self.settings.per_address_mps {
+                let next = Instant::now() + Duration::from_secs_f64(1.0 / per_second);
+                let mut next_at = self.next_at.lock().expect("next_at poisoned");
+                if next_at.len() > 10_000 {
+                    let now = Instant::now();
+                    next_at.retain(|_, t| *t > now);
+                }
+                next_at.insert(address.clone(), next);
+            }
+            if let Err(SendError::Transient {
+                retry_after: Some(wait),
+                ..
+            }) = &result
+            {
+                self.pause(*wait);
+            }
+            let retry_at = record(
+                &self.store,
+                &self.metrics,
+                &self.settings,
+                &row,
+                result,
+                &self.clock,
+            )
+            .await;
+            self.done_with(1);
+            if let Some(retry_at) = retry_at {
+                // Whatever was queued behind it waits with it, so it still arrives after it.
+                self.hold(&address, retry_at);
+                while let Some(next) = self.next_row(&address) {
+                    self.put_back(&address, next, retry_at, "waiting for an earlier message")
+                        .await;
+                }
+            }
+        }
+    }
+
+    /// Waits until `row` may go: its address's spacing, the provider's pause, the overall pace.
+    async fn wait_turn(&self, row: &OutboundRow) {
+        let next = self
+            .next_at
+            .lock()
+            .expect("next_at poisoned")
+            .get(&row.address)
+            .copied();
+        if let Some(next) = next {
+            tokio::time::sleep_until(next).await;
+        }
+        let mut pacer = self.pacer.lock().await;
+        while let Some(until) = self.paused() {
+            tokio::time::sleep_until(until).await;
+        }
+        pacer.wait(self.sender.cost(row)).await;
+    }
+
+    /// Returns a claimed row, not sent, to the outbox until `at` (no attempt is counted).
+    async fn put_back(&self, address: &Address, row: OutboundRow, at: DateTime<Utc>, why: &str) {
+        if let Err(e) = self.store.defer_outbound(row.id, at, why).await {
+            tracing::error!(id = row.id, to = %address.masked(), error = %e, "cannot put a message back in the outbox");
+        }
+        self.done_with(1);
+    }
 }
 
+/// Records the result of one send. Returns when the row will be tried again, if it will.
 async fn record(
     store: &AnyStore,
     metrics: &Metrics,
@@ -193,8 +441,9 @@ async fn record(
     row: &OutboundRow,
     result: Result<String, SendError>,
     clock: &Clock,
-) {
+) -> Option<DateTime<Utc>> {
     let to = row.address.masked();
+    let mut retry_at = None;
     let outcome = match result {
         Ok(provider_id) => {
             metrics.count_outbound("accepted");
@@ -204,41 +453,51 @@ async fn record(
         Err(SendError::Permanent { code, message }) => {
             metrics.count_outbound("failed");
             tracing::warn!(id = row.id, %to, code = code.as_deref().unwrap_or("-"), %message, "provider refused the message");
-            match code.as_deref() {
-                Some(UNSUBSCRIBED) => {
-                    let _ = store
-                        .set_consent(
-                            &row.address,
-                            ConsentStatus::OptedOut,
-                            "provider_error",
-                            "twilio 21610: unsubscribed recipient",
-                            Utc::now(),
-                        )
-                        .await;
-                }
+            let opted_out = match code.as_deref() {
+                Some(UNSUBSCRIBED) => Some("twilio 21610: unsubscribed recipient"),
+                Some(telegram::BLOCKED) => Some("telegram: bot was blocked by the user"),
                 Some(INVALID_NUMBER) => {
                     let _ = store.flag_invalid_phone(&row.address.value).await;
+                    None
                 }
-                _ => {}
+                _ => None,
+            };
+            if let Some(detail) = opted_out {
+                let _ = store
+                    .set_consent(
+                        &row.address,
+                        ConsentStatus::OptedOut,
+                        "provider_error",
+                        detail,
+                        clock.now(),
+                    )
+                    .await;
             }
-            store
+            let failed = store
                 .mark_outbound_failed(row.id, code.as_deref(), &message)
-                .await
+                .await;
+            if row.kind == OutboundKind::Alert && row.address.channel == Channel::Telegram {
+                match alert_by_sms(store, row, clock.now()).await {
+                    Ok(true) => tracing::info!(id = row.id, %to, "alert sent again by SMS"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::error!(id = row.id, error = %e, "cannot send the alert by SMS")
+                    }
+                }
+            }
+            failed
         }
         Err(SendError::Transient {
             message,
             retry_after,
         }) if row.attempts < settings.max_attempts => {
             metrics.count_outbound("retried");
-            let wait = backoff(row.attempts).max(retry_after.unwrap_or_default());
-            tracing::info!(id = row.id, %to, attempt = row.attempts, retry_in_s = wait.as_secs(), %message, "will retry");
-            store
-                .mark_outbound_retry(
-                    row.id,
-                    clock.now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-                    &message,
-                )
-                .await
+            // When the provider says how long to wait, exactly that; else back off.
+            let wait = retry_after.unwrap_or_else(|| backoff(row.attempts));
+            tracing::info!(id = row.id, %to, attempt = row.attempts, retry_in_ms = wait.as_millis() as u64, %message, "will retry");
+            let at = clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            retry_at = Some(at);
+            store.mark_outbound_retry(row.id, at, &message).await
         }
         Err(SendError::Transient { message, .. }) => {
             metrics.count_outbound("failed");
@@ -252,7 +511,7 @@ async fn record(
                 .await
         }
         Err(SendError::Unknown { message }) => {
-            // Not retried: Twilio may have it. A status callback will say so.
+            // Not retried: the provider may have it. A status callback (Twilio) may say so.
             metrics.count_outbound("unknown");
             tracing::warn!(id = row.id, %to, %message, "outcome unknown; not re-sent");
             store.mark_outbound_unknown(row.id, &message).await
@@ -261,6 +520,44 @@ async fn record(
     if let Err(e) = outcome {
         tracing::error!(id = row.id, error = %e, "cannot record the result of a send");
     }
+    retry_at
+}
+
+/// An alert a supervisor's Telegram refused for good (they blocked the bot, the chat is gone)
+/// must still reach them: it is queued again to their phone. False when the chat is no
+/// supervisor's.
+async fn alert_by_sms(
+    store: &AnyStore,
+    row: &OutboundRow,
+    now: DateTime<Utc>,
+) -> crate::store::Result<bool> {
+    let Some(supervisor) = store.linked_supervisor(&row.address).await? else {
+        return Ok(false);
+    };
+    let address = Address::new(Channel::Sms, supervisor.phone);
+    let seg = crate::sms::segments::analyze(&row.body);
+    let alert = Write::Outbound(NewOutbound {
+        address: address.clone(),
+        caregiver_id: None,
+        conversation: None,
+        kind: OutboundKind::Alert,
+        body: row.body.clone(),
+        encoding: match seg.encoding {
+            crate::sms::segments::Encoding::Gsm7 => "gsm7".into(),
+            crate::sms::segments::Encoding::Ucs2 => "ucs2".into(),
+        },
+        segments: seg.segments,
+        not_before: now,
+        buttons: Vec::new(),
+    });
+    store
+        .handle_addresses(&[address], now, &|_| {
+            Ok(Plan {
+                writes: vec![alert.clone()],
+            })
+        })
+        .await?;
+    Ok(true)
 }
 
 /// Exponential backoff with jitter: about 2 s, 4 s, 8 s… capped at 10 minutes.

@@ -3,7 +3,8 @@
 
 /// Every flow and template, loaded and checked together (`flows check`).
 pub mod catalog;
-/// Transports: verify a provider's request (Twilio signatures), normalize it, ack it.
+/// Transports: verify a provider's request (Twilio signatures, Telegram's webhook secret),
+/// normalize it, ack it; and the provider clients the dispatcher sends through.
 pub mod channel;
 /// The command line: serve, migrate, flows, simulate, import, start, export, report, shifts.
 pub mod cli;

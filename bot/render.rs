@@ -26,6 +26,24 @@ pub const SYSTEM_TEMPLATES: &[&str] = &[
     "system/hint_text",
     "system/hint_keyword",
     "system/escalation_consent",
+    // A caregiver reachable on SMS and Telegram: what STOP and STOP ALL confirm.
+    "system/stop_telegram_too",
+    "system/stop_all",
+    // Telegram: linking a chat, consent and commands, taps.
+    "telegram/welcome",
+    "telegram/share_button",
+    "telegram/linked",
+    "telegram/supervisor_linked",
+    "telegram/not_own_contact",
+    "telegram/not_on_roster",
+    "telegram/invite_invalid",
+    "telegram/help",
+    "telegram/stop",
+    "telegram/stop_sms_too",
+    "telegram/language_prompt",
+    "telegram/language_set",
+    "telegram/question_closed",
+    "telegram/text_only",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,13 @@
 //! recorded the message; flow starts and timers take the same path. Deciding is pure (it reads
 //! a `Snapshot` and returns a `Plan`), so this file holds the domain rules and no SQL.
 
+mod telegram;
+
+pub use telegram::{
+    TapVerdict, TelegramInbound, TelegramInput, TelegramOutcome,
+    invite_code_hash as telegram_invite_hash,
+};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
@@ -11,7 +18,7 @@ use serde_json::Value;
 
 use crate::catalog::Catalog;
 use crate::consent::{self, Keyword};
-use crate::domain::{Address, Lang};
+use crate::domain::{Address, Channel, Lang};
 use crate::flow::Flow;
 use crate::flow::definition::{Program, WhenBusy, WhenCapped};
 use crate::flow::engine::{self, Event, Input, Outcome, Person, State, Transition};
@@ -23,7 +30,7 @@ use crate::sms::segments;
 use crate::store::{
     Audience, Caregiver, ConsentStatus, ConvRef, ConversationStatus, Inbound, InboundOutcome,
     NewOutbound, NewStart, OutboundKind, Plan, Snapshot, StartOrigin, StartOutcome, StartRow,
-    StartSnapshot, StartStatus, Store, StoreError, Write,
+    StartSnapshot, StartStatus, Store, StoreError, Supervisor, Write,
 };
 
 /// What the runner needs to know about the deployment.
@@ -495,6 +502,7 @@ impl<S: Store> Runner<S> {
 
     fn decide_inbound(&self, snap: &Snapshot, inbound: &Inbound) -> Result<Plan, String> {
         let mut plan = PlanBuilder::new(self, snap, inbound.received_at);
+        plan.note_channel();
         let text = inbound.text.as_str();
         let keyword_lang = consent::keyword_language(text).and_then(|l| l.parse::<Lang>().ok());
         let lang = keyword_lang
@@ -507,6 +515,10 @@ impl<S: Store> Runner<S> {
             (snap.consent == ConsentStatus::OptedOut && consent::is_yes(text))
                 .then_some(Keyword::OptIn)
         });
+        if consent::stops_everything(text) {
+            plan.stop_everything(text, lang)?;
+            return Ok(plan.finish());
+        }
         match keyword {
             Some(Keyword::OptOut) => {
                 if snap.consent != ConsentStatus::OptedOut {
@@ -515,7 +527,12 @@ impl<S: Store> Runner<S> {
                         source: "keyword".into(),
                         detail: text.trim().to_owned(),
                     });
-                    if let Some(conv) = &snap.conversation {
+                    // STOP stops this channel: a conversation running on another one goes on.
+                    if let Some(conv) = snap
+                        .conversation
+                        .as_ref()
+                        .filter(|c| c.channel == snap.address.channel)
+                    {
                         plan.push(Write::UpdateConversation {
                             conversation: ConvRef::Existing(conv.id),
                             status: ConversationStatus::Interrupted,
@@ -523,7 +540,7 @@ impl<S: Store> Runner<S> {
                             wake_at: None,
                         });
                     }
-                    plan.system(lang, "system/stop", OutboundKind::Consent)?;
+                    plan.system(lang, telegram::stop_template(snap), OutboundKind::Consent)?;
                 }
                 return Ok(plan.finish());
             }
@@ -539,7 +556,8 @@ impl<S: Store> Runner<S> {
                 return Ok(plan.finish());
             }
             Some(Keyword::Help) => {
-                plan.system(lang, "system/help", OutboundKind::Consent)?;
+                let help = telegram::help_template(snap.address.channel);
+                plan.system(lang, help, OutboundKind::Consent)?;
                 return Ok(plan.finish());
             }
             None => {}
@@ -579,7 +597,8 @@ impl<S: Store> Runner<S> {
         let Some(conv) = &snap.conversation else {
             // A caregiver writing outside any conversation: say who we are, once a day.
             if !snap.stranger_replied_today {
-                plan.system(lang, "system/help", OutboundKind::Reply)?;
+                let help = telegram::help_template(snap.address.channel);
+                plan.system(lang, help, OutboundKind::Reply)?;
                 plan.push(Write::StrangerReplied {
                     day: inbound.received_at.date_naive(),
                 });
@@ -591,6 +610,12 @@ impl<S: Store> Runner<S> {
             .map_err(|e| format!("conversation {} has unreadable state: {e}", conv.id))?;
         let person = person(caregiver);
         plan.conv = ConvRef::Existing(conv.id);
+        if conv.channel != snap.address.channel || conv.address != snap.address.value {
+            // Answered from another channel: the conversation goes on there.
+            plan.push(Write::MoveConversation {
+                conversation: conv.id,
+            });
+        }
         match engine::resume(
             &flow,
             &state,
@@ -734,6 +759,35 @@ impl<S: Store> Runner<S> {
         let t = engine::resume(&flow, &state, &person, input, now).map_err(|e| e.to_string())?;
         plan.apply(&flow, &person, t, OutboundKind::Program)?;
         Ok(plan.finish())
+    }
+}
+
+/// Where a program message to `c` goes: their Telegram chat or their phone, whichever they
+/// prefer (an operator's `preferred`, else the channel they last wrote on, else SMS) among those
+/// open to us (linked and opted in). When only one is open, that one; when neither, the phone,
+/// where the start is then skipped for its reason (no consent, opted out).
+pub fn reach(c: &Caregiver) -> Address {
+    let sms = Address::new(Channel::Sms, c.phone.clone());
+    let telegram = c
+        .reach
+        .telegram
+        .as_ref()
+        .filter(|(_, consent)| *consent == ConsentStatus::OptedIn)
+        .map(|(chat, _)| Address::new(Channel::Telegram, chat.clone()));
+    let sms_open = c.reach.sms == ConsentStatus::OptedIn;
+    let wanted = c.reach.preferred.or(c.reach.last).unwrap_or(Channel::Sms);
+    match telegram {
+        Some(tg) if wanted == Channel::Telegram || !sms_open => tg,
+        _ => sms,
+    }
+}
+
+/// Where alerts to a supervisor go: their Telegram chat once they linked it (and have not
+/// stopped it), else their phone.
+pub fn supervisor_address(s: &Supervisor) -> Address {
+    match &s.telegram {
+        Some(chat) => Address::new(Channel::Telegram, chat.clone()),
+        None => Address::new(Channel::Sms, s.phone.clone()),
     }
 }
 
@@ -931,11 +985,17 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
         for event in t.events {
             match event {
                 Event::Send {
+                    step,
                     template,
                     buttons,
                     unprompted,
-                    ..
                 } => {
+                    // On Telegram a button names its question, so a late tap cannot answer
+                    // another one; the reply it sends is still what typing would send.
+                    let buttons = buttons
+                        .into_iter()
+                        .map(|(label, reply)| (label, telegram::question_payload(&step, &reply)))
+                        .collect();
                     let ctx = self.context(
                         &person,
                         &caregiver.last_name,

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
+use crate::channel::telegram::{self, Telegram, TelegramClient};
 use crate::channel::twilio::client::TwilioClient;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -19,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::runner::Runner;
 use crate::scheduler::Scheduler;
 use crate::store::{AnyStore, Store};
-use crate::web::{AppState, router};
+use crate::web::{AppState, TelegramWebhook, router};
 
 /// Runs everything on `listener` until `shutdown` turns true.
 pub async fn run(
@@ -78,6 +79,7 @@ pub async fn run_with_clock(
                     max_attempts: 6,
                     caregiver_window: config.runner.caregiver_window,
                     concurrency: 16,
+                    per_address_mps: None,
                 },
                 metrics.clone(),
             )
@@ -88,9 +90,22 @@ pub async fn run_with_clock(
             Some(wake)
         }
     };
+    let (telegram_wake, telegram_webhook) = match &config.telegram_bot_token {
+        None => {
+            tracing::info!("Telegram is off: set TELEGRAM_BOT_TOKEN to turn it on");
+            (None, None)
+        }
+        Some(token) => {
+            let (wake, webhook) = start_telegram(
+                &config, token, &store, &runner, &metrics, &shutdown, &mut tasks, &clock,
+            )?;
+            (Some(wake), webhook)
+        }
+    };
+    let wakes = sms_wake.iter().chain(&telegram_wake).cloned().collect();
     tasks.spawn(scheduler(
         runner.clone(),
-        sms_wake.clone(),
+        wakes,
         shutdown.clone(),
         clock.clone(),
     ));
@@ -102,6 +117,7 @@ pub async fn run_with_clock(
         public_url: config.public_url.clone(),
         sms_wake,
         clock,
+        telegram: telegram_webhook,
     });
     tracing::info!(addr = %listener.local_addr()?, "carebot is listening");
     let mut stop = shutdown.clone();
@@ -118,6 +134,85 @@ pub async fn run_with_clock(
     Ok(())
 }
 
+/// Turns Telegram on: its dispatcher, and updates by webhook (when `CAREBOT_PUBLIC_URL` is
+/// set, so Telegram can reach us) or by long polling. Returns the dispatcher's wake and, in
+/// webhook mode, what `POST /webhooks/telegram` needs.
+///
+/// The webhook is registered by `carebot telegram set-webhook`, never here, and never removed on
+/// shutdown: several instances share one webhook, and one stopping must not cut off the rest.
+#[allow(clippy::too_many_arguments)]
+fn start_telegram(
+    config: &Config,
+    token: &crate::config::Secret,
+    store: &AnyStore,
+    runner: &Arc<Runner<AnyStore>>,
+    metrics: &Arc<Metrics>,
+    shutdown: &watch::Receiver<bool>,
+    tasks: &mut tokio::task::JoinSet<()>,
+    clock: &Clock,
+) -> anyhow::Result<(Arc<tokio::sync::Notify>, Option<TelegramWebhook>)> {
+    let client = TelegramClient::new(token, &config.telegram_api_url, Duration::from_secs(15))?;
+    let webhook_secret = match (&config.public_url, &config.telegram_webhook_secret) {
+        (None, _) => None,
+        (Some(_), Some(secret)) => Some(secret.clone()),
+        (Some(_), None) => anyhow::bail!(
+            "TELEGRAM_WEBHOOK_SECRET is required to receive Telegram updates by webhook (CAREBOT_PUBLIC_URL is set): choose one (A-Z, a-z, 0-9, _ and -) and run `carebot telegram set-webhook`"
+        ),
+    };
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        client.clone(),
+        DispatchSettings {
+            mps: config.telegram_mps,
+            max_attempts: 6,
+            caregiver_window: config.runner.caregiver_window,
+            concurrency: 16,
+            per_address_mps: Some(config.telegram_chat_mps),
+        },
+        metrics.clone(),
+    )
+    .with_clock(clock.clone());
+    let wake = dispatcher.wake.clone();
+    tasks.spawn(dispatcher.run(shutdown.clone()));
+    let handler = Arc::new(Telegram {
+        runner: runner.clone(),
+        client: client.clone(),
+        metrics: metrics.clone(),
+        wake: wake.clone(),
+        clock: clock.clone(),
+    });
+    let (Some(public_url), Some(secret)) = (config.public_url.clone(), webhook_secret) else {
+        let poller = TelegramClient::new(
+            token,
+            &config.telegram_api_url,
+            Duration::from_secs(u64::from(telegram::polling::POLL_SECONDS) + 15),
+        )?;
+        tasks.spawn(telegram::polling::run(handler, poller, shutdown.clone()));
+        tracing::info!(
+            mps = config.telegram_mps,
+            "Telegram is on: long polling (CAREBOT_PUBLIC_URL is not set)"
+        );
+        return Ok((wake, None));
+    };
+    let expected = format!("{public_url}/webhooks/telegram");
+    tokio::spawn(async move {
+        match client.webhook_url().await {
+            Ok(url) if url == expected => {}
+            Ok(url) => tracing::warn!(
+                registered = %url,
+                expected = %expected,
+                "Telegram's webhook is not this server's: run `carebot telegram set-webhook`"
+            ),
+            Err(e) => tracing::warn!(error = %e, "cannot check Telegram's webhook"),
+        }
+    });
+    tracing::info!(
+        mps = config.telegram_mps,
+        "Telegram is on: webhook at /webhooks/telegram"
+    );
+    Ok((wake, Some(TelegramWebhook { secret, handler })))
+}
+
 /// The one scheduler, once a second: shift offers (waves, deadlines), then
 /// [`crate::scheduler`]'s conversation timers, recurring and one-off starts and training
 /// assignments, then the follow-up clock of escalations, and once a minute the supervisors'
@@ -125,7 +220,7 @@ pub async fn run_with_clock(
 /// lease), so several instances can run this loop side by side.
 async fn scheduler(
     runner: Arc<Runner<AnyStore>>,
-    wake: Option<Arc<tokio::sync::Notify>>,
+    wakes: Vec<Arc<tokio::sync::Notify>>,
     mut shutdown: watch::Receiver<bool>,
     clock: Clock,
 ) {
@@ -171,8 +266,10 @@ async fn scheduler(
             }
             queued = true;
         }
-        if queued && let Some(w) = &wake {
-            w.notify_one();
+        if queued {
+            for w in &wakes {
+                w.notify_one();
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}

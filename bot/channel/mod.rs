@@ -1,4 +1,5 @@
 //! Transports: each verifies what its provider sends, normalizes it into one inbound message and
 //! acks; nothing flow-related happens here.
 
+pub mod telegram;
 pub mod twilio;

@@ -109,6 +109,22 @@ pub struct Caregiver {
     pub fields: BTreeMap<String, Value>,
     pub tags: Vec<String>,
     pub supervisor: Option<Supervisor>,
+    /// How the caregiver can be reached besides their phone, and which channel they prefer.
+    pub reach: Reach,
+}
+
+/// A caregiver's channels: consent on SMS, their Telegram chat (if linked), and which channel
+/// program messages should use when both are open (see `runner::reach`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reach {
+    /// Consent on their phone number.
+    pub sms: ConsentStatus,
+    /// Their linked Telegram chat and the consent in force there.
+    pub telegram: Option<(String, ConsentStatus)>,
+    /// Set by an operator (`carebot prefer`); wins over `last`.
+    pub preferred: Option<Channel>,
+    /// The channel they last wrote on; `None` until they first write on one that is not SMS.
+    pub last: Option<Channel>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -118,6 +134,8 @@ pub struct Supervisor {
     pub name: String,
     pub phone: String,
     pub timezone: String,
+    /// Their linked Telegram chat, when it is opted in: alerts go there instead of by SMS.
+    pub telegram: Option<String>,
 }
 
 /// Who a `start` or a schedule is for. Only active caregivers are ever selected.
@@ -365,6 +383,8 @@ pub struct OutboundRow {
     pub segments: u32,
     pub attempts: u32,
     pub buttons: Vec<(String, String)>,
+    /// The conversation that queued it: Telegram ties a keyboard's buttons to it.
+    pub conversation_id: Option<i64>,
     pub created_at: DateTime<Utc>,
     /// The caregiver's time zone, so the dispatcher can hold a program message whose window
     /// closed while it waited in a backlog.
@@ -469,6 +489,37 @@ pub enum Write {
     /// A NO to a shift offer from the snapshot's caregiver.
     DeclineShift {
         offer_id: i64,
+    },
+    /// Link the snapshot's address (a Telegram chat) to a caregiver and/or a supervisor. A
+    /// caregiver keeps one chat per channel: their other links on this channel are removed.
+    Link {
+        caregiver_id: Option<i64>,
+        supervisor_id: Option<i64>,
+    },
+    /// Use up an invite (see [`Store::handle_link`]); fails the plan if it was used meanwhile.
+    UseInvite {
+        id: i64,
+    },
+    /// Move a conversation to the snapshot's address: the caregiver answered it from another
+    /// channel, so its next messages go there.
+    MoveConversation {
+        conversation: i64,
+    },
+    /// The snapshot's caregiver wrote on this channel (see [`Reach::last`]).
+    CaregiverChannel {
+        channel: Channel,
+    },
+    /// The snapshot's caregiver chose this language themselves.
+    CaregiverLanguage {
+        language: Lang,
+    },
+    /// Change consent for another address of the snapshot's caregiver (STOP ALL), with a
+    /// ledger row.
+    ConsentAt {
+        address: Address,
+        status: ConsentStatus,
+        source: String,
+        detail: String,
     },
 }
 
@@ -611,8 +662,8 @@ pub struct Contact {
     pub id: i64,
     pub external_id: String,
     pub name: String,
-    /// Where alerts reach them: their phone on SMS today. The store's one contact lookup is
-    /// where a linked Telegram chat would take over.
+    /// Where alerts reach them: their linked Telegram chat while it is open to us, else their
+    /// phone on SMS.
     pub address: Address,
     pub timezone: String,
     /// They texted STOP on that address: alerts there would be suppressed, so routing skips them.
@@ -1031,6 +1082,50 @@ pub struct TrainingRow {
     pub last_skip: Option<String>,
 }
 
+/// What a person offers to prove who they are when linking a chat (see [`Store::handle_link`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkClaim {
+    /// Their own phone number, shared as a Telegram contact (E.164).
+    Phone(String),
+    /// An invite code from `carebot invite`, as its SHA-256 in lowercase hex.
+    Invite { code_sha256: String },
+}
+
+/// What an invite code came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteState {
+    /// Unused and unexpired: linking uses it up ([`Write::UseInvite`]).
+    Valid(i64),
+    Expired,
+    Used,
+    /// No such code.
+    Unknown,
+}
+
+/// Who a [`LinkClaim`] names, found in the transaction that will link them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkCandidate {
+    /// The active caregiver with that phone number (or the invite's caregiver).
+    pub caregiver: Option<Caregiver>,
+    /// The supervisor with that phone number (or the invite's supervisor).
+    pub supervisor: Option<Supervisor>,
+    /// For an invite claim, what the code came to.
+    pub invite: Option<InviteState>,
+}
+
+/// Who an invite was made for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invitee {
+    /// A caregiver's external id and first name.
+    Caregiver { external_id: String, name: String },
+    /// A supervisor's external id and name.
+    Supervisor { external_id: String, name: String },
+}
+
+/// The decision for a linking message: like [`Decide`], with who the claim named.
+pub type LinkDecide<'a> =
+    dyn Fn(&Snapshot, &LinkCandidate) -> std::result::Result<Plan, String> + Send + Sync + 'a;
+
 /// The decision function the runner hands to the store: pure, called inside the transaction.
 /// An `Err` rolls the whole transaction back (the store returns `StoreError::Decide`).
 pub type Decide<'a> = dyn Fn(&Snapshot) -> std::result::Result<Plan, String> + Send + Sync + 'a;
@@ -1159,6 +1254,16 @@ pub trait Store: Send + Sync + 'static {
         error: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// A claimed message that was not sent after all (it waits for its chat's pace, for an
+    /// earlier message that is being retried, or for a restart): back to `queued` until
+    /// `until`, its claim not counted as an attempt.
+    fn defer_outbound(
+        &self,
+        id: i64,
+        until: DateTime<Utc>,
+        why: &str,
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// A permanent failure, with the provider's error code when it gave one.
     fn mark_outbound_failed(
         &self,
@@ -1185,7 +1290,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64>> + Send;
 
     /// Sets consent for an address outside an inbound message (a provider error such as
-    /// Twilio 21610, or Telegram's "bot was blocked"), with a ledger row.
+    /// Twilio 21610, or Telegram's "bot was blocked"), with a ledger row. An opt-out also ends
+    /// the conversation waiting on that address, which can no longer be reached.
     fn set_consent(
         &self,
         address: &Address,
@@ -1197,6 +1303,44 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flags a caregiver's phone as invalid (Twilio 21211) so no further sends are attempted.
     fn flag_invalid_phone(&self, phone: &str) -> impl Future<Output = Result<()>> + Send;
+
+    // Linking chats (Telegram) --------------------------------------------------------------
+
+    /// Like [`Store::handle_inbound`] for a message that asks to link its address: records it
+    /// (a retry is `Duplicate`), finds who `claim` names ([`LinkCandidate`]: by phone, the
+    /// active caregiver and the supervisor with that number; by invite, its holder and whether
+    /// the code is still good), reads the snapshot of the address as it was before, calls
+    /// `decide`, applies the plan (usually [`Write::Link`]), commits.
+    fn handle_link(
+        &self,
+        inbound: &Inbound,
+        claim: &LinkClaim,
+        decide: &LinkDecide<'_>,
+    ) -> impl Future<Output = Result<InboundOutcome>> + Send;
+
+    /// Stores a one-time invite (by the SHA-256 of its code) for the caregiver, or else the
+    /// supervisor, with this phone number. `None` when the number is on neither roster.
+    fn create_invite(
+        &self,
+        phone: &str,
+        channel: Channel,
+        code_sha256: &str,
+        expires_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<Invitee>>> + Send;
+
+    /// The supervisor an address (a Telegram chat) is linked to, if any.
+    fn linked_supervisor(
+        &self,
+        address: &Address,
+    ) -> impl Future<Output = Result<Option<Supervisor>>> + Send;
+
+    /// Sets (or with `None` clears) the channel a caregiver prefers; false when no caregiver
+    /// has this phone number.
+    fn set_preferred_channel(
+        &self,
+        phone: &str,
+        channel: Option<Channel>,
+    ) -> impl Future<Output = Result<bool>> + Send;
 
     /// Outbound messages ever queued to an address, oldest first (for the simulator and tests).
     fn outbound_to(
@@ -1512,6 +1656,7 @@ delegate! {
     fn mark_outbound_accepted(&self, id: i64, provider_id: &str) -> Result<()>;
     fn mark_outbound_unknown(&self, id: i64, error: &str) -> Result<()>;
     fn mark_outbound_retry(&self, id: i64, retry_at: DateTime<Utc>, error: &str) -> Result<()>;
+    fn defer_outbound(&self, id: i64, until: DateTime<Utc>, why: &str) -> Result<()>;
     fn mark_outbound_failed(&self, id: i64, code: Option<&str>, error: &str) -> Result<()>;
     fn record_delivery_status(&self, id: Option<i64>, provider_id: &str, status: OutboundStatus,
         error_code: Option<&str>) -> Result<bool>;
@@ -1519,6 +1664,12 @@ delegate! {
     fn set_consent(&self, address: &Address, status: ConsentStatus, source: &str, detail: &str,
         at: DateTime<Utc>) -> Result<()>;
     fn flag_invalid_phone(&self, phone: &str) -> Result<()>;
+    fn handle_link(&self, inbound: &Inbound, claim: &LinkClaim, decide: &LinkDecide<'_>)
+        -> Result<InboundOutcome>;
+    fn create_invite(&self, phone: &str, channel: Channel, code_sha256: &str,
+        expires_at: DateTime<Utc>) -> Result<Option<Invitee>>;
+    fn linked_supervisor(&self, address: &Address) -> Result<Option<Supervisor>>;
+    fn set_preferred_channel(&self, phone: &str, channel: Option<Channel>) -> Result<bool>;
     fn outbound_to(&self, address: &Address) -> Result<Vec<(OutboundStatus, String)>>;
     fn outbound_counts(&self) -> Result<Vec<(String, i64)>>;
     fn answers(&self, flow: Option<&str>, since: Option<NaiveDate>) -> Result<Vec<AnswerRow>>;

@@ -60,6 +60,10 @@ impl Dialect for Postgres {
     );
     const LOCK_SUPERVISOR: &'static str = "SELECT id FROM supervisors WHERE id = $1 FOR UPDATE";
     const LOCK_ROWS: &'static str = "FOR UPDATE";
+    const ACTIVE_CONVERSATION_OF_CAREGIVER: &'static str = conversation_sql!(
+        "caregiver_id = $1 AND status = 'active' ORDER BY updated_at DESC, id DESC LIMIT 1",
+        "FOR UPDATE"
+    );
 
     fn migrator() -> &'static Migrator {
         &MIGRATOR

@@ -377,6 +377,8 @@ impl ShiftOfferDb {
                 name: self.sup_name.unwrap_or_default(),
                 phone: self.sup_phone.unwrap_or_default(),
                 timezone: self.sup_timezone.unwrap_or_default(),
+                // Shift offers tell the supervisor by SMS (see `shifts.rs`).
+                telegram: None,
             }),
             _ => None,
         };

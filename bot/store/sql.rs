@@ -24,9 +24,10 @@ use super::{
     AnswerRow, Audience, Caregiver, CaregiverRecord, ChainContact, ConsentStatus, Contact, ConvRef,
     ConversationRow, ConversationStatus, Decide, DecideDigest, DecideEscalation, Desk, DeskAlert,
     DueConversation, EscalationAction, EscalationEventRow, EscalationRow, EscalationSnapshot,
-    EscalationState, FlowRevision, Inbound, InboundOutcome, LedgerRow, NewOutbound, OutboundRow,
-    OutboundStatus, Plan, PulseRow, Result, Sink, Snapshot, Store, StoreError, Supervisor,
-    SupervisorRecord, UpsertOutcome, Write, week_start,
+    EscalationState, FlowRevision, Inbound, InboundOutcome, InviteState, Invitee, LedgerRow,
+    LinkCandidate, LinkClaim, LinkDecide, NewOutbound, OutboundRow, OutboundStatus, Plan, PulseRow,
+    Reach, Result, Sink, Snapshot, Store, StoreError, Supervisor, SupervisorRecord, UpsertOutcome,
+    Write, week_start,
 };
 use super::{NewShiftOffer, ShiftDecide, ShiftListing, ShiftOffer, ShiftStatus, ShiftTrigger};
 use super::{
@@ -80,6 +81,9 @@ pub trait Dialect: Database {
     /// Appended to a `SELECT` whose rows the transaction will update: `FOR UPDATE` on
     /// PostgreSQL; nothing on SQLite, whose write transaction already excludes other writers.
     const LOCK_ROWS: &'static str;
+    /// [`conversation_sql!`] for the latest active conversation of caregiver `$1` on any
+    /// channel, locked: a conversation continues on whichever channel its caregiver answers.
+    const ACTIVE_CONVERSATION_OF_CAREGIVER: &'static str;
 
     fn migrator() -> &'static Migrator;
 
@@ -168,9 +172,30 @@ macro_rules! desk_ids {
 /// linked chat here, preferred over the phone when the supervisor has one.
 macro_rules! contact_columns {
     () => {
-        "s.id, s.external_id, s.name, s.timezone, 'sms' AS channel, s.phone AS address, \
-         EXISTS (SELECT 1 FROM subscriptions sub WHERE sub.channel = 'sms' \
-         AND sub.address = s.phone AND sub.status = 'opted_out') AS opted_out"
+        concat!(
+            "s.id, s.external_id, s.name, s.timezone, ",
+            "CASE WHEN ",
+            supervisor_telegram!(),
+            " IS NULL THEN 'sms' ELSE 'telegram' END AS channel, ",
+            "COALESCE(",
+            supervisor_telegram!(),
+            ", s.phone) AS address, ",
+            "(",
+            supervisor_telegram!(),
+            " IS NULL AND EXISTS (SELECT 1 FROM subscriptions sub WHERE sub.channel = 'sms' ",
+            "AND sub.address = s.phone AND sub.status = 'opted_out')) AS opted_out"
+        )
+    };
+}
+
+/// Supervisor `s`'s linked Telegram chat, if it is open to us: where their alerts go then
+/// (see `runner::supervisor_address`), else their phone.
+macro_rules! supervisor_telegram {
+    () => {
+        "(SELECT l.address FROM supervisor_links l JOIN subscriptions x \
+         ON x.channel = l.channel AND x.address = l.address WHERE l.supervisor_id = s.id \
+         AND l.channel = 'telegram' AND x.status = 'opted_in' \
+         ORDER BY l.created_at DESC LIMIT 1)"
     };
 }
 
@@ -205,7 +230,7 @@ macro_rules! claim_outbound_sql {
             "AND status = 'queued' AND not_before <= $2 ORDER BY id LIMIT $3 ",
             $lock,
             ") RETURNING id, channel, address, caregiver_id, kind, body, segments, attempts, ",
-            "buttons, status, created_at"
+            "buttons, status, created_at, conversation_id"
         )
     };
 }
@@ -216,10 +241,11 @@ pub(crate) use claim_outbound_sql;
 macro_rules! caregivers_select {
     () => {
         concat!(
-            "SELECT c.id, c.external_id, c.first_name, c.last_name, c.phone, c.language, ",
+            "SELECT c.id, c.external_id, c.first_name, c.last_name, c.phone, ",
             "c.timezone, c.branch, c.consent_at, c.active, c.fields, c.tags, ",
             "s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, ",
-            "s.phone AS sup_phone, s.timezone AS sup_timezone ",
+            "s.phone AS sup_phone, s.timezone AS sup_timezone, ",
+            $crate::store::sql::reach_columns!(),
             "FROM caregivers c ",
             "LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id"
         )
@@ -243,6 +269,30 @@ macro_rules! caregivers_where {
         )
     };
 }
+
+/// The columns of a caregiver's [`Reach`] and of their supervisor's Telegram chat, over
+/// `caregivers c` and `supervisors s` (see `caregivers_where!`). The language a caregiver chose
+/// themselves wins over the roster's.
+macro_rules! reach_columns {
+    () => {
+        concat!(
+            "COALESCE(c.chosen_language, c.language) AS chosen_language, ",
+            "c.preferred_channel, c.last_channel, ",
+            "(SELECT x.status FROM subscriptions x ",
+            "WHERE x.channel = 'sms' AND x.address = c.phone) AS sms_consent, ",
+            "(SELECT l.address FROM caregiver_links l WHERE l.caregiver_id = c.id ",
+            "AND l.channel = 'telegram' ORDER BY l.created_at DESC LIMIT 1) AS telegram_chat, ",
+            "(SELECT x.status FROM caregiver_links l JOIN subscriptions x ",
+            "ON x.channel = l.channel AND x.address = l.address WHERE l.caregiver_id = c.id ",
+            "AND l.channel = 'telegram' ORDER BY l.created_at DESC LIMIT 1) AS telegram_consent, ",
+            "(SELECT l.address FROM supervisor_links l JOIN subscriptions x ",
+            "ON x.channel = l.channel AND x.address = l.address WHERE l.supervisor_id = s.id ",
+            "AND l.channel = 'telegram' AND x.status = 'opted_in' ",
+            "ORDER BY l.created_at DESC LIMIT 1) AS sup_telegram "
+        )
+    };
+}
+pub(crate) use reach_columns;
 
 /// Which caregivers to load.
 #[derive(Debug, Clone, Copy)]
@@ -301,7 +351,6 @@ struct CaregiverDb {
     first_name: String,
     last_name: String,
     phone: String,
-    language: String,
     timezone: String,
     branch: String,
     consent_at: Option<NaiveDate>,
@@ -313,6 +362,13 @@ struct CaregiverDb {
     sup_name: Option<String>,
     sup_phone: Option<String>,
     sup_timezone: Option<String>,
+    chosen_language: String,
+    preferred_channel: Option<String>,
+    last_channel: Option<String>,
+    sms_consent: Option<String>,
+    telegram_chat: Option<String>,
+    telegram_consent: Option<String>,
+    sup_telegram: Option<String>,
 }
 
 impl CaregiverDb {
@@ -324,12 +380,28 @@ impl CaregiverDb {
                 name: self.sup_name.unwrap_or_default(),
                 phone: self.sup_phone.unwrap_or_default(),
                 timezone: self.sup_timezone.unwrap_or_default(),
+                telegram: self.sup_telegram,
             }),
             _ => None,
         };
+        let consent = |status: Option<String>| -> Result<ConsentStatus> {
+            status.map_or(Ok(ConsentStatus::Unknown), |s| parse("consent status", &s))
+        };
+        let channel = |text: Option<String>| -> Result<Option<Channel>> {
+            text.map(|c| parse("caregiver channel", &c)).transpose()
+        };
+        let reach = Reach {
+            sms: consent(self.sms_consent)?,
+            telegram: match self.telegram_chat {
+                Some(chat) => Some((chat, consent(self.telegram_consent)?)),
+                None => None,
+            },
+            preferred: channel(self.preferred_channel)?,
+            last: channel(self.last_channel)?,
+        };
         Ok(Caregiver {
             id: self.id,
-            language: parse("caregiver language", &self.language)?,
+            language: parse("caregiver language", &self.chosen_language)?,
             fields: json("caregiver fields", &self.fields)?,
             tags: json("caregiver tags", &self.tags)?,
             external_id: self.external_id,
@@ -342,6 +414,7 @@ impl CaregiverDb {
             consent_at: self.consent_at,
             active: self.active,
             supervisor,
+            reach,
         })
     }
 }
@@ -371,6 +444,38 @@ struct SupervisorDb {
     email: String,
     branch: String,
     timezone: String,
+}
+
+/// A supervisor as a link or an invite finds one.
+#[derive(FromRow)]
+struct LinkedSupervisorDb {
+    id: i64,
+    external_id: String,
+    name: String,
+    phone: String,
+    timezone: String,
+}
+
+impl LinkedSupervisorDb {
+    fn into_supervisor(self) -> Supervisor {
+        Supervisor {
+            id: self.id,
+            external_id: self.external_id,
+            name: self.name,
+            phone: self.phone,
+            timezone: self.timezone,
+            telegram: None,
+        }
+    }
+}
+
+#[derive(FromRow)]
+struct InviteDb {
+    id: i64,
+    caregiver_id: Option<i64>,
+    supervisor_id: Option<i64>,
+    expires_at: Ts,
+    used_at: Option<Ts>,
 }
 
 #[derive(FromRow)]
@@ -417,6 +522,7 @@ struct OutboundDb {
     buttons: String,
     status: String,
     created_at: Ts,
+    conversation_id: Option<i64>,
 }
 
 impl OutboundDb {
@@ -430,6 +536,7 @@ impl OutboundDb {
             segments: count("outbound segments", self.segments)?,
             attempts: count("outbound attempts", self.attempts)?,
             buttons: json("outbound buttons", &self.buttons)?,
+            conversation_id: self.conversation_id,
             created_at: self.created_at.0,
             timezone: None,
         })
@@ -789,11 +896,21 @@ where
     async fn snapshot(conn: &mut DB::Connection, address: &Address, now: Ts) -> Result<Snapshot> {
         let consent = Self::consent_of(conn, address).await?;
         let caregiver = Self::load_caregiver(conn, Filter::address(address)).await?;
-        let conversation: Option<ConversationDb> = sqlx::query_as(DB::ACTIVE_CONVERSATION)
+        let mut conversation: Option<ConversationDb> = sqlx::query_as(DB::ACTIVE_CONVERSATION)
             .bind(address.channel.as_str())
             .bind(address.value.clone())
             .fetch_optional(&mut *conn)
             .await?;
+        // None here, but one on another channel (a survey sent on Telegram, answered by SMS):
+        // the conversation is the caregiver's, not the channel's.
+        if conversation.is_none()
+            && let Some(caregiver) = &caregiver
+        {
+            conversation = sqlx::query_as(DB::ACTIVE_CONVERSATION_OF_CAREGIVER)
+                .bind(caregiver.id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        }
         let stranger_replied_today = if caregiver.is_none() {
             Self::stranger_replied(conn, address, now.0.date_naive()).await?
         } else {
@@ -888,6 +1005,8 @@ where
     ) -> Result<()> {
         let address = &ctx.snapshot.address;
         let mut created: Option<i64> = created;
+        // A caregiver this plan linked the address to, for the ledger rows after the link.
+        let mut linked: Option<i64> = None;
         for write in writes {
             match write {
                 Write::Consent {
@@ -895,7 +1014,7 @@ where
                     source,
                     detail,
                 } => {
-                    let caregiver_id = ctx.snapshot.caregiver.as_ref().map(|c| c.id);
+                    let caregiver_id = ctx.snapshot.caregiver.as_ref().map(|c| c.id).or(linked);
                     Self::write_consent(
                         conn,
                         address,
@@ -1190,6 +1309,80 @@ where
                     let caregiver = ctx.caregiver("DeclineShift")?;
                     Self::decline_shift(conn, caregiver.id, ctx.now, *offer_id).await?;
                 }
+                Write::Link {
+                    caregiver_id,
+                    supervisor_id,
+                } => {
+                    Self::link(conn, address, *caregiver_id, *supervisor_id, ctx.now).await?;
+                    linked = linked.or(*caregiver_id);
+                }
+                Write::UseInvite { id } => {
+                    let used = sqlx::query(
+                        "UPDATE invites SET used_at = $2, used_by = $3 \
+                         WHERE id = $1 AND used_at IS NULL",
+                    )
+                    .bind(*id)
+                    .bind(ctx.now)
+                    .bind(address.value.clone())
+                    .execute(&mut *conn)
+                    .await?;
+                    if DB::rows_affected(&used) == 0 {
+                        return Err(StoreError::InvalidPlan(format!(
+                            "UseInvite: invite {id} is already used"
+                        )));
+                    }
+                }
+                Write::MoveConversation { conversation } => {
+                    sqlx::query(
+                        "UPDATE conversations SET channel = $2, address = $3, updated_at = $4 \
+                         WHERE id = $1",
+                    )
+                    .bind(*conversation)
+                    .bind(address.channel.as_str())
+                    .bind(address.value.clone())
+                    .bind(ctx.now)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Write::CaregiverChannel { channel } => {
+                    // The caregiver the address belongs to, or was just linked to.
+                    let id = match linked {
+                        Some(id) => id,
+                        None => ctx.caregiver("CaregiverChannel")?.id,
+                    };
+                    sqlx::query("UPDATE caregivers SET last_channel = $2 WHERE id = $1")
+                        .bind(id)
+                        .bind(channel.as_str())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Write::CaregiverLanguage { language } => {
+                    let caregiver = ctx.caregiver("CaregiverLanguage")?;
+                    sqlx::query("UPDATE caregivers SET chosen_language = $2 WHERE id = $1")
+                        .bind(caregiver.id)
+                        .bind(language.code())
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Write::ConsentAt {
+                    address,
+                    status,
+                    source,
+                    detail,
+                } => {
+                    let caregiver_id = ctx.snapshot.caregiver.as_ref().map(|c| c.id);
+                    Self::write_consent(
+                        conn,
+                        address,
+                        caregiver_id,
+                        ctx.inbound_id,
+                        *status,
+                        source,
+                        detail,
+                        ctx.now,
+                    )
+                    .await?;
+                }
             }
         }
         Ok(())
@@ -1235,6 +1428,53 @@ where
         Ok(())
     }
 
+    /// Makes `address` belong to exactly these people (see [`Write::Link`]).
+    async fn link(
+        conn: &mut DB::Connection,
+        address: &Address,
+        caregiver_id: Option<i64>,
+        supervisor_id: Option<i64>,
+        now: Ts,
+    ) -> Result<()> {
+        for (table, owner, id) in [
+            ("caregiver_links", "caregiver_id", caregiver_id),
+            ("supervisor_links", "supervisor_id", supervisor_id),
+        ] {
+            let Some(id) = id else {
+                let forget = format!("DELETE FROM {table} WHERE channel = $1 AND address = $2");
+                sqlx::query(sqlx::AssertSqlSafe(forget))
+                    .bind(address.channel.as_str())
+                    .bind(address.value.clone())
+                    .execute(&mut *conn)
+                    .await?;
+                continue;
+            };
+            // One chat per person and channel: the newest link wins.
+            let older = format!(
+                "DELETE FROM {table} WHERE {owner} = $1 AND channel = $2 AND address <> $3"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(older))
+                .bind(id)
+                .bind(address.channel.as_str())
+                .bind(address.value.clone())
+                .execute(&mut *conn)
+                .await?;
+            let upsert = format!(
+                "INSERT INTO {table} (channel, address, {owner}, created_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (channel, address) \
+                 DO UPDATE SET {owner} = excluded.{owner}, created_at = excluded.created_at"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(upsert))
+                .bind(address.channel.as_str())
+                .bind(address.value.clone())
+                .bind(id)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The supervisor (or branch contact, or program staff) who writes from `address`, if any.
     async fn contact_at(conn: &mut DB::Connection, address: &Address) -> Result<Option<Contact>> {
         let row: Option<ContactDb> = match address.channel {
@@ -1248,8 +1488,18 @@ where
                 .fetch_optional(&mut *conn)
                 .await?
             }
-            // A supervisor's Telegram chat (issue 4) is recognized here, through its link.
-            Channel::Telegram => None,
+            // A supervisor's Telegram chat, through its link.
+            Channel::Telegram => {
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    contact_columns!(),
+                    " FROM supervisors s JOIN supervisor_links sl ON sl.supervisor_id = s.id \
+                     WHERE sl.channel = 'telegram' AND sl.address = $1 ORDER BY s.id LIMIT 1"
+                ))
+                .bind(address.value.clone())
+                .fetch_optional(&mut *conn)
+                .await?
+            }
         };
         row.map(ContactDb::into_contact).transpose()
     }
@@ -1399,6 +1649,93 @@ where
             alerts,
             last_digest,
         })
+    }
+
+    async fn supervisor_by(
+        conn: &mut DB::Connection,
+        column: &'static str,
+        value: &str,
+    ) -> Result<Option<Supervisor>> {
+        let sql = format!(
+            "SELECT id, external_id, name, phone, timezone FROM supervisors WHERE {column} = $1"
+        );
+        let row: Option<LinkedSupervisorDb> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(value.to_owned())
+            .fetch_optional(&mut *conn)
+            .await?;
+        Ok(row.map(LinkedSupervisorDb::into_supervisor))
+    }
+
+    async fn supervisor_by_id(conn: &mut DB::Connection, id: i64) -> Result<Option<Supervisor>> {
+        let row: Option<LinkedSupervisorDb> = sqlx::query_as(
+            "SELECT id, external_id, name, phone, timezone FROM supervisors WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(row.map(LinkedSupervisorDb::into_supervisor))
+    }
+
+    /// Who a link claim names (see [`Store::handle_link`]).
+    async fn link_candidate(
+        conn: &mut DB::Connection,
+        channel: Channel,
+        claim: &LinkClaim,
+        now: Ts,
+    ) -> Result<LinkCandidate> {
+        match claim {
+            LinkClaim::Phone(phone) => Ok(LinkCandidate {
+                caregiver: Self::load_caregiver(conn, Filter::ActivePhone(phone)).await?,
+                supervisor: Self::supervisor_by(conn, "phone", phone).await?,
+                invite: None,
+            }),
+            LinkClaim::Invite { code_sha256 } => {
+                let invite: Option<InviteDb> = sqlx::query_as(
+                    "SELECT id, caregiver_id, supervisor_id, expires_at, used_at FROM invites \
+                     WHERE code_sha256 = $1 AND channel = $2",
+                )
+                .bind(code_sha256.clone())
+                .bind(channel.as_str())
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(invite) = invite else {
+                    return Ok(LinkCandidate {
+                        caregiver: None,
+                        supervisor: None,
+                        invite: Some(InviteState::Unknown),
+                    });
+                };
+                let state = if invite.used_at.is_some() {
+                    InviteState::Used
+                } else if invite.expires_at <= now {
+                    InviteState::Expired
+                } else {
+                    InviteState::Valid(invite.id)
+                };
+                if state != InviteState::Valid(invite.id) {
+                    return Ok(LinkCandidate {
+                        caregiver: None,
+                        supervisor: None,
+                        invite: Some(state),
+                    });
+                }
+                let caregiver = match invite.caregiver_id {
+                    Some(id) => Self::load_caregiver(conn, Filter::Id(id))
+                        .await?
+                        .filter(|c| c.active),
+                    None => None,
+                };
+                let supervisor = match invite.supervisor_id {
+                    Some(id) => Self::supervisor_by_id(conn, id).await?,
+                    None => None,
+                };
+                Ok(LinkCandidate {
+                    caregiver,
+                    supervisor,
+                    invite: Some(state),
+                })
+            }
+        }
     }
 
     async fn queue(
@@ -2216,6 +2553,21 @@ where
         Ok(())
     }
 
+    async fn defer_outbound(&self, id: i64, until: DateTime<Utc>, why: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE outbound_messages SET status = 'queued', not_before = $2, error = $3, \
+             attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END, updated_at = $4 \
+             WHERE id = $1 AND status = 'sending'",
+        )
+        .bind(id)
+        .bind(Ts(until))
+        .bind(why.to_owned())
+        .bind(Ts::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn mark_outbound_failed(&self, id: i64, code: Option<&str>, error: &str) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         Self::advance(&mut *conn, id, OutboundStatus::Failed, code, Some(error)).await
@@ -2297,6 +2649,19 @@ where
             Ts(at),
         )
         .await?;
+        if status == ConsentStatus::OptedOut {
+            // Nothing more can reach this address: a conversation waiting on it is over.
+            sqlx::query(
+                "UPDATE conversations SET status = 'interrupted', wake_at = NULL, \
+                 updated_at = $3, ended_at = $3 \
+                 WHERE channel = $1 AND address = $2 AND status = 'active'",
+            )
+            .bind(address.channel.as_str())
+            .bind(address.value.clone())
+            .bind(Ts(at))
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -2308,6 +2673,126 @@ where
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    async fn handle_link(
+        &self,
+        inbound: &Inbound,
+        claim: &LinkClaim,
+        decide: &LinkDecide<'_>,
+    ) -> Result<InboundOutcome> {
+        let now = Ts(inbound.received_at);
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let recorded: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO inbound_messages (channel, external_id, address, body, received_at) \
+             VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (channel, external_id) DO NOTHING RETURNING id",
+        )
+        .bind(inbound.address.channel.as_str())
+        .bind(inbound.external_id.clone())
+        .bind(inbound.address.value.clone())
+        .bind(inbound.text.clone())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((inbound_id,)) = recorded else {
+            tx.rollback().await?;
+            return Ok(InboundOutcome::Duplicate);
+        };
+        let candidate = Self::link_candidate(&mut *tx, inbound.address.channel, claim, now).await?;
+        let snapshot = Self::snapshot(&mut *tx, &inbound.address, now).await?;
+        let caregiver_id = candidate
+            .caregiver
+            .as_ref()
+            .or(snapshot.caregiver.as_ref())
+            .map(|c| c.id);
+        if let Some(caregiver_id) = caregiver_id {
+            sqlx::query("UPDATE inbound_messages SET caregiver_id = $2 WHERE id = $1")
+                .bind(inbound_id)
+                .bind(caregiver_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let plan = decide(&snapshot, &candidate).map_err(StoreError::Decide)?;
+        let ctx = Ctx {
+            snapshot: &snapshot,
+            now,
+            inbound_id: Some(inbound_id),
+        };
+        Self::apply(&mut *tx, &ctx, &plan).await?;
+        tx.commit().await?;
+        Ok(InboundOutcome::Processed)
+    }
+
+    async fn create_invite(
+        &self,
+        phone: &str,
+        channel: Channel,
+        code_sha256: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<Option<Invitee>> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let caregiver = Self::load_caregiver(&mut *tx, Filter::ActivePhone(phone)).await?;
+        let (invitee, caregiver_id, supervisor_id) = match caregiver {
+            Some(c) => (
+                Invitee::Caregiver {
+                    external_id: c.external_id,
+                    name: c.first_name,
+                },
+                Some(c.id),
+                None,
+            ),
+            None => match Self::supervisor_by(&mut *tx, "phone", phone).await? {
+                Some(s) => (
+                    Invitee::Supervisor {
+                        external_id: s.external_id,
+                        name: s.name,
+                    },
+                    None,
+                    Some(s.id),
+                ),
+                None => return Ok(None),
+            },
+        };
+        sqlx::query(
+            "INSERT INTO invites (code_sha256, channel, caregiver_id, supervisor_id, created_at, \
+             expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(code_sha256.to_owned())
+        .bind(channel.as_str())
+        .bind(caregiver_id)
+        .bind(supervisor_id)
+        .bind(Ts::now())
+        .bind(Ts(expires_at))
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(invitee))
+    }
+
+    async fn linked_supervisor(&self, address: &Address) -> Result<Option<Supervisor>> {
+        let row: Option<LinkedSupervisorDb> = sqlx::query_as(
+            "SELECT s.id, s.external_id, s.name, s.phone, s.timezone FROM supervisor_links l \
+             JOIN supervisors s ON s.id = l.supervisor_id WHERE l.channel = $1 AND l.address = $2",
+        )
+        .bind(address.channel.as_str())
+        .bind(address.value.clone())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|r| {
+            let mut s = r.into_supervisor();
+            s.telegram = (address.channel == Channel::Telegram).then(|| address.value.clone());
+            s
+        }))
+    }
+
+    async fn set_preferred_channel(&self, phone: &str, channel: Option<Channel>) -> Result<bool> {
+        let updated = sqlx::query("UPDATE caregivers SET preferred_channel = $2 WHERE phone = $1")
+            .bind(phone.to_owned())
+            .bind(channel.map(|c| c.as_str().to_owned()))
+            .execute(&self.pool)
+            .await?;
+        Ok(DB::rows_affected(&updated) > 0)
     }
 
     async fn outbound_to(&self, address: &Address) -> Result<Vec<(OutboundStatus, String)>> {

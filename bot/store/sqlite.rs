@@ -80,6 +80,11 @@ impl Dialect for Sqlite {
 
     const LOCK_ROWS: &'static str = "";
 
+    const ACTIVE_CONVERSATION_OF_CAREGIVER: &'static str = conversation_sql!(
+        "caregiver_id = $1 AND status = 'active' ORDER BY updated_at DESC, id DESC LIMIT 1",
+        ""
+    );
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }

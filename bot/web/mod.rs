@@ -2,6 +2,7 @@
 //! Handlers only verify, normalize and hand over to the runner; `router()` needs no socket, so
 //! tests can call it with `oneshot`.
 
+mod telegram;
 mod twilio;
 
 use std::sync::Arc;
@@ -29,6 +30,15 @@ pub struct AppState {
     pub sms_wake: Option<Arc<Notify>>,
     /// What time inbound messages are received at (the system clock, which tests move).
     pub clock: crate::clock::Clock,
+    /// Telegram's webhook: its secret and the update handler; `None` when Telegram is off.
+    pub telegram: Option<TelegramWebhook>,
+}
+
+/// What `POST /webhooks/telegram` needs.
+pub struct TelegramWebhook {
+    /// `TELEGRAM_WEBHOOK_SECRET`, which Telegram sends back in every request.
+    pub secret: crate::config::Secret,
+    pub handler: Arc<crate::channel::telegram::Telegram>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -37,6 +47,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/webhooks/twilio/sms", post(twilio::inbound_sms))
         .route("/webhooks/twilio/status", post(twilio::status_callback))
+        .route("/webhooks/telegram", post(telegram::webhook))
         .with_state(state)
 }
 
@@ -45,6 +56,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub enum AppError {
     #[error("forbidden: {0}")]
     Forbidden(String),
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("service unavailable: {0}")]
@@ -57,6 +70,7 @@ impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, text) = match &self {
             AppError::Forbidden(m) => (StatusCode::FORBIDDEN, m.clone()),
+            AppError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.clone()),
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             AppError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
             AppError::Internal(e) => {

@@ -1,5 +1,6 @@
 //! `spawn_app`: the real `carebot serve` (HTTP, dispatcher, scheduler) on 127.0.0.1:0 against a
 //! fresh database and a fake Twilio, with helpers that act as Twilio and as an operator.
+//! `spawn_telegram_app` adds a fake Telegram Bot API, reached by webhook or by long polling.
 
 #![allow(dead_code)]
 
@@ -15,7 +16,17 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::TestStore;
+use super::fake_telegram::{self, FakeTelegram};
 use super::fake_twilio::{self, FakeTwilio};
+
+/// How the app under test receives Telegram updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TelegramMode {
+    /// `CAREBOT_PUBLIC_URL` set: Telegram posts to `/webhooks/telegram` with the secret.
+    Webhook,
+    /// No `CAREBOT_PUBLIC_URL`: carebot long-polls getUpdates.
+    Polling,
+}
 
 pub struct TestApp {
     /// Where carebot listens, which is also its `CAREBOT_PUBLIC_URL`.
@@ -27,6 +38,9 @@ pub struct TestApp {
     /// The clock the server runs on: `advance` it to make hours pass.
     pub clock: Clock,
     options: AppOptions,
+    /// The fake Bot API, when the app runs with Telegram.
+    pub telegram: Option<FakeTelegram>,
+    telegram_mode: Option<TelegramMode>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
     port: u16,
@@ -71,9 +85,28 @@ fn catalog(options: &AppOptions) -> Arc<Catalog> {
 }
 
 fn config(db_url: &str, public_url: &str, twilio_url: &str, options: &AppOptions) -> Config {
-    let flags = [
-        ("DATABASE_URL", db_url),
-        ("CAREBOT_PUBLIC_URL", public_url),
+    config_with(db_url, public_url, twilio_url, options, None)
+}
+
+fn config_with(
+    db_url: &str,
+    public_url: &str,
+    twilio_url: &str,
+    options: &AppOptions,
+    telegram: Option<(&str, TelegramMode)>,
+) -> Config {
+    let mut flags = vec![("DATABASE_URL", db_url)];
+    if telegram.is_none_or(|(_, mode)| mode == TelegramMode::Webhook) {
+        flags.push(("CAREBOT_PUBLIC_URL", public_url));
+    }
+    if let Some((api_url, _)) = telegram {
+        flags.extend([
+            ("TELEGRAM_BOT_TOKEN", fake_telegram::TOKEN),
+            ("TELEGRAM_WEBHOOK_SECRET", fake_telegram::SECRET),
+            ("TELEGRAM_API_URL", api_url),
+        ]);
+    }
+    flags.extend([
         ("TWILIO_ACCOUNT_SID", fake_twilio::ACCOUNT_SID),
         ("TWILIO_AUTH_TOKEN", fake_twilio::AUTH_TOKEN),
         ("TWILIO_FROM", fake_twilio::FROM),
@@ -84,10 +117,11 @@ fn config(db_url: &str, public_url: &str, twilio_url: &str, options: &AppOptions
         // Tests run at any hour; quiet hours have their own unit tests.
         ("CAREBOT_SEND_WINDOW", "00:00-24:00"),
         ("CAREBOT_SUPERVISOR_WINDOW", "00:00-24:00"),
-    ]
-    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-    .to_vec();
-    let mut flags = flags;
+    ]);
+    let mut flags: Vec<(String, String)> = flags
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
     flags.extend(
         options
             .settings
@@ -104,14 +138,26 @@ async fn serve(
     clock: &Clock,
     options: &AppOptions,
 ) -> (watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, u16) {
+    serve_with(db_url, port, twilio, clock, options, None).await
+}
+
+async fn serve_with(
+    db_url: &str,
+    port: u16,
+    twilio: &FakeTwilio,
+    clock: &Clock,
+    options: &AppOptions,
+    telegram: Option<(&FakeTelegram, TelegramMode)>,
+) -> (watch::Sender<bool>, JoinHandle<anyhow::Result<()>>, u16) {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .expect("bind");
     let port = listener.local_addr().unwrap().port();
     let url = format!("http://127.0.0.1:{port}");
     let (tx, rx) = watch::channel(false);
+    let telegram_config = telegram.map(|(t, mode)| (t.url.as_str(), mode));
     let server = tokio::spawn(carebot::server::run_with_clock(
-        config(db_url, &url, &twilio.url, options),
+        config_with(db_url, &url, &twilio.url, options, telegram_config),
         catalog(options),
         listener,
         rx,
@@ -144,6 +190,50 @@ pub async fn spawn_app_with(db: TestStore, options: AppOptions) -> TestApp {
         runner,
         clock,
         options,
+        telegram: None,
+        telegram_mode: None,
+        shutdown,
+        server,
+        port,
+    };
+    app.wait_healthy().await;
+    app
+}
+
+/// The real server with Telegram on, against a fake Bot API that delivers updates by `mode`.
+pub async fn spawn_telegram_app(db: TestStore, mode: TelegramMode) -> TestApp {
+    let twilio = FakeTwilio::start().await;
+    let telegram = FakeTelegram::start().await;
+    let options = AppOptions::default();
+    let clock = Clock::system();
+    let (shutdown, server, port) = serve_with(
+        &db.url,
+        0,
+        &twilio,
+        &clock,
+        &options,
+        Some((&telegram, mode)),
+    )
+    .await;
+    let url = format!("http://127.0.0.1:{port}");
+    if mode == TelegramMode::Webhook {
+        telegram.deliver_to_webhook(&format!("{url}/webhooks/telegram"), fake_telegram::SECRET);
+    }
+    let settings = config(&db.url, &url, &twilio.url, &options).runner;
+    let runner = Arc::new(
+        Runner::new(db.store.clone(), catalog(&options), settings)
+            .await
+            .expect("runner"),
+    );
+    let app = TestApp {
+        url,
+        twilio,
+        db,
+        runner,
+        clock,
+        options,
+        telegram: Some(telegram),
+        telegram_mode: Some(mode),
         shutdown,
         server,
         port,
@@ -155,6 +245,27 @@ pub async fn spawn_app_with(db: TestStore, options: AppOptions) -> TestApp {
 impl TestApp {
     pub fn store(&self) -> &AnyStore {
         &self.db.store
+    }
+
+    /// The fake Bot API of an app started by [`spawn_telegram_app`].
+    pub fn tg(&self) -> &FakeTelegram {
+        self.telegram.as_ref().expect("the app runs with Telegram")
+    }
+
+    /// The configuration this app runs with, as an operator's command would read it.
+    pub fn config(&self) -> Config {
+        let telegram = self
+            .telegram
+            .as_ref()
+            .zip(self.telegram_mode)
+            .map(|(t, mode)| (t.url.as_str(), mode));
+        config_with(
+            &self.db.url,
+            &self.url,
+            &self.twilio.url,
+            &self.options,
+            telegram,
+        )
     }
 
     async fn wait_healthy(&self) {
@@ -224,12 +335,14 @@ impl TestApp {
     pub async fn crash_and_restart(&mut self) {
         self.server.abort();
         let _ = (&mut self.server).await;
-        let (shutdown, server, _) = serve(
+        let telegram = self.telegram.as_ref().zip(self.telegram_mode);
+        let (shutdown, server, _) = serve_with(
             &self.db.url,
             self.port,
             &self.twilio,
             &self.clock,
             &self.options,
+            telegram,
         )
         .await;
         self.shutdown = shutdown;

@@ -10,6 +10,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod fake_telegram;
 pub mod fake_twilio;
 pub mod shift_race;
 

@@ -347,33 +347,36 @@ async fn run_round(
 /// recorded, the address's consent, its caregiver with supervisor and groups, its active
 /// conversation, and whether a stranger there already had today's reply. The messages go in
 /// as one JSON array, so the statement text, and its prepared plan, is the same for any round.
-const SNAPSHOTS: &str = "\
-    WITH m AS (SELECT key AS i, value ->> 0 AS channel, value ->> 1 AS address, \
-        value ->> 2 AS external_id, value ->> 3 AS phone, value ->> 4 AS day FROM json_each($1)) \
-    SELECT m.i, \
-        EXISTS (SELECT 1 FROM inbound_messages r \
-            WHERE r.channel = m.channel AND r.external_id = m.external_id) AS seen, \
-        (SELECT status FROM subscriptions s \
-            WHERE s.channel = m.channel AND s.address = m.address) AS consent, \
-        EXISTS (SELECT 1 FROM stranger_replies r \
-            WHERE r.channel = m.channel AND r.address = m.address AND r.day = m.day) \
-            AS stranger_replied, \
-        c.id, c.external_id, c.first_name, c.last_name, c.phone, c.language, c.timezone, \
-        c.branch, c.consent_at, c.active, c.fields, c.tags, \
-        (SELECT json_group_array(g.name) FROM caregiver_groups g WHERE g.caregiver_id = c.id) \
-            AS groups, \
-        s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, \
-        s.phone AS sup_phone, s.timezone AS sup_timezone, \
-        v.id AS conv_id, v.caregiver_id AS conv_caregiver_id, v.channel AS conv_channel, \
-        v.address AS conv_address, v.flow_id AS conv_flow_id, v.flow_rev AS conv_flow_rev, \
-        v.status AS conv_status, v.state AS conv_state, v.wake_at AS conv_wake_at, \
-        v.started_at AS conv_started_at \
-    FROM m \
-    LEFT JOIN caregivers c ON c.phone = m.phone \
-    LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id \
-    LEFT JOIN conversations v \
-        ON v.channel = m.channel AND v.address = m.address AND v.status = 'active' \
-    ORDER BY m.i";
+const SNAPSHOTS: &str = concat!(
+    "WITH m AS (SELECT key AS i, value ->> 0 AS channel, value ->> 1 AS address, ",
+    "value ->> 2 AS external_id, value ->> 3 AS phone, value ->> 4 AS day FROM json_each($1)) ",
+    "SELECT m.i, ",
+    "EXISTS (SELECT 1 FROM inbound_messages r ",
+    "WHERE r.channel = m.channel AND r.external_id = m.external_id) AS seen, ",
+    "(SELECT status FROM subscriptions s ",
+    "WHERE s.channel = m.channel AND s.address = m.address) AS consent, ",
+    "EXISTS (SELECT 1 FROM stranger_replies r ",
+    "WHERE r.channel = m.channel AND r.address = m.address AND r.day = m.day) ",
+    "AS stranger_replied, ",
+    "c.id, c.external_id, c.first_name, c.last_name, c.phone, c.timezone, ",
+    "c.branch, c.consent_at, c.active, c.fields, c.tags, ",
+    "(SELECT json_group_array(g.name) FROM caregiver_groups g WHERE g.caregiver_id = c.id) ",
+    "AS groups, ",
+    "s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, ",
+    "s.phone AS sup_phone, s.timezone AS sup_timezone, ",
+    super::reach_columns!(),
+    ", ",
+    "v.id AS conv_id, v.caregiver_id AS conv_caregiver_id, v.channel AS conv_channel, ",
+    "v.address AS conv_address, v.flow_id AS conv_flow_id, v.flow_rev AS conv_flow_rev, ",
+    "v.status AS conv_status, v.state AS conv_state, v.wake_at AS conv_wake_at, ",
+    "v.started_at AS conv_started_at ",
+    "FROM m ",
+    "LEFT JOIN caregivers c ON c.phone = m.phone ",
+    "LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id ",
+    "LEFT JOIN conversations v ",
+    "ON v.channel = m.channel AND v.address = m.address AND v.status = 'active' ",
+    "ORDER BY m.i",
+);
 
 /// A row of [`SNAPSHOTS`]: the caregiver and conversation columns are NULL when there is none.
 #[derive(sqlx::FromRow)]
@@ -387,7 +390,6 @@ struct SnapshotDb {
     first_name: Option<String>,
     last_name: Option<String>,
     phone: Option<String>,
-    language: Option<String>,
     timezone: Option<String>,
     branch: Option<String>,
     consent_at: Option<chrono::NaiveDate>,
@@ -400,6 +402,13 @@ struct SnapshotDb {
     sup_name: Option<String>,
     sup_phone: Option<String>,
     sup_timezone: Option<String>,
+    chosen_language: Option<String>,
+    preferred_channel: Option<String>,
+    last_channel: Option<String>,
+    sms_consent: Option<String>,
+    telegram_chat: Option<String>,
+    telegram_consent: Option<String>,
+    sup_telegram: Option<String>,
     conv_id: Option<i64>,
     conv_caregiver_id: Option<i64>,
     conv_channel: Option<String>,
@@ -427,7 +436,6 @@ impl SnapshotDb {
             first_name: self.first_name.take().ok_or_else(missing)?,
             last_name: self.last_name.take().ok_or_else(missing)?,
             phone: self.phone.take().ok_or_else(missing)?,
-            language: self.language.take().ok_or_else(missing)?,
             timezone: self.timezone.take().ok_or_else(missing)?,
             branch: self.branch.take().ok_or_else(missing)?,
             consent_at: self.consent_at,
@@ -439,6 +447,13 @@ impl SnapshotDb {
             sup_name: self.sup_name.take(),
             sup_phone: self.sup_phone.take(),
             sup_timezone: self.sup_timezone.take(),
+            chosen_language: self.chosen_language.take().ok_or_else(missing)?,
+            preferred_channel: self.preferred_channel.take(),
+            last_channel: self.last_channel.take(),
+            sms_consent: self.sms_consent.take(),
+            telegram_chat: self.telegram_chat.take(),
+            telegram_consent: self.telegram_consent.take(),
+            sup_telegram: self.sup_telegram.take(),
         };
         row.into_caregiver(groups).map(Some)
     }
@@ -530,12 +545,25 @@ async fn snapshots(
             Some(me) => Some(Store::desk(conn, me, now, super::DeskFor::Reply).await?),
             None => None,
         };
+        // None on this address, but one on another channel (a survey sent on Telegram,
+        // answered by SMS): the conversation is the caregiver's, as `SqlStore::snapshot` reads.
+        let mut conversation = row.conversation()?;
+        if conversation.is_none()
+            && let Some(c) = &caregiver
+        {
+            let other: Option<ConversationDb> =
+                sqlx::query_as(<Sqlite as super::Dialect>::ACTIVE_CONVERSATION_OF_CAREGIVER)
+                    .bind(c.id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            conversation = other.map(ConversationDb::into_row).transpose()?;
+        }
         snapshots.push(Some(Snapshot {
             address: address.clone(),
             consent,
             stranger_replied_today: caregiver.is_none() && row.stranger_replied,
             caregiver,
-            conversation: row.conversation()?,
+            conversation,
             shifts,
             desk,
         }));

@@ -537,21 +537,24 @@ where
             .into_iter()
             .collect();
 
+        // Each caregiver's active conversations on any channel, latest first: a conversation
+        // is the caregiver's, not the channel's (as `SqlStore::snapshot` reads it).
         let mut conv_q = QueryBuilder::<DB>::new(
             "SELECT id, caregiver_id, channel, address, flow_id, flow_rev, status, state, \
              wake_at, started_at FROM conversations \
-             WHERE channel = 'sms' AND status = 'active' AND address IN ",
+             WHERE status = 'active' AND caregiver_id IN ",
         );
-        Self::push_list(&mut conv_q, phones.iter().cloned());
-        conv_q.push(" ");
+        Self::push_list(&mut conv_q, ids.iter().copied());
+        conv_q.push(" ORDER BY caregiver_id, updated_at DESC, id DESC ");
         conv_q.push(DB::LOCK_ROWS);
-        let mut conversations: HashMap<String, ConversationDb> = conv_q
+        let mut conversations: HashMap<i64, Vec<ConversationDb>> = HashMap::new();
+        for c in conv_q
             .build_query_as::<ConversationDb>()
             .fetch_all(&mut *conn)
             .await?
-            .into_iter()
-            .map(|c| (c.address.clone(), c))
-            .collect();
+        {
+            conversations.entry(c.caregiver_id).or_default().push(c);
+        }
 
         let mut week_q = QueryBuilder::<DB>::new(
             "SELECT caregiver_id, COUNT(*), MIN(started_at) FROM conversations \
@@ -571,13 +574,28 @@ where
 
         let mut out = Vec::with_capacity(caregivers.len());
         for caregiver in caregivers {
-            let address = Address::new(Channel::Sms, caregiver.phone.clone());
-            let consent = match consent.get(&caregiver.phone) {
-                Some(status) => parse("consent status", status)?,
-                None => ConsentStatus::Unknown,
+            // Each caregiver on one channel: the one they prefer among those open to us.
+            let address = crate::runner::reach(&caregiver);
+            let consent = match address.channel {
+                Channel::Telegram => caregiver
+                    .reach
+                    .telegram
+                    .as_ref()
+                    .map_or(ConsentStatus::Unknown, |(_, status)| *status),
+                _ => match consent.get(&caregiver.phone) {
+                    Some(status) => parse("consent status", status)?,
+                    None => ConsentStatus::Unknown,
+                },
             };
+            // The one on this address, else the latest elsewhere.
             let conversation = conversations
-                .remove(&caregiver.phone)
+                .remove(&caregiver.id)
+                .map(|mut mine| {
+                    let here = mine.iter().position(|c| {
+                        c.channel == address.channel.as_str() && c.address == address.value
+                    });
+                    mine.swap_remove(here.unwrap_or(0))
+                })
                 .map(ConversationDb::into_row)
                 .transpose()?;
             let (week_count, week_oldest) = week
