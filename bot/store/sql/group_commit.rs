@@ -72,16 +72,25 @@ enum Done {
 }
 
 impl GroupCommit {
-    /// Starts the writer task on the current tokio runtime.
+    /// Starts the writer and the checkpointer on a thread of their own.
     pub(crate) fn start(pool: Pool<Sqlite>) -> GroupCommit {
         let (queue, jobs) = mpsc::unbounded_channel();
         let wal_is_long = Arc::new(AtomicBool::new(false));
-        tokio::spawn(checkpointer(
-            pool.clone(),
-            queue.downgrade(),
-            wal_is_long.clone(),
-        ));
-        tokio::spawn(writer(pool, jobs, wal_is_long));
+        let checkpoints = checkpointer(pool.clone(), queue.downgrade(), wal_is_long.clone());
+        let writes = writer(pool, jobs, wal_is_long);
+        // The writer is what every webhook waits for: on a thread of its own it is never queued
+        // behind the HTTP tasks it serves, each time one of its statements comes back.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a current-thread runtime builds");
+        std::thread::Builder::new()
+            .name("inbound-writer".into())
+            .spawn(move || {
+                runtime.spawn(checkpoints);
+                runtime.block_on(writes);
+            })
+            .expect("the inbound writer thread starts");
         GroupCommit { queue }
     }
 
