@@ -58,7 +58,7 @@ impl Settings {
                 .unwrap_or(default)
         }
         Settings {
-            caregivers: var("BENCH_CAREGIVERS", 150_000),
+            caregivers: var("BENCH_CAREGIVERS", 100_000),
             connections: var("BENCH_CONNECTIONS", 128),
             warmup: Duration::from_secs_f64(var("BENCH_WARMUP_SECS", 1.0)),
             saturation: Duration::from_secs_f64(var("BENCH_SATURATION_SECS", 5.0)),
@@ -121,7 +121,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.saturation,
     )
     .await?;
-    sat.cpu = Cpu::now(server.child.id()).since(cpu, sat.elapsed);
+    sat.cpu = Cpu::now(server.child.id()).since(cpu, sat.elapsed, sat.ok);
     next += sat.sent;
     let sat_rate = sat.ok as f64 / sat.elapsed.as_secs_f64();
     sat.print("saturation", settings.connections);
@@ -137,7 +137,7 @@ async fn run(settings: Settings) -> anyhow::Result<()> {
         settings.half_load,
     )
     .await?;
-    half.cpu = Cpu::now(server.child.id()).since(cpu, half.elapsed);
+    half.cpu = Cpu::now(server.child.id()).since(cpu, half.elapsed, half.ok);
     next += half.sent;
     half.print(
         &format!("half load ({rate:.0}/s offered)"),
@@ -416,18 +416,22 @@ impl Cpu {
         }
     }
 
-    /// Cores used by the server, the load generator and everything else since `earlier`.
-    fn since(self, earlier: Cpu, elapsed: Duration) -> String {
+    /// Cores used by the server, the load generator and everything else since `earlier`, and
+    /// the server's CPU time per answered message: on a machine shared with other work the
+    /// rate says how much CPU the server got, this says what it did with it.
+    fn since(self, earlier: Cpu, elapsed: Duration, answered: usize) -> String {
         // Clock ticks are 1/100 s on Linux.
         let cores = |t: u64| t as f64 / 100.0 / elapsed.as_secs_f64();
         let server = self.server.saturating_sub(earlier.server);
         let load = self.load.saturating_sub(earlier.load);
         let machine = self.machine.saturating_sub(earlier.machine);
         format!(
-            "cores busy: server {:.2}, load generator {:.2}, other processes {:.2}",
+            "cores busy: server {:.2}, load generator {:.2}, other processes {:.2}; \
+             server CPU {:.0} us per message",
             cores(server),
             cores(load),
-            cores(machine.saturating_sub(server + load))
+            cores(machine.saturating_sub(server + load)),
+            server as f64 * 10_000.0 / answered.max(1) as f64
         )
     }
 }
