@@ -224,8 +224,9 @@ pub struct Snapshot {
     /// "Today" is the UTC date of the inbound message's `received_at` (or of `now`), so a
     /// [`Write::StrangerReplied`] should carry that same date.
     pub stranger_replied_today: bool,
-    /// Shift offers the caregiver was texted whose shift has not ended, newest first (empty
-    /// for timers and strangers): a YES or NO to one is read before any flow.
+    /// Shift offers the caregiver was texted whose shift has not ended, newest first: a YES or
+    /// NO to one is read before any flow. Loaded for inbound messages only (empty for starts
+    /// and timers).
     pub shifts: Vec<HeldShift>,
     /// When the sender is a supervisor: who, and the alerts they may act on. Read for inbound
     /// messages only.

@@ -429,6 +429,16 @@ struct ListingDb {
 // ---------------------------------------------------------------------------------------------
 // SQL
 
+/// Why a YES by caregiver `$2` at `$3` did not take offer `o` (`$1`): it is already theirs, or
+/// someone else's, or still open (so the overlap check refused it), or closed.
+macro_rules! claim_outcome_sql {
+    () => {
+        "CASE WHEN o.status = 'filled' AND o.filled_by = $2 THEN 'again' \
+         WHEN o.status = 'filled' THEN 'filled' \
+         WHEN o.status = 'open' AND o.expires_at > $3 THEN 'clash' ELSE 'closed' END"
+    };
+}
+
 // The same bounds as `sql.rs`: everything the shared code asks of a database.
 impl<DB> SqlStore<DB>
 where
@@ -498,10 +508,23 @@ where
         caregiver_id: i64,
         now: Ts,
         claim: &ShiftClaim,
+        held: &[HeldShift],
     ) -> Result<ClaimOutcome> {
         // One caregiver's YES to two overlapping shifts, handled at once on two instances, take
-        // turns here, so the overlap check below sees the other's award.
-        if let Some(lock) = DB::LOCK_CAREGIVER {
+        // turns here, so that the overlap check in the award sees the other's. Only needed when
+        // this caregiver holds another overlapping offer that is open (or theirs) in this
+        // transaction's snapshot: an offer sent after that snapshot was read cannot have been
+        // answered yet, because its text goes out only once its wave has committed.
+        let overlapping = match held.iter().find(|h| h.offer.id == claim.offer_id) {
+            Some(this) => held.iter().any(|h| {
+                h.offer.id != claim.offer_id
+                    && (h.offer.status == ShiftStatus::Open || h.won)
+                    && h.offer.starts_at < this.offer.ends_at
+                    && h.offer.ends_at > this.offer.starts_at
+            }),
+            None => true,
+        };
+        if let (Some(lock), true) = (DB::LOCK_CAREGIVER, overlapping) {
             sqlx::query(lock)
                 .bind(caregiver_id)
                 .execute(&mut *conn)
@@ -521,39 +544,57 @@ where
         .bind(now)
         .execute(&mut *conn)
         .await?;
-        let outcome = if DB::rows_affected(&awarded) == 1 {
-            ClaimOutcome::Won
-        } else {
-            let row: Option<(String, Ts, Option<i64>)> = sqlx::query_as(
-                "SELECT status, expires_at, filled_by FROM shift_offers WHERE id = $1",
-            )
-            .bind(claim.offer_id)
-            .fetch_optional(&mut *conn)
-            .await?;
-            let Some((status, expires_at, filled_by)) = row else {
-                return Err(StoreError::InvalidPlan(format!(
-                    "ClaimShift: no shift offer {}",
-                    claim.offer_id
-                )));
-            };
-            match parse::<ShiftStatus>("shift status", &status)? {
-                ShiftStatus::Filled if filled_by == Some(caregiver_id) => ClaimOutcome::Again,
-                ShiftStatus::Filled => ClaimOutcome::Filled,
-                ShiftStatus::Open if expires_at > now => ClaimOutcome::Clash,
-                _ => ClaimOutcome::Closed,
-            }
-        };
-        // A YES after a NO counts (a change of mind); a second YES changes nothing stored.
-        sqlx::query(
-            "UPDATE shift_offer_recipients SET answer = 'yes', outcome = $3, answered_at = $4 \
-             WHERE offer_id = $1 AND caregiver_id = $2 AND (answer IS NULL OR answer = 'no')",
-        )
+        let won = DB::rows_affected(&awarded) == 1;
+        // Record the answer (a YES after a NO counts: a change of mind; a second YES changes
+        // nothing stored) and, for a YES that did not win, why: one statement either way.
+        let recorded: Option<(String,)> = sqlx::query_as(concat!(
+            "UPDATE shift_offer_recipients SET answer = 'yes', answered_at = $3, outcome = ",
+            "CASE WHEN $4 THEN 'won' ELSE (SELECT ",
+            claim_outcome_sql!(),
+            " FROM shift_offers o WHERE o.id = $1) END ",
+            "WHERE offer_id = $1 AND caregiver_id = $2 AND (answer IS NULL OR answer = 'no') ",
+            "RETURNING outcome"
+        ))
         .bind(claim.offer_id)
         .bind(caregiver_id)
-        .bind(outcome.as_str())
         .bind(now)
-        .execute(&mut *conn)
+        .bind(won)
+        .fetch_optional(&mut *conn)
         .await?;
+        let outcome = match recorded {
+            Some((outcome,)) => outcome,
+            // Already answered YES before: nothing to record, only the reason to read.
+            None => {
+                let reason: Option<(String,)> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    claim_outcome_sql!(),
+                    " FROM shift_offers o WHERE o.id = $1"
+                ))
+                .bind(claim.offer_id)
+                .bind(caregiver_id)
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?;
+                reason
+                    .ok_or_else(|| {
+                        StoreError::InvalidPlan(format!(
+                            "ClaimShift: no shift offer {}",
+                            claim.offer_id
+                        ))
+                    })?
+                    .0
+            }
+        };
+        let outcome = match outcome.as_str() {
+            "won" => ClaimOutcome::Won,
+            "again" => ClaimOutcome::Again,
+            "filled" => ClaimOutcome::Filled,
+            "clash" => ClaimOutcome::Clash,
+            "closed" => ClaimOutcome::Closed,
+            other => {
+                return Err(StoreError::Corrupt(format!("claim outcome {other:?}")));
+            }
+        };
         if outcome == ClaimOutcome::Won {
             Self::suppress_offer_texts(conn, claim.offer_id, now).await?;
         }

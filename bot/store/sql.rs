@@ -916,17 +916,14 @@ where
         } else {
             false
         };
-        let shifts = match &caregiver {
-            Some(c) => Self::held_shifts(conn, c.id, now).await?,
-            None => Vec::new(),
-        };
         Ok(Snapshot {
             address: address.clone(),
             consent,
             caregiver,
             conversation: conversation.map(ConversationDb::into_row).transpose()?,
             stranger_replied_today,
-            shifts,
+            // Only an inbound message can answer an offer: `handle_inbound` loads them.
+            shifts: Vec::new(),
             desk: None,
         })
     }
@@ -1303,7 +1300,8 @@ where
                 // Shift offers: the SQL is in `shifts.rs`.
                 Write::ClaimShift(claim) => {
                     let caregiver = ctx.caregiver("ClaimShift")?;
-                    Self::claim_shift(conn, caregiver.id, ctx.now, claim).await?;
+                    Self::claim_shift(conn, caregiver.id, ctx.now, claim, &ctx.snapshot.shifts)
+                        .await?;
                 }
                 Write::DeclineShift { offer_id } => {
                     let caregiver = ctx.caregiver("DeclineShift")?;
@@ -2309,6 +2307,7 @@ where
             snapshot.desk = Some(Self::desk(&mut *tx, me, now, DeskFor::Reply).await?);
         }
         if let Some(caregiver) = &snapshot.caregiver {
+            snapshot.shifts = Self::held_shifts(&mut *tx, caregiver.id, now).await?;
             sqlx::query("UPDATE inbound_messages SET caregiver_id = $2 WHERE id = $1")
                 .bind(inbound_id)
                 .bind(caregiver.id)
