@@ -10,48 +10,10 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+use crate::clock::Clock;
 use crate::flow::definition::parse_cron;
 use crate::runner::{RunError, Runner};
 use crate::store::{Audience, ScheduleRow, StartOrigin, Store};
-
-/// Where the scheduler reads the time.
-pub trait Clock: Send + Sync {
-    fn now(&self) -> DateTime<Utc>;
-}
-
-/// The wall clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> DateTime<Utc> {
-        Utc::now()
-    }
-}
-
-/// A clock that moves only when told (tests, the simulator).
-#[derive(Debug)]
-pub struct ManualClock(Mutex<DateTime<Utc>>);
-
-impl ManualClock {
-    pub fn new(at: DateTime<Utc>) -> ManualClock {
-        ManualClock(Mutex::new(at))
-    }
-
-    pub fn set(&self, at: DateTime<Utc>) {
-        *self.0.lock().expect("clock poisoned") = at;
-    }
-
-    pub fn advance(&self, by: chrono::Duration) {
-        *self.0.lock().expect("clock poisoned") += by;
-    }
-}
-
-impl Clock for ManualClock {
-    fn now(&self) -> DateTime<Utc> {
-        *self.0.lock().expect("clock poisoned")
-    }
-}
 
 /// The next run of `cron` strictly after `after`, read on the wall clock of `tz`.
 ///
@@ -83,7 +45,7 @@ impl Tick {
 
 pub struct Scheduler<S> {
     runner: Arc<Runner<S>>,
-    clock: Arc<dyn Clock>,
+    clock: Clock,
     /// When the schedule rows were last brought in line with the flows and the roster's time
     /// zones; once a minute is enough.
     synced: Mutex<Option<DateTime<Utc>>>,
@@ -93,7 +55,7 @@ pub struct Scheduler<S> {
 const SYNC_EVERY: chrono::Duration = chrono::Duration::minutes(1);
 
 impl<S: Store + Clone> Scheduler<S> {
-    pub fn new(runner: Arc<Runner<S>>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(runner: Arc<Runner<S>>, clock: Clock) -> Self {
         Scheduler {
             runner,
             clock,

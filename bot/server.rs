@@ -225,7 +225,7 @@ async fn scheduler(
     clock: Clock,
 ) {
     let mut last_digests: Option<DateTime<Utc>> = None;
-    let scheduler = Scheduler::new(runner.clone(), Arc::new(clock.clone()));
+    let scheduler = Scheduler::new(runner.clone(), clock.clone());
     loop {
         let now = clock.now();
         let mut queued = false;

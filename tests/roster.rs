@@ -10,9 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use carebot::catalog::Catalog;
+use carebot::clock::Clock;
 use carebot::roster;
 use carebot::runner::{Pressure, Runner, RunnerSettings, START_LEASE};
-use carebot::scheduler::{ManualClock, Scheduler};
+use carebot::scheduler::Scheduler;
 use carebot::store::{
     AnyStore, Audience, CaregiverRecord, ConsentStatus, StartOrigin, StartSnapshot, StartStatus,
     Store,
@@ -472,7 +473,7 @@ async fn training_import_drives_the_flow_and_done_is_not_nudged_again(store: Any
 /// Ticks the scheduler every `step` from `from` to `to` (inclusive).
 async fn tick_through(
     scheduler: &Scheduler<AnyStore>,
-    clock: &ManualClock,
+    clock: &Clock,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     step: Duration,
@@ -491,9 +492,7 @@ async fn recurring_starts_run_at_ten_on_each_caregivers_clock_and_never_twice(st
     import(&store, &rows).await;
     let (catalog, _dir) = catalog(&[]); // weekly-pulse: "0 10 * * 5", all
     let runner = runner(&store, &catalog, 0).await;
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2025, 3, 5, 12, 0, 0).unwrap(),
-    ));
+    let clock = Clock::frozen(Utc.with_ymd_and_hms(2025, 3, 5, 12, 0, 0).unwrap());
     let scheduler = Scheduler::new(runner.clone(), clock.clone());
     scheduler.tick().await.unwrap();
 
@@ -607,7 +606,7 @@ async fn a_0130_schedule_runs_once_when_clocks_go_back(store: AnyStore) {
     );
     let (catalog, _dir) = catalog(&[("nightly", &nightly)]);
     let runner = runner(&store, &catalog, 0).await;
-    let clock = Arc::new(ManualClock::new(chicago(2025, 11, 1, 12, 0)));
+    let clock = Clock::frozen(chicago(2025, 11, 1, 12, 0));
     let scheduler = Scheduler::new(runner, clock.clone());
     // Sunday 2025-11-02: at 02:00 CDT clocks go back to 01:00 CST; 01:30 happens twice.
     tick_through(
@@ -637,7 +636,7 @@ async fn a_0230_schedule_still_runs_when_clocks_go_forward(store: AnyStore) {
     );
     let (catalog, _dir) = catalog(&[("early", &early)]);
     let runner = runner(&store, &catalog, 0).await;
-    let clock = Arc::new(ManualClock::new(chicago(2025, 3, 8, 12, 0)));
+    let clock = Clock::frozen(chicago(2025, 3, 8, 12, 0));
     let scheduler = Scheduler::new(runner, clock.clone());
     // Sunday 2025-03-09: at 02:00 CST clocks go forward to 03:00 CDT; 02:30 never happens.
     tick_through(
@@ -684,9 +683,7 @@ async fn a_start_at_a_later_time_runs_when_it_is_due(store: AnyStore) {
             .await
             .unwrap();
     }
-    let clock = Arc::new(ManualClock::new(
-        Utc.with_ymd_and_hms(2025, 3, 4, 13, 59, 0).unwrap(),
-    ));
+    let clock = Clock::frozen(Utc.with_ymd_and_hms(2025, 3, 4, 13, 59, 0).unwrap());
     let scheduler = Scheduler::new(runner, clock.clone());
     scheduler.tick().await.unwrap();
     assert!(messages_to(&store, 1).await.is_empty());
@@ -706,7 +703,7 @@ async fn schedule_rows_follow_new_time_zones_and_removed_schedules(store: AnySto
     import(&store, &consenting(1, "America/Chicago")).await;
     let (catalog, _dir) = catalog(&[]);
     let runner = runner(&store, &catalog, 0).await;
-    let clock = Arc::new(ManualClock::new(at(12)));
+    let clock = Clock::frozen(at(12));
     let scheduler = Scheduler::new(runner, clock.clone());
     scheduler.tick().await.unwrap();
     let zones = |rows: Vec<carebot::store::ScheduleRow>| {
