@@ -227,7 +227,10 @@ macro_rules! claim_outbound_sql {
             $crate::store::sql::suppress_sql!(),
             " THEN attempts ELSE attempts + 1 END, updated_at = $2 ",
             "WHERE id IN (SELECT id FROM outbound_messages WHERE channel = $1 ",
-            "AND status = 'queued' AND not_before <= $2 ORDER BY id LIMIT $3 ",
+            // `not_before, id`: the order of the partial index `outbound_messages_queue`
+            // (migration 0006), so a claim reads its rows off the index and stops at the
+            // limit instead of sorting the whole due backlog.
+            "AND status = 'queued' AND not_before <= $2 ORDER BY not_before, id LIMIT $3 ",
             $lock,
             ") RETURNING id, channel, address, caregiver_id, kind, body, segments, attempts, ",
             "buttons, status, created_at, conversation_id"
