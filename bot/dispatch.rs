@@ -8,7 +8,9 @@
 //! Twilio's status callback carries carebot's own id (`?id=`), so an `unknown` message that did
 //! reach Twilio is reconciled by the callback; one that did not stays `unknown`, counted in
 //! `/metrics`, for a person to look at. Telegram has no status callbacks: its `unknown`
-//! messages stay so.
+//! messages stay so. A provider's acceptance is recorded a few milliseconds late, in batches
+//! (one statement for up to 500 messages, see [`record_accepted`]): until then the row is still
+//! `sending`, so a crash in between leaves it `unknown` as above, never sent again.
 //!
 //! Order and pacing: each address has a lane, and a lane sends its messages one at a time, in
 //! the order they were queued, no faster than `per_address_mps` (Telegram: 1 a second per chat)
@@ -24,7 +26,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, watch};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -89,6 +91,10 @@ pub struct DispatchSettings {
 
 /// Claimed rows one address's lane may hold; more wait in the outbox.
 const LANE_DEPTH: usize = 5;
+
+/// Most acceptances recorded in one statement; also how many may wait to be recorded per
+/// batch in flight (the channel holds four batches, then lanes wait for the database).
+const ACCEPTED_BATCH: usize = 500;
 
 /// Longer than any send can take (the client's 15 s timeout, twice over).
 const STALE_SENDING: chrono::Duration = chrono::Duration::seconds(60);
@@ -179,6 +185,8 @@ impl<T: Sender> Dispatcher<T> {
         });
         let mut last_stale_check = None;
         let mut lanes = JoinSet::new();
+        let (accepted, accepted_rx) = mpsc::channel(ACCEPTED_BATCH * 4);
+        let recorder = tokio::spawn(record_accepted(shared.store.clone(), accepted_rx));
         // A few seconds' worth at most: the backlog stays in carebot's outbox, where quiet
         // hours and opt-outs still apply, not in the provider's queue.
         let limit = (shared.settings.mps * 3.0).ceil().clamp(1.0, 500.0) as usize;
@@ -270,12 +278,14 @@ impl<T: Sender> Dispatcher<T> {
                         .await;
                 }
                 if new_lane {
-                    lanes.spawn(shared.clone().lane(address));
+                    lanes.spawn(shared.clone().lane(address, accepted.clone()));
                 }
             }
         }
         // Graceful: every send already handed to the provider is recorded before we return.
         while lanes.join_next().await.is_some() {}
+        drop(accepted);
+        let _ = recorder.await;
     }
 }
 
@@ -351,7 +361,7 @@ impl<T: Sender> Shared<T> {
     }
 
     /// Sends one address's rows in order, spaced and paced; puts them back on shutdown.
-    async fn lane(self: Arc<Self>, address: Address) {
+    async fn lane(self: Arc<Self>, address: Address, accepted: mpsc::Sender<(i64, String)>) {
         let mut shutdown = self.shutdown.clone();
         while let Some(row) = self.next_row(&address) {
             let waited = tokio::select! {
@@ -392,6 +402,7 @@ impl<T: Sender> Shared<T> {
                 &row,
                 result,
                 &self.clock,
+                &accepted,
             )
             .await;
             self.done_with(1);
@@ -433,7 +444,8 @@ impl<T: Sender> Shared<T> {
     }
 }
 
-/// Records the result of one send. Returns when the row will be tried again, if it will.
+/// Records the result of one send; an acceptance goes to `accepted`, to be recorded with others
+/// by [`record_accepted`]. Returns when the row will be tried again, if it will.
 async fn record(
     store: &AnyStore,
     metrics: &Metrics,
@@ -441,6 +453,7 @@ async fn record(
     row: &OutboundRow,
     result: Result<String, SendError>,
     clock: &Clock,
+    accepted: &mpsc::Sender<(i64, String)>,
 ) -> Option<DateTime<Utc>> {
     let to = row.address.masked();
     let mut retry_at = None;
@@ -448,7 +461,13 @@ async fn record(
         Ok(provider_id) => {
             metrics.count_outbound("accepted");
             tracing::info!(id = row.id, %to, "sent");
-            store.mark_outbound_accepted(row.id, &provider_id).await
+            match accepted.send((row.id, provider_id)).await {
+                Ok(()) => Ok(()),
+                // The recorder is gone (it cannot be, short of a panic): record it alone.
+                Err(mpsc::error::SendError((id, provider_id))) => {
+                    store.mark_outbound_accepted(id, &provider_id).await
+                }
+            }
         }
         Err(SendError::Permanent { code, message }) => {
             metrics.count_outbound("failed");
@@ -521,6 +540,27 @@ async fn record(
         tracing::error!(id = row.id, error = %e, "cannot record the result of a send");
     }
     retry_at
+}
+
+/// Records the provider's acceptances in batches, until every lane has dropped its sender.
+/// Whatever arrived while one batch was being written is the next batch, so under load a
+/// statement covers hundreds of messages, and when sends are few each is recorded at once.
+/// A batch that cannot be written leaves its rows `sending`: they become `unknown` and are
+/// never re-sent (a status callback can still settle them).
+async fn record_accepted(store: AnyStore, mut accepted: mpsc::Receiver<(i64, String)>) {
+    let mut batch = Vec::with_capacity(ACCEPTED_BATCH);
+    while accepted.recv_many(&mut batch, ACCEPTED_BATCH).await > 0 {
+        let mut attempt = 0;
+        while let Err(e) = store.mark_outbound_accepted_many(&batch).await {
+            attempt += 1;
+            if attempt == 3 {
+                tracing::error!(count = batch.len(), error = %e, "cannot record that the provider accepted these messages; they will show as `unknown` and are not re-sent");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
+        batch.clear();
+    }
 }
 
 /// An alert a supervisor's Telegram refused for good (they blocked the bot, the chat is gone)

@@ -1240,6 +1240,15 @@ pub trait Store: Send + Sync + 'static {
         provider_id: &str,
     ) -> impl Future<Output = Result<()>> + Send;
 
+    /// The provider accepted each of these messages `(id, provider's id)`: one statement per
+    /// few hundred, for a dispatcher sending thousands a second. Like
+    /// [`Store::mark_outbound_accepted`], never moves a status backwards (a delivery callback
+    /// may have overtaken the dispatcher).
+    fn mark_outbound_accepted_many(
+        &self,
+        accepted: &[(i64, String)],
+    ) -> impl Future<Output = Result<()>> + Send;
+
     /// The provider may or may not have the message (no answer came back): `unknown`, never
     /// re-sent; a status callback carrying our id reconciles it.
     fn mark_outbound_unknown(
@@ -1656,6 +1665,7 @@ delegate! {
     fn claim_outbound(&self, channel: Channel, now: DateTime<Utc>, limit: u32)
         -> Result<Vec<OutboundRow>>;
     fn mark_outbound_accepted(&self, id: i64, provider_id: &str) -> Result<()>;
+    fn mark_outbound_accepted_many(&self, accepted: &[(i64, String)]) -> Result<()>;
     fn mark_outbound_unknown(&self, id: i64, error: &str) -> Result<()>;
     fn mark_outbound_retry(&self, id: i64, retry_at: DateTime<Utc>, error: &str) -> Result<()>;
     fn defer_outbound(&self, id: i64, until: DateTime<Utc>, why: &str) -> Result<()>;

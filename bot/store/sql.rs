@@ -2526,14 +2526,37 @@ where
     }
 
     async fn mark_outbound_accepted(&self, id: i64, provider_id: &str) -> Result<()> {
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("UPDATE outbound_messages SET provider_id = $2 WHERE id = $1")
-            .bind(id)
-            .bind(provider_id.to_owned())
-            .execute(&mut *conn)
-            .await?;
-        // A status callback may have overtaken this call; `advance` leaves a later status be.
-        Self::advance(&mut *conn, id, OutboundStatus::Accepted, None, None).await
+        self.mark_outbound_accepted_many(&[(id, provider_id.to_owned())])
+            .await
+    }
+
+    async fn mark_outbound_accepted_many(&self, accepted: &[(i64, String)]) -> Result<()> {
+        // One UPDATE per chunk, joined to the list as a `VALUES` table (the same SQL on both
+        // databases), instead of a write, a read and a conditional write per message. A status
+        // callback may have overtaken the dispatcher: only `queued`, `sending` and `unknown`
+        // (the statuses ranked below `accepted`) move, as `advance` would move them.
+        let now = Ts::now();
+        for chunk in accepted.chunks(CHUNK) {
+            let mut update =
+                QueryBuilder::<DB>::new("WITH accepted (id, provider_id) AS (");
+            update.push_values(chunk, |mut row, (id, provider_id)| {
+                row.push_bind(*id).push_bind(provider_id.clone());
+            });
+            update.push(
+                ") UPDATE outbound_messages SET provider_id = accepted.provider_id, \
+                 status = CASE WHEN outbound_messages.status IN ('queued', 'sending', 'unknown') \
+                 THEN 'accepted' ELSE outbound_messages.status END, \
+                 updated_at = CASE WHEN outbound_messages.status IN ('queued', 'sending', \
+                 'unknown') THEN ",
+            );
+            update.push_bind(now);
+            update.push(
+                " ELSE outbound_messages.updated_at END FROM accepted \
+                 WHERE outbound_messages.id = accepted.id",
+            );
+            update.build().execute(&self.pool).await?;
+        }
+        Ok(())
     }
 
     async fn mark_outbound_retry(
