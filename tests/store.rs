@@ -35,6 +35,8 @@ support::store_tests! {
     failing_decide_rolls_back_and_records_nothing,
     claim_marks_sending_and_a_second_claim_gets_nothing,
     concurrent_claims_take_disjoint_messages,
+    claims_take_the_earliest_due_first_and_one_instant_in_queue_order,
+    acceptances_recorded_together_never_move_a_status_back,
     claim_suppresses_opted_out_inactive_and_invalid_except_consent,
     dispatcher_transitions_retry_failed_accepted,
     delivery_status_never_moves_backwards,
@@ -770,6 +772,72 @@ async fn concurrent_claims_take_disjoint_messages(store: AnyStore) {
     assert_eq!(ids.len(), claimed, "no message claimed twice");
     let rest = claim_sms(&store, at(10), 100).await;
     assert_eq!(claimed + rest.len(), 40, "every message claimed once");
+}
+
+async fn claims_take_the_earliest_due_first_and_one_instant_in_queue_order(store: AnyStore) {
+    // Queued first, due last: a message held for later.
+    let later = at(9) + Duration::minutes(30);
+    queue(
+        &store,
+        message(&sms(1), OutboundKind::Program, "later", later),
+    )
+    .await;
+    for body in ["first", "second", "third"] {
+        queue(&store, message(&sms(2), OutboundKind::Program, body, at(9))).await;
+    }
+    assert_eq!(
+        bodies(&claim_sms(&store, at(10), 2).await),
+        ["first", "second"]
+    );
+    assert_eq!(
+        bodies(&claim_sms(&store, at(10), 2).await),
+        ["later", "third"]
+    );
+}
+
+async fn acceptances_recorded_together_never_move_a_status_back(store: AnyStore) {
+    for n in 1..=3 {
+        queue(
+            &store,
+            message(&sms(n), OutboundKind::Program, "hello", at(9)),
+        )
+        .await;
+    }
+    let claimed = claim_sms(&store, at(10), 10).await;
+    // The third message's delivery report overtook the dispatcher's write.
+    store
+        .record_delivery_status(Some(claimed[2].id), "SM3", OutboundStatus::Delivered, None)
+        .await
+        .unwrap();
+    let accepted: Vec<(i64, String)> = claimed
+        .iter()
+        .zip(["SM1", "SM2", "SM3"])
+        .map(|(m, sid)| (m.id, sid.to_owned()))
+        .collect();
+    store.mark_outbound_accepted_many(&accepted).await.unwrap();
+    assert_eq!(
+        statuses_to(&store, &sms(1)).await,
+        [OutboundStatus::Accepted]
+    );
+    assert_eq!(
+        statuses_to(&store, &sms(2)).await,
+        [OutboundStatus::Accepted]
+    );
+    assert_eq!(
+        statuses_to(&store, &sms(3)).await,
+        [OutboundStatus::Delivered]
+    );
+    // Found again by the provider's id, which the batch stored.
+    assert!(
+        store
+            .record_delivery_status(None, "SM2", OutboundStatus::Delivered, None)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        statuses_to(&store, &sms(2)).await,
+        [OutboundStatus::Delivered]
+    );
 }
 
 async fn claim_suppresses_opted_out_inactive_and_invalid_except_consent(store: AnyStore) {
