@@ -9,6 +9,7 @@
 //!    `carebot start` would, from its own process): reply latency p50/p99 in both phases.
 //!
 //! Run with `cargo bench --bench roster`. The load generator shares the 2 cores with carebot.
+//! `BENCH_RUST_LOG=carebot=debug` logs, per start batch, where its time went.
 
 #[path = "../tests/support/fake_twilio.rs"]
 mod fake_twilio;
@@ -186,6 +187,13 @@ fn report_latency(label: &str, latencies: &[Duration]) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    // `BENCH_RUST_LOG=carebot=debug` logs where each start batch's time went (stderr).
+    if let Ok(filter) = std::env::var("BENCH_RUST_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let dir = tempfile::tempdir().unwrap();
     let csv = roster_csv();
 

@@ -481,7 +481,7 @@ struct InviteDb {
     used_at: Option<Ts>,
 }
 
-#[derive(FromRow)]
+#[derive(FromRow, Clone, PartialEq)]
 struct ConversationDb {
     id: i64,
     caregiver_id: i64,
@@ -2537,8 +2537,7 @@ where
         // (the statuses ranked below `accepted`) move, as `advance` would move them.
         let now = Ts::now();
         for chunk in accepted.chunks(CHUNK) {
-            let mut update =
-                QueryBuilder::<DB>::new("WITH accepted (id, provider_id) AS (");
+            let mut update = QueryBuilder::<DB>::new("WITH accepted (id, provider_id) AS (");
             update.push_values(chunk, |mut row, (id, provider_id)| {
                 row.push_bind(*id).push_bind(provider_id.clone());
             });

@@ -5,6 +5,10 @@
 //! with a handful of `IN (…)` queries and written with multi-row `INSERT`s, in one transaction
 //! that also moves the start's cursor and counters: after a crash, a caregiver is either started
 //! and counted, or untouched and still ahead of the cursor. Never one transaction per caregiver.
+//!
+//! Replies keep being answered during a start: a batch is read and decided before its write
+//! transaction takes the lock (SQLite has one writer), and inside it only what replies and
+//! opt-outs change is read again (see [`Volatile`]), so the lock is held for the writes.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -84,6 +88,49 @@ struct NewConversation<'a> {
     status: ConversationStatus,
     state: &'a Value,
     wake_at: Option<DateTime<Utc>>,
+}
+
+/// The parts of a caregiver's start snapshot that replies, opt-outs and other starts change
+/// from one moment to the next: reachability and consent, active conversations, the week's
+/// program conversations. A batch is read and decided before its write transaction, then these
+/// are read again inside it; a caregiver whose parts changed is read and decided again there.
+/// (Names, language, groups change only by a roster import, which may as well have committed
+/// just after the start.)
+#[derive(PartialEq)]
+struct Volatile {
+    /// `active, phone, preferred_channel, last_channel, sms_consent, telegram_chat,
+    /// telegram_consent`, as [`CaregiverDb`] reads them.
+    reach: Reach,
+    conversations: Vec<ConversationDb>,
+    week: Option<(i64, Option<Ts>)>,
+}
+
+type Reach = (
+    bool,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+/// The columns of a [`Reach`], after `c.id`, over `caregivers c` (as `reach_columns!` reads them).
+const REACH_SELECT: &str = "SELECT c.id, c.active, c.phone, c.preferred_channel, c.last_channel, \
+    (SELECT x.status FROM subscriptions x WHERE x.channel = 'sms' AND x.address = c.phone), \
+    (SELECT l.address FROM caregiver_links l WHERE l.caregiver_id = c.id \
+     AND l.channel = 'telegram' ORDER BY l.created_at DESC LIMIT 1), \
+    (SELECT x.status FROM caregiver_links l JOIN subscriptions x \
+     ON x.channel = l.channel AND x.address = l.address WHERE l.caregiver_id = c.id \
+     AND l.channel = 'telegram' ORDER BY l.created_at DESC LIMIT 1) \
+    FROM caregivers c WHERE c.id IN ";
+
+/// A batch read and decided outside the write transaction.
+struct Prepared {
+    ids: Vec<i64>,
+    snapshots: Vec<StartSnapshot>,
+    volatile: HashMap<i64, Volatile>,
+    plans: Vec<(Plan, StartOutcome)>,
 }
 
 impl<DB> SqlStore<DB>
@@ -320,7 +367,13 @@ where
         limit: u32,
         decide: &StartDecide<'_>,
     ) -> Result<StartBatch> {
+        // Read and decide the next batch first, without the write lock, so that replies can
+        // write meanwhile; the transaction below takes the batch over if it is still the next.
+        let t_prepare = std::time::Instant::now();
+        let mut prepared = self.prepare_start_batch(id, now, limit, decide).await?;
+        let t_begin = std::time::Instant::now();
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let t_locked = std::time::Instant::now();
         // The lease is checked and renewed first, inside the transaction: on SQLite the write
         // lock, on PostgreSQL the row lock, keeps any other runner out until this commits.
         let renewed = sqlx::query(
@@ -359,26 +412,8 @@ where
             StartStatus::Pending | StartStatus::Running => false,
             StartStatus::Waiting => true,
         };
-        let ids: Vec<i64> = if from_waits {
-            sqlx::query_scalar(
-                "SELECT caregiver_id FROM start_waits WHERE start_id = $1 AND retry_at <= $2 \
-                 ORDER BY caregiver_id LIMIT $3",
-            )
-            .bind(id)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *tx)
-            .await?
-        } else {
-            let audience = Audience::parse_stored(&start.audience).map_err(StoreError::Corrupt)?;
-            let mut select = QueryBuilder::<DB>::new("SELECT c.id FROM caregivers c WHERE ");
-            Self::push_audience(&mut select, &audience, start.timezone.as_deref());
-            select.push(" AND c.id > ");
-            select.push_bind(done_through);
-            select.push(" ORDER BY c.id LIMIT ");
-            select.push_bind(i64::from(limit));
-            select.build_query_scalar().fetch_all(&mut *tx).await?
-        };
+        let ids =
+            Self::next_start_ids(&mut *tx, &start, from_waits, done_through, now, limit).await?;
 
         if ids.is_empty() {
             // Through the audience (or no wait is due): wait for the capped, or finish.
@@ -410,11 +445,25 @@ where
             });
         }
 
-        let snapshots = Self::start_snapshots(&mut *tx, &ids, now, &HashMap::new()).await?;
-        let mut plans = Vec::with_capacity(snapshots.len());
-        for snapshot in &snapshots {
-            plans.push(decide(snapshot).map_err(StoreError::Decide)?);
-        }
+        let t_ids = std::time::Instant::now();
+        let (snapshots, plans, rechecked) = match prepared.take().filter(|p| p.ids == ids) {
+            Some(prepared) => {
+                let rechecked = prepared.ids.len();
+                let (snapshots, plans) =
+                    Self::recheck_prepared(&mut *tx, prepared, now, decide).await?;
+                (snapshots, plans, rechecked)
+            }
+            None => {
+                let (snapshots, _) =
+                    Self::read_start_batch(&mut *tx, &ids, now, &HashMap::new()).await?;
+                let plans = snapshots
+                    .iter()
+                    .map(|s| decide(s).map_err(StoreError::Decide))
+                    .collect::<Result<Vec<_>>>()?;
+                (snapshots, plans, 0)
+            }
+        };
+        let t_decided = std::time::Instant::now();
         let only_plans: Vec<&Plan> = plans.iter().map(|(p, _)| p).collect();
         Self::apply_start_plans(
             &mut *tx,
@@ -485,12 +534,232 @@ where
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let t_written = std::time::Instant::now();
         tx.commit().await?;
+        let ms = |from: std::time::Instant, to: std::time::Instant| (to - from).as_secs_f64() * 1e3;
+        tracing::debug!(
+            start = id,
+            caregivers = ids.len(),
+            prepared = rechecked,
+            prepare_ms = ms(t_prepare, t_begin),
+            wait_ms = ms(t_begin, t_locked),
+            cursor_ms = ms(t_locked, t_ids),
+            recheck_ms = ms(t_ids, t_decided),
+            write_ms = ms(t_decided, t_written),
+            commit_ms = ms(t_written, std::time::Instant::now()),
+            "start batch"
+        );
         Ok(StartBatch {
             handled: ids.len(),
             idle: false,
             lease_lost: false,
         })
+    }
+
+    /// The caregivers of start `start`'s next batch: due waits, or the audience past the cursor.
+    async fn next_start_ids(
+        conn: &mut DB::Connection,
+        start: &StartRow,
+        from_waits: bool,
+        done_through: i64,
+        now: Ts,
+        limit: u32,
+    ) -> Result<Vec<i64>> {
+        Ok(if from_waits {
+            sqlx::query_scalar(
+                "SELECT caregiver_id FROM start_waits WHERE start_id = $1 AND retry_at <= $2 \
+                 ORDER BY caregiver_id LIMIT $3",
+            )
+            .bind(start.id)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?
+        } else {
+            let audience = Audience::parse_stored(&start.audience).map_err(StoreError::Corrupt)?;
+            let mut select = QueryBuilder::<DB>::new("SELECT c.id FROM caregivers c WHERE ");
+            Self::push_audience(&mut select, &audience, start.timezone.as_deref());
+            select.push(" AND c.id > ");
+            select.push_bind(done_through);
+            select.push(" ORDER BY c.id LIMIT ");
+            select.push_bind(i64::from(limit));
+            select.build_query_scalar().fetch_all(&mut *conn).await?
+        })
+    }
+
+    /// Reads and decides start `id`'s next batch on a connection of its own, outside any write
+    /// transaction; `None` when there is nothing to prepare (the write transaction then decides
+    /// what to do, as it would have anyway).
+    async fn prepare_start_batch(
+        &self,
+        id: i64,
+        now: Ts,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> Result<Option<Prepared>> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(start) = Self::start_by_id(&mut *conn, id).await? else {
+            return Ok(None);
+        };
+        let from_waits = match start.status {
+            StartStatus::Done => return Ok(None),
+            StartStatus::Pending | StartStatus::Running => false,
+            StartStatus::Waiting => true,
+        };
+        let (done_through,): (i64,) =
+            sqlx::query_as("SELECT done_through FROM flow_starts WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut *conn)
+                .await?;
+        let ids =
+            Self::next_start_ids(&mut *conn, &start, from_waits, done_through, now, limit).await?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        let (snapshots, volatile) =
+            Self::read_start_batch(&mut *conn, &ids, now, &HashMap::new()).await?;
+        let plans = snapshots
+            .iter()
+            .map(|s| decide(s).map_err(StoreError::Decide))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(Prepared {
+            ids,
+            snapshots,
+            volatile,
+            plans,
+        }))
+    }
+
+    /// Inside the write transaction: reads the [`Volatile`] parts of a prepared batch again,
+    /// and reads and decides again the caregivers whose parts changed since it was prepared.
+    async fn recheck_prepared(
+        conn: &mut DB::Connection,
+        prepared: Prepared,
+        now: Ts,
+        decide: &StartDecide<'_>,
+    ) -> Result<(Vec<StartSnapshot>, Vec<(Plan, StartOutcome)>)> {
+        let Prepared {
+            ids,
+            mut snapshots,
+            volatile,
+            mut plans,
+        } = prepared;
+        let current = Self::read_volatile(&mut *conn, &ids, now).await?;
+        let changed: Vec<i64> = ids
+            .iter()
+            .copied()
+            .filter(|id| current.get(id) != volatile.get(id))
+            .collect();
+        if changed.is_empty() {
+            return Ok((snapshots, plans));
+        }
+        let (fresh, _) = Self::read_start_batch(&mut *conn, &changed, now, &HashMap::new()).await?;
+        let mut fresh: HashMap<i64, StartSnapshot> = fresh
+            .into_iter()
+            .map(|s| (s.snapshot.caregiver.as_ref().map_or(0, |c| c.id), s))
+            .collect();
+        // A caregiver read before and gone now (deleted) drops out, as the audience query
+        // inside the transaction would have left them out.
+        let mut kept_snapshots = Vec::with_capacity(snapshots.len());
+        let mut kept_plans = Vec::with_capacity(plans.len());
+        for (snapshot, plan) in snapshots.drain(..).zip(plans.drain(..)) {
+            let caregiver_id = snapshot.snapshot.caregiver.as_ref().map_or(0, |c| c.id);
+            if !changed.contains(&caregiver_id) {
+                kept_snapshots.push(snapshot);
+                kept_plans.push(plan);
+            } else if let Some(fresh) = fresh.remove(&caregiver_id) {
+                kept_plans.push(decide(&fresh).map_err(StoreError::Decide)?);
+                kept_snapshots.push(fresh);
+            }
+        }
+        Ok((kept_snapshots, kept_plans))
+    }
+
+    /// The [`Volatile`] parts of caregivers `ids`, by caregiver.
+    async fn read_volatile(
+        conn: &mut DB::Connection,
+        ids: &[i64],
+        now: Ts,
+    ) -> Result<HashMap<i64, Volatile>> {
+        let mut reach_q = QueryBuilder::<DB>::new(REACH_SELECT);
+        Self::push_list(&mut reach_q, ids.iter().copied());
+        #[allow(clippy::type_complexity)]
+        let reach: Vec<(
+            i64,
+            bool,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        )> = reach_q.build_query_as().fetch_all(&mut *conn).await?;
+        let mut conversations = Self::active_conversations(&mut *conn, ids).await?;
+        let mut week = Self::week_counts(&mut *conn, ids, now).await?;
+        Ok(reach
+            .into_iter()
+            .map(
+                |(id, active, phone, preferred, last, sms, chat, telegram)| {
+                    (
+                        id,
+                        Volatile {
+                            reach: (active, phone, preferred, last, sms, chat, telegram),
+                            conversations: conversations.remove(&id).unwrap_or_default(),
+                            week: week.remove(&id),
+                        },
+                    )
+                },
+            )
+            .collect())
+    }
+
+    /// Each caregiver's active conversations on any channel, latest first, locked on
+    /// PostgreSQL for the rest of the transaction.
+    async fn active_conversations(
+        conn: &mut DB::Connection,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, Vec<ConversationDb>>> {
+        let mut conv_q = QueryBuilder::<DB>::new(
+            "SELECT id, caregiver_id, channel, address, flow_id, flow_rev, status, state, \
+             wake_at, started_at FROM conversations \
+             WHERE status = 'active' AND caregiver_id IN ",
+        );
+        Self::push_list(&mut conv_q, ids.iter().copied());
+        conv_q.push(" ORDER BY caregiver_id, updated_at DESC, id DESC ");
+        conv_q.push(DB::LOCK_ROWS);
+        let mut conversations: HashMap<i64, Vec<ConversationDb>> = HashMap::new();
+        for c in conv_q
+            .build_query_as::<ConversationDb>()
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            conversations.entry(c.caregiver_id).or_default().push(c);
+        }
+        Ok(conversations)
+    }
+
+    /// Each caregiver's program conversations (onboarding excluded) started in the week before
+    /// `now`: how many, and when the oldest started.
+    async fn week_counts(
+        conn: &mut DB::Connection,
+        ids: &[i64],
+        now: Ts,
+    ) -> Result<HashMap<i64, (i64, Option<Ts>)>> {
+        let mut week_q = QueryBuilder::<DB>::new(
+            "SELECT caregiver_id, COUNT(*), MIN(started_at) FROM conversations \
+             WHERE program IS NOT NULL AND program <> 'onboarding' AND started_at > ",
+        );
+        week_q.push_bind(Ts(now.0 - CAP_WINDOW));
+        week_q.push(" AND caregiver_id IN ");
+        Self::push_list(&mut week_q, ids.iter().copied());
+        week_q.push(" GROUP BY caregiver_id");
+        Ok(week_q
+            .build_query_as::<(i64, i64, Option<Ts>)>()
+            .fetch_all(&mut *conn)
+            .await?
+            .into_iter()
+            .map(|(id, n, oldest)| (id, (n, oldest)))
+            .collect())
     }
 
     /// The start snapshots of caregivers `ids` (ascending), read with one query per table.
@@ -500,6 +769,16 @@ where
         now: Ts,
         vars: &HashMap<i64, BTreeMap<String, Value>>,
     ) -> Result<Vec<StartSnapshot>> {
+        Ok(Self::read_start_batch(conn, ids, now, vars).await?.0)
+    }
+
+    /// [`Self::start_snapshots`], with the [`Volatile`] parts of each as read.
+    async fn read_start_batch(
+        conn: &mut DB::Connection,
+        ids: &[i64],
+        now: Ts,
+        vars: &HashMap<i64, BTreeMap<String, Value>>,
+    ) -> Result<(Vec<StartSnapshot>, HashMap<i64, Volatile>)> {
         let mut select = QueryBuilder::<DB>::new(caregivers_select!());
         select.push(" WHERE c.id IN ");
         Self::push_list(&mut select, ids.iter().copied());
@@ -517,6 +796,23 @@ where
         for (caregiver_id, name) in memberships {
             groups.entry(caregiver_id).or_default().push(name);
         }
+        let reach: HashMap<i64, Reach> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.id,
+                    (
+                        r.active,
+                        r.phone.clone(),
+                        r.preferred_channel.clone(),
+                        r.last_channel.clone(),
+                        r.sms_consent.clone(),
+                        r.telegram_chat.clone(),
+                        r.telegram_consent.clone(),
+                    ),
+                )
+            })
+            .collect();
         let caregivers: Vec<Caregiver> = rows
             .into_iter()
             .map(|row| {
@@ -539,41 +835,25 @@ where
 
         // Each caregiver's active conversations on any channel, latest first: a conversation
         // is the caregiver's, not the channel's (as `SqlStore::snapshot` reads it).
-        let mut conv_q = QueryBuilder::<DB>::new(
-            "SELECT id, caregiver_id, channel, address, flow_id, flow_rev, status, state, \
-             wake_at, started_at FROM conversations \
-             WHERE status = 'active' AND caregiver_id IN ",
-        );
-        Self::push_list(&mut conv_q, ids.iter().copied());
-        conv_q.push(" ORDER BY caregiver_id, updated_at DESC, id DESC ");
-        conv_q.push(DB::LOCK_ROWS);
-        let mut conversations: HashMap<i64, Vec<ConversationDb>> = HashMap::new();
-        for c in conv_q
-            .build_query_as::<ConversationDb>()
-            .fetch_all(&mut *conn)
-            .await?
-        {
-            conversations.entry(c.caregiver_id).or_default().push(c);
-        }
+        let mut conversations = Self::active_conversations(&mut *conn, ids).await?;
+        let week = Self::week_counts(&mut *conn, ids, now).await?;
 
-        let mut week_q = QueryBuilder::<DB>::new(
-            "SELECT caregiver_id, COUNT(*), MIN(started_at) FROM conversations \
-             WHERE program IS NOT NULL AND program <> 'onboarding' AND started_at > ",
-        );
-        week_q.push_bind(Ts(now.0 - CAP_WINDOW));
-        week_q.push(" AND caregiver_id IN ");
-        Self::push_list(&mut week_q, ids.iter().copied());
-        week_q.push(" GROUP BY caregiver_id");
-        let week: HashMap<i64, (i64, Option<Ts>)> = week_q
-            .build_query_as::<(i64, i64, Option<Ts>)>()
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|(id, n, oldest)| (id, (n, oldest)))
-            .collect();
-
+        let mut volatile = HashMap::with_capacity(caregivers.len());
         let mut out = Vec::with_capacity(caregivers.len());
         for caregiver in caregivers {
+            if let Some(reach) = reach.get(&caregiver.id) {
+                volatile.insert(
+                    caregiver.id,
+                    Volatile {
+                        reach: reach.clone(),
+                        conversations: conversations
+                            .get(&caregiver.id)
+                            .cloned()
+                            .unwrap_or_default(),
+                        week: week.get(&caregiver.id).copied(),
+                    },
+                );
+            }
             // Each caregiver on one channel: the one they prefer among those open to us.
             let address = crate::runner::reach(&caregiver);
             let consent = match address.channel {
@@ -618,7 +898,7 @@ where
                 week_oldest,
             });
         }
-        Ok(out)
+        Ok((out, volatile))
     }
 
     /// Applies the plans of a batch: writes before a plan's `CreateConversation` one by one
