@@ -36,6 +36,7 @@ support::store_tests! {
     claim_marks_sending_and_a_second_claim_gets_nothing,
     concurrent_claims_take_disjoint_messages,
     claims_take_the_earliest_due_first_and_one_instant_in_queue_order,
+    a_reply_is_claimed_before_an_earlier_program_backlog,
     acceptances_recorded_together_never_move_a_status_back,
     claim_suppresses_opted_out_inactive_and_invalid_except_consent,
     dispatcher_transitions_retry_failed_accepted,
@@ -792,6 +793,31 @@ async fn claims_take_the_earliest_due_first_and_one_instant_in_queue_order(store
     assert_eq!(
         bodies(&claim_sms(&store, at(10), 2).await),
         ["later", "third"]
+    );
+}
+
+async fn a_reply_is_claimed_before_an_earlier_program_backlog(store: AnyStore) {
+    for body in ["survey 1", "survey 2", "survey 3"] {
+        queue(&store, message(&sms(2), OutboundKind::Program, body, at(9))).await;
+    }
+    // Queued after the backlog and due later, but someone is waiting for it.
+    queue(
+        &store,
+        message(
+            &sms(1),
+            OutboundKind::Reply,
+            "thanks",
+            at(9) + Duration::minutes(1),
+        ),
+    )
+    .await;
+    assert_eq!(
+        bodies(&claim_sms(&store, at(10), 2).await),
+        ["survey 1", "thanks"]
+    );
+    assert_eq!(
+        bodies(&claim_sms(&store, at(10), 5).await),
+        ["survey 2", "survey 3"]
     );
 }
 

@@ -33,7 +33,9 @@ impl SqlStore<Postgres> {
 impl Dialect for Postgres {
     const BEGIN_WRITE: &'static str = "BEGIN";
     // Dispatchers on several instances each take rows no other has locked, without waiting.
-    const CLAIM_OUTBOUND: &'static str = claim_outbound_sql!("FOR UPDATE SKIP LOCKED");
+    const CLAIM_OUTBOUND: &'static str = claim_outbound_sql!("FOR UPDATE SKIP LOCKED", "");
+    const CLAIM_URGENT: &'static str =
+        claim_outbound_sql!("FOR UPDATE SKIP LOCKED", "AND kind <> 'program' ");
     // Two messages from one caregiver handled at once on two instances take turns on the
     // conversation instead of both advancing it from the same state.
     const ACTIVE_CONVERSATION: &'static str = conversation_sql!(

@@ -62,8 +62,11 @@ impl<DB: Database> Clone for SqlStore<DB> {
 pub trait Dialect: Database {
     /// The statement that opens a transaction which will write.
     const BEGIN_WRITE: &'static str;
-    /// [`claim_outbound_sql!`] with the dialect's row-lock clause.
+    /// [`claim_outbound_sql!`] with the dialect's row-lock clause: any kind of message.
     const CLAIM_OUTBOUND: &'static str;
+    /// [`claim_outbound_sql!`] for replies, consent confirmations and alerts only, which are
+    /// claimed before program messages (migration 0007).
+    const CLAIM_URGENT: &'static str;
     /// [`conversation_sql!`] for the active conversation of `$1` channel, `$2` address, locked.
     const ACTIVE_CONVERSATION: &'static str;
     /// [`conversation_sql!`] for conversation `$1` if still active and due at `$2`, locked.
@@ -217,9 +220,10 @@ pub(crate) use suppress_sql;
 
 /// Claims queued messages of channel `$1` due at `$2`, at most `$3`, in one statement. `$lock`
 /// is PostgreSQL's `FOR UPDATE SKIP LOCKED`, so that dispatchers on several instances take
-/// disjoint rows without waiting on each other; SQLite has one writer and needs none.
+/// disjoint rows without waiting on each other; SQLite has one writer and needs none. `$kinds`
+/// narrows the claim (`"AND kind <> 'program' "` walks the partial index of migration 0007).
 macro_rules! claim_outbound_sql {
-    ($lock:literal) => {
+    ($lock:literal, $kinds:literal) => {
         concat!(
             "UPDATE outbound_messages SET status = CASE WHEN ",
             $crate::store::sql::suppress_sql!(),
@@ -230,7 +234,9 @@ macro_rules! claim_outbound_sql {
             // `not_before, id`: the order of the partial index `outbound_messages_queue`
             // (migration 0006), so a claim reads its rows off the index and stops at the
             // limit instead of sorting the whole due backlog.
-            "AND status = 'queued' AND not_before <= $2 ORDER BY not_before, id LIMIT $3 ",
+            "AND status = 'queued' AND not_before <= $2 ",
+            $kinds,
+            "ORDER BY not_before, id LIMIT $3 ",
             $lock,
             ") RETURNING id, channel, address, caregiver_id, kind, body, segments, attempts, ",
             "buttons, status, created_at, conversation_id"
@@ -2465,17 +2471,28 @@ where
         now: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<OutboundRow>> {
-        // One statement: atomic on both databases, so no transaction is needed.
-        let rows: Vec<OutboundDb> = sqlx::query_as(DB::CLAIM_OUTBOUND)
-            .bind(channel.as_str())
-            .bind(Ts(now))
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in rows {
-            if parse::<OutboundStatus>("outbound status", &row.status)? == OutboundStatus::Sending {
-                claimed.push(row.into_row()?);
+        // Replies, confirmations and alerts first, then program messages in the room left:
+        // a caregiver who just wrote must not wait behind a broadcast's backlog. Each claim is
+        // one statement, atomic on both databases, so no transaction is needed; a message
+        // claimed by the first is `sending` and out of reach of the second.
+        let mut claimed = Vec::new();
+        for sql in [DB::CLAIM_URGENT, DB::CLAIM_OUTBOUND] {
+            let room = i64::from(limit) - claimed.len() as i64;
+            if room <= 0 {
+                break;
+            }
+            let rows: Vec<OutboundDb> = sqlx::query_as(sql)
+                .bind(channel.as_str())
+                .bind(Ts(now))
+                .bind(room)
+                .fetch_all(&self.pool)
+                .await?;
+            for row in rows {
+                if parse::<OutboundStatus>("outbound status", &row.status)?
+                    == OutboundStatus::Sending
+                {
+                    claimed.push(row.into_row()?);
+                }
             }
         }
         // RETURNING promises no order.

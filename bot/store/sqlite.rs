@@ -62,7 +62,8 @@ impl Dialect for Sqlite {
     // write lock up front makes writers queue on busy_timeout instead.
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     // One writer at a time: the statement itself is the lock.
-    const CLAIM_OUTBOUND: &'static str = claim_outbound_sql!("");
+    const CLAIM_OUTBOUND: &'static str = claim_outbound_sql!("", "");
+    const CLAIM_URGENT: &'static str = claim_outbound_sql!("", "AND kind <> 'program' ");
     const ACTIVE_CONVERSATION: &'static str =
         conversation_sql!("channel = $1 AND address = $2 AND status = 'active'", "");
     const DUE_CONVERSATION: &'static str =
