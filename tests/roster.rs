@@ -23,6 +23,7 @@ use support::{at, caregiver, inbound, phone, sms};
 
 support::store_tests! {
     a_start_reaches_each_caregiver_once_when_a_runner_dies_mid_way,
+    a_stop_sent_while_a_start_is_under_way_is_honoured,
     a_start_counts_what_it_skipped_by_reason,
     a_rerun_of_the_same_start_resumes_it,
     the_weekly_cap_skips_or_waits_and_priority_goes_first,
@@ -119,6 +120,16 @@ async fn messages_to(store: &AnyStore, n: u32) -> Vec<String> {
         .collect()
 }
 
+/// `weekly-pulse` and its registered revision, for tests that run a start batch by batch.
+async fn pulse_revision(store: &AnyStore, catalog: &Catalog) -> (Arc<carebot::flow::Flow>, i64) {
+    let entry = catalog.get("weekly-pulse").unwrap();
+    let rev = store
+        .register_flow_revision("weekly-pulse", entry.flow.version, &entry.source)
+        .await
+        .unwrap();
+    (entry.flow.clone(), rev)
+}
+
 fn skipped(pairs: &[(&str, usize)]) -> BTreeMap<String, usize> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()
 }
@@ -151,15 +162,7 @@ async fn a_start_reaches_each_caregiver_once_when_a_runner_dies_mid_way(store: A
             .await
             .unwrap()
     );
-    let flow = catalog.get("weekly-pulse").unwrap().flow.clone();
-    let rev = store
-        .register_flow_revision(
-            "weekly-pulse",
-            flow.version,
-            &catalog.get("weekly-pulse").unwrap().source,
-        )
-        .await
-        .unwrap();
+    let (flow, rev) = pulse_revision(&store, &catalog).await;
     let vars = BTreeMap::new();
     let decide = |s: &StartSnapshot| {
         runner.decide_start_target(&flow, rev, &vars, s, now, now + Duration::days(7))
@@ -199,6 +202,60 @@ async fn a_start_reaches_each_caregiver_once_when_a_runner_dies_mid_way(store: A
         assert_eq!(got.len(), 1, "caregiver {n}: {got:?}");
         assert!(got[0].contains("How was your work week"), "{got:?}");
     }
+}
+
+async fn a_stop_sent_while_a_start_is_under_way_is_honoured(store: AnyStore) {
+    import(&store, &consenting(6, "America/Chicago")).await;
+    let (catalog, _dir) = catalog(&[]);
+    let runner = runner(&store, &catalog, 0).await;
+    let now = at(15);
+    let id = runner
+        .create_start(
+            "weekly-pulse",
+            &Audience::All,
+            None,
+            BTreeMap::new(),
+            now,
+            StartOrigin::Cli,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_start(id, "A", now, now + START_LEASE)
+            .await
+            .unwrap()
+    );
+    let (flow, rev) = pulse_revision(&store, &catalog).await;
+    let vars = BTreeMap::new();
+    let decide = |s: &StartSnapshot| {
+        runner.decide_start_target(&flow, rev, &vars, s, now, now + Duration::days(7))
+    };
+    // Batches of three: the second (caregivers 3 to 5) is read and decided while the first is
+    // written, before caregiver 4 texts STOP.
+    let first = store
+        .run_start_batch(id, "A", now, now + START_LEASE, 3, &decide)
+        .await
+        .unwrap();
+    assert_eq!(first.handled, 3);
+    store
+        .set_consent(&sms(4), ConsentStatus::OptedOut, "keyword", "STOP", now)
+        .await
+        .unwrap();
+    let second = store
+        .run_start_batch(id, "A", now, now + START_LEASE, 3, &decide)
+        .await
+        .unwrap();
+    assert_eq!(second.handled, 3);
+
+    assert!(messages_to(&store, 4).await.is_empty());
+    for n in [0, 1, 2, 3, 5] {
+        assert_eq!(messages_to(&store, n).await.len(), 1, "caregiver {n}");
+    }
+    let row = store.start_row(id).await.unwrap().unwrap();
+    assert_eq!((row.processed, row.started), (6, 5));
+    assert_eq!(row.skipped, BTreeMap::from([("opted out".to_owned(), 1)]));
 }
 
 async fn a_start_counts_what_it_skipped_by_reason(store: AnyStore) {

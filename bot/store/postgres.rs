@@ -26,6 +26,7 @@ impl SqlStore<Postgres> {
         Ok(SqlStore {
             pool,
             group_commit: None,
+            next_batches: Default::default(),
         })
     }
 }

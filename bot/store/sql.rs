@@ -46,6 +46,8 @@ pub struct SqlStore<DB: Database> {
     pub(super) pool: Pool<DB>,
     /// SQLite only: the writer that handles concurrent inbound messages in one transaction.
     pub(super) group_commit: Option<Arc<GroupCommit>>,
+    /// Start batches read and decided while the previous batch was being written.
+    pub(super) next_batches: Arc<starts::NextBatches>,
 }
 
 // Not derived: the derive would ask `DB: Clone`, and only the pool is cloned.
@@ -54,6 +56,7 @@ impl<DB: Database> Clone for SqlStore<DB> {
         SqlStore {
             pool: self.pool.clone(),
             group_commit: self.group_commit.clone(),
+            next_batches: self.next_batches.clone(),
         }
     }
 }

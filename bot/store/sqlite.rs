@@ -35,8 +35,9 @@ impl SqlStore<Sqlite> {
             // Durable at every checkpoint rather than every commit: with WAL, a power cut can
             // lose the last commits but never corrupts the file.
             .synchronous(SqliteSynchronous::Normal)
-            // A writer waits for the lock instead of failing at once with SQLITE_BUSY.
-            .busy_timeout(Duration::from_secs(10))
+            // A writer waits for the lock instead of failing at once with SQLITE_BUSY (while
+            // connecting; then `wait_for_write_lock` takes over).
+            .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true)
             // 32 MiB of pages per connection instead of 2: a roster of 100,000 caregivers and
             // their conversations stays in memory instead of being re-read from the OS.
@@ -48,12 +49,54 @@ impl SqlStore<Sqlite> {
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 8 })
+            .after_connect(|conn, _| {
+                Box::pin(async move {
+                    let mut handle = conn.lock_handle().await?;
+                    // SAFETY: the handle is a live connection, locked for the call, and the
+                    // handler is a plain function with no state.
+                    unsafe {
+                        libsqlite3_sys::sqlite3_busy_handler(
+                            handle.as_raw_handle().as_ptr(),
+                            Some(wait_for_write_lock),
+                            std::ptr::null_mut(),
+                        );
+                    }
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await?;
         // Concurrent inbound messages share one transaction: see `sql/group_commit.rs`.
         let group_commit = Some(Arc::new(GroupCommit::start(pool.clone())));
-        Ok(SqlStore { pool, group_commit })
+        Ok(SqlStore {
+            pool,
+            group_commit,
+            next_batches: Default::default(),
+        })
     }
+}
+
+/// How long a writer waits for SQLite's one write lock before failing with SQLITE_BUSY.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a waiting writer tries the lock again.
+const BUSY_POLL: Duration = Duration::from_micros(500);
+
+/// The busy handler of every connection: try again every [`BUSY_POLL`] for [`BUSY_TIMEOUT`].
+///
+/// SQLite's own (`busy_timeout`) backs off to 100 ms between tries, and a writer that backs off
+/// seldom finds the lock free while another process writes batch after batch (a 100,000-caregiver
+/// `carebot start` beside `carebot serve`): replies waited up to 850 ms for a start that frees
+/// the lock every 15 ms. A writer that looks again every half millisecond takes the next gap.
+/// Runs on the connection's own thread (sqlx's worker), where sleeping blocks nobody else.
+extern "C" fn wait_for_write_lock(
+    _: *mut std::ffi::c_void,
+    tries: std::ffi::c_int,
+) -> std::ffi::c_int {
+    if BUSY_POLL * tries.max(0) as u32 >= BUSY_TIMEOUT {
+        return 0;
+    }
+    std::thread::sleep(BUSY_POLL);
+    1
 }
 
 impl Dialect for Sqlite {

@@ -125,6 +125,35 @@ const REACH_SELECT: &str = "SELECT c.id, c.active, c.phone, c.preferred_channel,
      AND l.channel = 'telegram' ORDER BY l.created_at DESC LIMIT 1) \
     FROM caregivers c WHERE c.id IN ";
 
+/// Start batches read and decided ahead, by start: while one batch is written, the next is
+/// read and decided on another connection (the two take a core each), and the start's next
+/// call takes it over, if it is still the next batch and was decided a moment ago.
+#[derive(Default)]
+pub(in crate::store) struct NextBatches(std::sync::Mutex<HashMap<i64, (Ts, Prepared)>>);
+
+/// How long before a batch's own `now` a batch prepared ahead may have been decided: its plans
+/// carry that moment's timestamps (a conversation's start, a reminder's wake-up).
+const PREPARED_MAX_AGE: Duration = Duration::seconds(1);
+
+impl NextBatches {
+    fn take(&self, start: i64, now: Ts) -> Option<Prepared> {
+        let (at, prepared) = self
+            .0
+            .lock()
+            .expect("next batches poisoned")
+            .remove(&start)?;
+        let age = now.0 - at.0;
+        (age >= Duration::zero() && age <= PREPARED_MAX_AGE).then_some(prepared)
+    }
+
+    fn put(&self, start: i64, at: Ts, prepared: Prepared) {
+        self.0
+            .lock()
+            .expect("next batches poisoned")
+            .insert(start, (at, prepared));
+    }
+}
+
 /// A batch read and decided outside the write transaction.
 struct Prepared {
     ids: Vec<i64>,
@@ -370,7 +399,10 @@ where
         // Read and decide the next batch first, without the write lock, so that replies can
         // write meanwhile; the transaction below takes the batch over if it is still the next.
         let t_prepare = std::time::Instant::now();
-        let mut prepared = self.prepare_start_batch(id, now, limit, decide).await?;
+        let mut prepared = match self.next_batches.take(id, now) {
+            Some(ahead) => Some(ahead),
+            None => self.prepare_start_batch(id, now, limit, decide).await?,
+        };
         let t_begin = std::time::Instant::now();
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
         let t_locked = std::time::Instant::now();
@@ -464,12 +496,80 @@ where
             }
         };
         let t_decided = std::time::Instant::now();
+        // The next batch is read and decided while this one is written (not from the waits,
+        // which are few, and not on a database of one connection, which the write holds).
+        let ahead = !from_waits && self.pool.options().get_max_connections() > 1;
+        let after = *ids.last().expect("ids is not empty");
+        let write = async {
+            Self::write_start_batch(
+                &mut *tx,
+                &start,
+                &ids,
+                (!from_waits).then_some(after),
+                &snapshots,
+                &plans,
+                now,
+            )
+            .await?;
+            let t_written = std::time::Instant::now();
+            tx.commit().await?;
+            Ok::<_, StoreError>((t_written, std::time::Instant::now()))
+        };
+        let next = async {
+            if !ahead {
+                return None;
+            }
+            let mut conn = self.pool.acquire().await.ok()?;
+            Self::prepare_after(&mut *conn, &start, false, after, now, limit, decide)
+                .await
+                .inspect_err(|e| tracing::debug!(start = id, error = %e, "no batch ahead"))
+                .ok()
+                .flatten()
+        };
+        let (written, next) = tokio::join!(write, next);
+        let (t_written, t_committed) = written?;
+        if let Some(next) = next {
+            self.next_batches.put(id, now, next);
+        }
+        let ms = |from: std::time::Instant, to: std::time::Instant| (to - from).as_secs_f64() * 1e3;
+        tracing::debug!(
+            start = id,
+            caregivers = ids.len(),
+            prepared = rechecked,
+            prepare_ms = ms(t_prepare, t_begin),
+            wait_ms = ms(t_begin, t_locked),
+            cursor_ms = ms(t_locked, t_ids),
+            recheck_ms = ms(t_ids, t_decided),
+            write_ms = ms(t_decided, t_written),
+            commit_ms = ms(t_written, t_committed),
+            ahead_ms = ms(t_committed, std::time::Instant::now()),
+            "start batch"
+        );
+        Ok(StartBatch {
+            handled: ids.len(),
+            idle: false,
+            lease_lost: false,
+        })
+    }
+
+    /// Writes a decided batch of start `start` inside its transaction: the conversations and
+    /// first messages, the capped caregivers' waits, the counters, and the cursor, moved to
+    /// `advance` when the batch came from the audience (`None`: from the waits).
+    async fn write_start_batch(
+        conn: &mut DB::Connection,
+        start: &StartRow,
+        ids: &[i64],
+        advance: Option<i64>,
+        snapshots: &[StartSnapshot],
+        plans: &[(Plan, StartOutcome)],
+        now: Ts,
+    ) -> Result<()> {
         let only_plans: Vec<&Plan> = plans.iter().map(|(p, _)| p).collect();
         Self::apply_start_plans(
-            &mut *tx,
-            Some(id),
+            &mut *conn,
+            Some(start.id),
             &start.program,
-            &snapshots,
+            snapshots,
             &only_plans,
             now,
         )
@@ -479,7 +579,7 @@ where
         let mut skipped = start.skipped.clone();
         let mut waits: Vec<(i64, Ts)> = Vec::new();
         let mut settled: Vec<i64> = Vec::new();
-        for (snapshot, (_, outcome)) in snapshots.iter().zip(&plans) {
+        for (snapshot, (_, outcome)) in snapshots.iter().zip(plans) {
             let caregiver_id = snapshot
                 .snapshot
                 .caregiver
@@ -502,58 +602,42 @@ where
                 "INSERT INTO start_waits (start_id, caregiver_id, retry_at) ",
             );
             insert.push_values(chunk, |mut row, (caregiver_id, retry_at)| {
-                row.push_bind(id)
+                row.push_bind(start.id)
                     .push_bind(*caregiver_id)
                     .push_bind(*retry_at);
             });
             insert.push(
                 " ON CONFLICT (start_id, caregiver_id) DO UPDATE SET retry_at = excluded.retry_at",
             );
-            insert.build().execute(&mut *tx).await?;
+            insert.build().execute(&mut *conn).await?;
         }
-        if from_waits {
+        if advance.is_none() {
             for chunk in settled.chunks(CHUNK) {
                 let mut delete =
                     QueryBuilder::<DB>::new("DELETE FROM start_waits WHERE start_id = ");
-                delete.push_bind(id);
+                delete.push_bind(start.id);
                 delete.push(" AND caregiver_id IN ");
                 Self::push_list(&mut delete, chunk.iter().copied());
-                delete.build().execute(&mut *tx).await?;
+                delete.build().execute(&mut *conn).await?;
             }
         }
-        let last = *ids.last().expect("ids is not empty");
         sqlx::query(
-            "UPDATE flow_starts SET done_through = $2, processed = processed + $3, started = $4, \
-             skipped = $5, updated_at = $6 WHERE id = $1",
+            "UPDATE flow_starts SET done_through = COALESCE($2, done_through), \
+             processed = processed + $3, started = $4, skipped = $5, updated_at = $6 WHERE id = $1",
         )
-        .bind(id)
-        .bind(if from_waits { done_through } else { last })
-        .bind(if from_waits { 0 } else { ids.len() as i64 })
+        .bind(start.id)
+        .bind(advance)
+        .bind(if advance.is_some() {
+            ids.len() as i64
+        } else {
+            0
+        })
         .bind(started)
         .bind(to_json(&skipped))
         .bind(now)
-        .execute(&mut *tx)
+        .execute(&mut *conn)
         .await?;
-        let t_written = std::time::Instant::now();
-        tx.commit().await?;
-        let ms = |from: std::time::Instant, to: std::time::Instant| (to - from).as_secs_f64() * 1e3;
-        tracing::debug!(
-            start = id,
-            caregivers = ids.len(),
-            prepared = rechecked,
-            prepare_ms = ms(t_prepare, t_begin),
-            wait_ms = ms(t_begin, t_locked),
-            cursor_ms = ms(t_locked, t_ids),
-            recheck_ms = ms(t_ids, t_decided),
-            write_ms = ms(t_decided, t_written),
-            commit_ms = ms(t_written, std::time::Instant::now()),
-            "start batch"
-        );
-        Ok(StartBatch {
-            handled: ids.len(),
-            idle: false,
-            lease_lost: false,
-        })
+        Ok(())
     }
 
     /// The caregivers of start `start`'s next batch: due waits, or the audience past the cursor.
@@ -611,8 +695,29 @@ where
                 .bind(id)
                 .fetch_one(&mut *conn)
                 .await?;
-        let ids =
-            Self::next_start_ids(&mut *conn, &start, from_waits, done_through, now, limit).await?;
+        Self::prepare_after(
+            &mut *conn,
+            &start,
+            from_waits,
+            done_through,
+            now,
+            limit,
+            decide,
+        )
+        .await
+    }
+
+    /// Reads and decides the batch of start `start` after caregiver `after` (its cursor).
+    async fn prepare_after(
+        conn: &mut DB::Connection,
+        start: &StartRow,
+        from_waits: bool,
+        after: i64,
+        now: Ts,
+        limit: u32,
+        decide: &StartDecide<'_>,
+    ) -> Result<Option<Prepared>> {
+        let ids = Self::next_start_ids(&mut *conn, start, from_waits, after, now, limit).await?;
         if ids.is_empty() {
             return Ok(None);
         }
