@@ -358,7 +358,8 @@ async fn run_round(
 /// as one JSON array, so the statement text, and its prepared plan, is the same for any round.
 const SNAPSHOTS: &str = concat!(
     "WITH m AS (SELECT key AS i, value ->> 0 AS channel, value ->> 1 AS address, ",
-    "value ->> 2 AS external_id, value ->> 3 AS phone, value ->> 4 AS day FROM json_each($1)) ",
+    "value ->> 2 AS external_id, value ->> 3 AS phone, value ->> 4 AS day, ",
+    "value ->> 5 AS now FROM json_each($1)) ",
     "SELECT m.i, ",
     "EXISTS (SELECT 1 FROM inbound_messages r ",
     "WHERE r.channel = m.channel AND r.external_id = m.external_id) AS seen, ",
@@ -367,6 +368,14 @@ const SNAPSHOTS: &str = concat!(
     "EXISTS (SELECT 1 FROM stranger_replies r ",
     "WHERE r.channel = m.channel AND r.address = m.address AND r.day = m.day) ",
     "AS stranger_replied, ",
+    // Whether the two lookups most messages do not need can be skipped: a supervisor's desk
+    // (any supervisor with this phone, or any link to this chat: a superset of what
+    // `SqlStore::contact_at` finds) and the shift offers a caregiver holds (the very condition
+    // of `SqlStore::held_shifts`). Each was a round trip per message.
+    "(EXISTS (SELECT 1 FROM supervisors x WHERE x.phone = m.address) ",
+    "OR EXISTS (SELECT 1 FROM supervisor_links x WHERE x.address = m.address)) AS contact, ",
+    "EXISTS (SELECT 1 FROM shift_offer_recipients r JOIN shift_offers o ON o.id = r.offer_id ",
+    "WHERE r.caregiver_id = c.id AND o.ends_at > m.now) AS holds_offers, ",
     "c.id, c.external_id, c.first_name, c.last_name, c.phone, c.timezone, ",
     "c.branch, c.consent_at, c.active, c.fields, c.tags, ",
     "(SELECT json_group_array(g.name) FROM caregiver_groups g WHERE g.caregiver_id = c.id) ",
@@ -394,6 +403,8 @@ struct SnapshotDb {
     seen: bool,
     consent: Option<String>,
     stranger_replied: bool,
+    contact: bool,
+    holds_offers: bool,
     id: Option<i64>,
     external_id: Option<String>,
     first_name: Option<String>,
@@ -512,6 +523,7 @@ async fn snapshots(
                     inbound.external_id,
                     phone,
                     inbound.received_at.date_naive().to_string(),
+                    ts(inbound.received_at),
                 ])
             })
             .collect(),
@@ -535,9 +547,13 @@ async fn snapshots(
             continue;
         }
         let address = &inbounds[i].address;
-        let caregiver = match address.channel {
-            Channel::Sms | Channel::Console => row.caregiver()?,
-            _ => Store::load_caregiver(conn, Filter::address(address)).await?,
+        let (caregiver, holds_offers) = match address.channel {
+            Channel::Sms | Channel::Console => (row.caregiver()?, row.holds_offers),
+            // Found through a link, so the statement could not tell: look.
+            _ => (
+                Store::load_caregiver(conn, Filter::address(address)).await?,
+                true,
+            ),
         };
         let consent = match &row.consent {
             Some(status) => parse("consent status", status)?,
@@ -545,12 +561,19 @@ async fn snapshots(
         };
         // The shift offers a YES or NO may answer: a second query, only for roster members.
         let shifts = match &caregiver {
-            Some(c) => Store::held_shifts(conn, c.id, Ts(inbounds[i].received_at)).await?,
-            None => Vec::new(),
+            Some(c) if holds_offers => {
+                Store::held_shifts(conn, c.id, Ts(inbounds[i].received_at)).await?
+            }
+            _ => Vec::new(),
         };
         // A supervisor's reply (ACK 14…) needs their desk: one lookup, a few more for them.
         let now = Ts(inbounds[i].received_at);
-        let desk = match Store::contact_at(conn, address).await? {
+        let contact = if row.contact {
+            Store::contact_at(conn, address).await?
+        } else {
+            None
+        };
+        let desk = match contact {
             Some(me) => Some(Store::desk(conn, me, now, super::DeskFor::Reply).await?),
             None => None,
         };
