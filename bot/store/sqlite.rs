@@ -101,8 +101,8 @@ extern "C" fn wait_for_write_lock(
 
 impl Dialect for Sqlite {
     // A deferred transaction that reads and then writes must upgrade its lock, and two of them
-    // doing so at once deadlock (one gets SQLITE_BUSY at once, busy_timeout or not). Taking the
-    // write lock up front makes writers queue on busy_timeout instead.
+    // doing so at once deadlock (one gets SQLITE_BUSY at once, busy handler or not). Taking the
+    // write lock up front makes writers queue in the busy handler instead.
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     // One writer at a time: the statement itself is the lock.
     const CLAIM_OUTBOUND: &'static str = claim_outbound_sql!("", "");
