@@ -80,9 +80,9 @@ async fn app(db: TestStore, extra_flows: &[&str]) -> TestApp {
             .iter()
             .map(|f| root.join("tests/fixtures/flows").join(f))
             .collect(),
+        starts_at: Some(tuesday_morning()),
     };
     let app = spawn_app_with(db, options).await;
-    app.clock.set(tuesday_morning());
     let sups = format!(
         "external_id,name,phone,email,branch,timezone\n\
          S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n\

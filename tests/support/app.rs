@@ -12,6 +12,7 @@ use carebot::clock::Clock;
 use carebot::config::Config;
 use carebot::runner::Runner;
 use carebot::store::AnyStore;
+use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -53,6 +54,10 @@ pub struct AppOptions {
     pub settings: Vec<(&'static str, String)>,
     /// Flow files served besides the shipped ones.
     pub extra_flows: Vec<PathBuf>,
+    /// The time the app's clock starts at, from where it runs on (`None`: the system's). Set
+    /// before the server starts: a clock set afterwards races the scheduler's first tick, which
+    /// could run a start at the real time of day, inside quiet hours.
+    pub starts_at: Option<DateTime<Utc>>,
 }
 
 fn catalog(options: &AppOptions) -> Arc<Catalog> {
@@ -175,6 +180,9 @@ pub async fn spawn_app(db: TestStore) -> TestApp {
 pub async fn spawn_app_with(db: TestStore, options: AppOptions) -> TestApp {
     let twilio = FakeTwilio::start().await;
     let clock = Clock::system();
+    if let Some(at) = options.starts_at {
+        clock.set(at);
+    }
     let (shutdown, server, port) = serve(&db.url, 0, &twilio, &clock, &options).await;
     let url = format!("http://127.0.0.1:{port}");
     let settings = config(&db.url, &url, &twilio.url, &options).runner;
