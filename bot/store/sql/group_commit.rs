@@ -369,11 +369,12 @@ const SNAPSHOTS: &str = concat!(
     "WHERE r.channel = m.channel AND r.address = m.address AND r.day = m.day) ",
     "AS stranger_replied, ",
     // Whether the two lookups most messages do not need can be skipped: a supervisor's desk
-    // (any supervisor with this phone, or any link to this chat: a superset of what
-    // `SqlStore::contact_at` finds) and the shift offers a caregiver holds (the very condition
-    // of `SqlStore::held_shifts`). Each was a round trip per message.
+    // (any supervisor with this phone, or linked to this chat, found by the links' primary
+    // key: a superset of what `SqlStore::contact_at` finds) and the shift offers a caregiver
+    // holds (the very condition of `SqlStore::held_shifts`). Each was a round trip per message.
     "(EXISTS (SELECT 1 FROM supervisors x WHERE x.phone = m.address) ",
-    "OR EXISTS (SELECT 1 FROM supervisor_links x WHERE x.address = m.address)) AS contact, ",
+    "OR EXISTS (SELECT 1 FROM supervisor_links x ",
+    "WHERE x.channel = m.channel AND x.address = m.address)) AS contact, ",
     "EXISTS (SELECT 1 FROM shift_offer_recipients r JOIN shift_offers o ON o.id = r.offer_id ",
     "WHERE r.caregiver_id = c.id AND o.ends_at > m.now) AS holds_offers, ",
     "c.id, c.external_id, c.first_name, c.last_name, c.phone, c.timezone, ",
