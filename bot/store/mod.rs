@@ -1223,9 +1223,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Claims up to `limit` queued messages on `channel` whose `not_before` has come: replies,
     /// consent confirmations and alerts before program messages, and within each the earliest
-    /// due first (messages due at the same instant in the order they were queued). Marks them `sending` (attempts + 1) in the same statement, so two dispatchers
-    /// never claim the same row. Messages to an address that has opted out since they were
-    /// queued are marked `suppressed` instead (consent confirmations excepted).
+    /// due first (messages due at the same instant in the order they were queued). Marks them
+    /// `sending` (attempts + 1) in the same statement, so two dispatchers never claim the same
+    /// row. Messages to an address that has opted out since they were queued are marked
+    /// `suppressed` instead (consent confirmations excepted).
     fn claim_outbound(
         &self,
         channel: Channel,
