@@ -120,6 +120,39 @@ async fn messages_to(store: &AnyStore, n: u32) -> Vec<String> {
         .collect()
 }
 
+/// `weekly-pulse` for everyone, created at `now` as `carebot start` creates it.
+async fn pulse_start(runner: &Runner<AnyStore>, now: DateTime<Utc>) -> i64 {
+    runner
+        .create_start(
+            "weekly-pulse",
+            &Audience::All,
+            None,
+            BTreeMap::new(),
+            now,
+            StartOrigin::Cli,
+            None,
+        )
+        .await
+        .unwrap()
+}
+
+/// `weekly-pulse` for everyone, created at `now` and claimed by runner "A", for tests that run
+/// it batch by batch.
+async fn pulse_start_claimed_by_a(
+    store: &AnyStore,
+    runner: &Runner<AnyStore>,
+    now: DateTime<Utc>,
+) -> i64 {
+    let id = pulse_start(runner, now).await;
+    assert!(
+        store
+            .claim_start(id, "A", now, now + START_LEASE)
+            .await
+            .unwrap()
+    );
+    id
+}
+
 /// `weekly-pulse` and its registered revision, for tests that run a start batch by batch.
 async fn pulse_revision(store: &AnyStore, catalog: &Catalog) -> (Arc<carebot::flow::Flow>, i64) {
     let entry = catalog.get("weekly-pulse").unwrap();
@@ -142,26 +175,8 @@ async fn a_start_reaches_each_caregiver_once_when_a_runner_dies_mid_way(store: A
     let (catalog, _dir) = catalog(&[]);
     let runner = runner(&store, &catalog, 0).await;
     let now = at(15);
-    let id = runner
-        .create_start(
-            "weekly-pulse",
-            &Audience::All,
-            None,
-            BTreeMap::new(),
-            now,
-            StartOrigin::Cli,
-            None,
-        )
-        .await
-        .unwrap();
-
     // Runner A takes the start and commits one batch of 500, then dies.
-    assert!(
-        store
-            .claim_start(id, "A", now, now + START_LEASE)
-            .await
-            .unwrap()
-    );
+    let id = pulse_start_claimed_by_a(&store, &runner, now).await;
     let (flow, rev) = pulse_revision(&store, &catalog).await;
     let vars = BTreeMap::new();
     let decide = |s: &StartSnapshot| {
@@ -209,24 +224,7 @@ async fn a_stop_sent_while_a_start_is_under_way_is_honoured(store: AnyStore) {
     let (catalog, _dir) = catalog(&[]);
     let runner = runner(&store, &catalog, 0).await;
     let now = at(15);
-    let id = runner
-        .create_start(
-            "weekly-pulse",
-            &Audience::All,
-            None,
-            BTreeMap::new(),
-            now,
-            StartOrigin::Cli,
-            None,
-        )
-        .await
-        .unwrap();
-    assert!(
-        store
-            .claim_start(id, "A", now, now + START_LEASE)
-            .await
-            .unwrap()
-    );
+    let id = pulse_start_claimed_by_a(&store, &runner, now).await;
     let (flow, rev) = pulse_revision(&store, &catalog).await;
     let vars = BTreeMap::new();
     let decide = |s: &StartSnapshot| {
@@ -310,18 +308,7 @@ async fn a_rerun_of_the_same_start_resumes_it(store: AnyStore) {
     let (catalog, _dir) = catalog(&[]);
     let runner = runner(&store, &catalog, 0).await;
     let now = at(15);
-    let first = runner
-        .create_start(
-            "weekly-pulse",
-            &Audience::All,
-            None,
-            BTreeMap::new(),
-            now,
-            StartOrigin::Cli,
-            None,
-        )
-        .await
-        .unwrap();
+    let first = pulse_start(&runner, now).await;
     // What `carebot start` does on a re-run: the unfinished start is found, not a new one.
     let found = store
         .unfinished_start("weekly-pulse", &Audience::All, &BTreeMap::new(), now)
