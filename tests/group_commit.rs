@@ -16,17 +16,29 @@ use support::{at, caregiver, inbound, sms};
 support::store_tests! {
     a_burst_is_recorded_once_each_in_order_per_caregiver,
     a_failing_plan_in_a_burst_fails_alone,
+    a_plan_beyond_the_group_s_statements_is_recorded_once,
 }
 
 const CAREGIVERS: u32 = 40;
 
 /// What the test flow does with a reply: "ok" counts it, "boom" fails to decide, "bad" names a
-/// conversation that does not exist.
+/// conversation that does not exist, "jump" writes the conversation twice (more than a group
+/// writes for one message, so on SQLite it goes alone).
 fn decide(text: &str, s: &Snapshot) -> Result<Plan, String> {
     let conv = s.conversation.as_ref().ok_or("no conversation")?;
     let n = conv.state["n"].as_i64().unwrap_or(0);
     match text {
         "boom" => Err("the flow broke".into()),
+        "jump" => Ok(Plan {
+            writes: [n + 1, (n + 1) * 100]
+                .map(|n| Write::UpdateConversation {
+                    conversation: ConvRef::Existing(conv.id),
+                    status: ConversationStatus::Active,
+                    state: json!({ "n": n }),
+                    wake_at: None,
+                })
+                .into(),
+        }),
         "bad" => Ok(Plan {
             writes: vec![Write::UpdateConversation {
                 conversation: ConvRef::Existing(i64::MAX),
@@ -203,4 +215,43 @@ async fn a_failing_plan_in_a_burst_fails_alone(store: AnyStore) {
     assert_eq!(store.answers(None, None).await.unwrap().len(), n);
     let again = burst(&store, &[(3, "ok", "SM3-bad")]).await;
     assert_eq!(again[0].as_ref().unwrap(), &InboundOutcome::Processed);
+}
+
+async fn a_plan_beyond_the_group_s_statements_is_recorded_once(store: AnyStore) {
+    roster(&store).await;
+    let sids: Vec<String> = (0..CAREGIVERS).map(|i| format!("SM{i}")).collect();
+    let mut messages: Vec<(u32, &str, &str)> = (0..CAREGIVERS)
+        .map(|i| {
+            (
+                i,
+                if i % 4 == 0 { "jump" } else { "ok" },
+                sids[i as usize].as_str(),
+            )
+        })
+        .collect();
+    // A retry of a message that goes alone, in the same burst.
+    messages.push((4, "jump", "SM4"));
+    let outcomes = burst(&store, &messages).await;
+
+    let n = CAREGIVERS as usize;
+    for (i, outcome) in outcomes[..n].iter().enumerate() {
+        if i != 4 {
+            assert_eq!(outcome.as_ref().unwrap(), &InboundOutcome::Processed, "{i}");
+        }
+    }
+    // Whichever of the two came first was processed; the other is its duplicate.
+    let mut retried = [
+        *outcomes[4].as_ref().unwrap(),
+        *outcomes[n].as_ref().unwrap(),
+    ];
+    retried.sort_by_key(|o| *o == InboundOutcome::Duplicate);
+    assert_eq!(
+        retried,
+        [InboundOutcome::Processed, InboundOutcome::Duplicate]
+    );
+    let expected: Vec<i64> = (0..CAREGIVERS)
+        .map(|i| if i % 4 == 0 { 100 } else { 1 })
+        .collect();
+    assert_eq!(counts(&store).await, expected);
+    assert_eq!(store.answers(None, None).await.unwrap().len(), n * 3 / 4);
 }

@@ -47,6 +47,7 @@ impl SqlStore<Sqlite> {
             .pragma("wal_autocheckpoint", "0");
         // An in-memory database exists once per connection: keep to one so every query sees it.
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let path = options.get_filename().to_owned();
         let pool = SqlitePoolOptions::new()
             .max_connections(if in_memory { 1 } else { 8 })
             .after_connect(|conn, _| {
@@ -66,8 +67,13 @@ impl SqlStore<Sqlite> {
             })
             .connect_with(options)
             .await?;
-        // Concurrent inbound messages share one transaction: see `sql/group_commit.rs`.
-        let group_commit = Some(Arc::new(GroupCommit::start(pool.clone())));
+        // Concurrent inbound messages share one transaction: see `sql/group_commit.rs`. The
+        // group writer has a connection of its own, which an in-memory database cannot give.
+        let group_commit = if in_memory {
+            None
+        } else {
+            Some(Arc::new(GroupCommit::start(&path)?))
+        };
         Ok(SqlStore {
             pool,
             group_commit,
@@ -92,11 +98,17 @@ extern "C" fn wait_for_write_lock(
     _: *mut std::ffi::c_void,
     tries: std::ffi::c_int,
 ) -> std::ffi::c_int {
+    keep_waiting(tries).into()
+}
+
+/// One try of the busy handler: sleeps [`BUSY_POLL`] and says to try again, or gives up after
+/// [`BUSY_TIMEOUT`]. Also the group writer's (`sql/group_commit.rs`), on its own connection.
+pub(super) fn keep_waiting(tries: i32) -> bool {
     if BUSY_POLL * tries.max(0) as u32 >= BUSY_TIMEOUT {
-        return 0;
+        return false;
     }
     std::thread::sleep(BUSY_POLL);
-    1
+    true
 }
 
 impl Dialect for Sqlite {

@@ -1,38 +1,49 @@
 //! Group commit for inbound messages on SQLite: the inbound messages that arrive while one
-//! transaction runs are handled together in the next, by one writer task, so that a burst of
+//! transaction runs are handled together in the next, by one writer thread, so that a burst of
 //! webhooks costs a handful of statements and one commit instead of a dozen statements, a
 //! commit and a fight for the write lock each.
 //!
 //! SQLite has one writer at a time. With a transaction per message, concurrent webhooks queue
-//! on the lock through SQLite's busy handler, which sleeps for milliseconds at a time, and each
-//! statement is a round trip to the connection's thread. Here one task takes every message
-//! queued, opens one `BEGIN IMMEDIATE` transaction, reads all their snapshots with a few
-//! statements (the addresses go in as one JSON array), has each caller decide on its own
-//! snapshot, writes every plan's rows with a few more statements, and commits once.
+//! on the lock through the busy handler, and each statement is a round trip to a pool
+//! connection's thread. Here one thread, with a connection of its own that it drives directly,
+//! takes every message queued, opens one `BEGIN IMMEDIATE` transaction, reads all their
+//! snapshots with one statement (the addresses go in as one JSON array), has each caller decide
+//! on its own snapshot, writes every plan's rows with a statement per table, and commits once.
 //!
 //! What a caller sees is what [`Store::handle_inbound`](crate::store::Store::handle_inbound)
 //! promises: `Ok` only after the commit that holds its message; a duplicate `MessageSid` is
 //! `Duplicate` (also only once whatever recorded it is committed); a failed decision records
-//! nothing. If anything in a group fails (a write refused, the commit), the whole transaction
-//! is rolled back and every message in it is handled again on its own, in a transaction of its
-//! own, so one bad message can neither take another down with it nor leave half of itself.
+//! nothing. The group does the common case only: an SMS (or console) message answering a
+//! conversation on its own address, whose plan stores answers, queues messages and updates that
+//! conversation. Anything else (a supervisor's reply, a caregiver holding shift offers, a
+//! consent keyword, an escalation, a message on Telegram) is answered "go alone" and takes the
+//! general path, one message in one transaction, after the group's commit; so does every later
+//! message of the same address in that group, so as not to overtake it. (A message of that
+//! address in a later group may: the two then come in the order their transactions take the
+//! lock, as any two webhooks that arrive at once do.) If anything in a group fails (a write
+//! refused, the commit), the whole transaction is rolled back and every message in it goes
+//! alone, so one bad message can neither take another down with it nor leave half of itself.
+//!
+//! While the callers of a group decide, the writer reads the messages that came in meanwhile,
+//! when they touch none of the group's addresses, so that it is not idle (see
+//! `Group::take_more`).
 //!
 //! The caller decides, not the writer: `decide` borrows from the caller's stack and can only
 //! run there. The writer sends each caller its snapshot and waits for the plan; a caller that
 //! goes away (its HTTP request dropped) simply has no plan, and its message is left out.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use chrono::SecondsFormat;
-use serde_json::{Value, json};
-use sqlx::{Pool, Sqlite, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
 
-use super::{CaregiverDb, ConversationDb, Ctx, Filter, SqlStore, Ts, json, parse, to_json};
-use crate::domain::Channel;
+use super::{CaregiverDb, ConversationDb, Ts, json, parse, to_json};
+use crate::domain::{Address, Channel};
 use crate::store::{
     ConsentStatus, ConvRef, Decide, Inbound, InboundOutcome, Plan, Result, Snapshot, StoreError,
     Write,
@@ -42,10 +53,10 @@ use crate::store::{
 /// first caller in a group does not wait long for the last.
 const MAX_GROUP: usize = 512;
 
-/// The handle `SqlStore<Sqlite>` keeps: a queue to the writer task. The task ends when the
-/// last store clone holding this is dropped, and with it its clone of the pool.
+/// The handle `SqlStore<Sqlite>` keeps: a queue to the writer thread. The thread ends when the
+/// last store clone holding this is dropped, and the checkpointer with it.
 pub(crate) struct GroupCommit {
-    queue: mpsc::UnboundedSender<Job>,
+    queue: mpsc::Sender<Job>,
 }
 
 /// One inbound message waiting for its group.
@@ -67,40 +78,74 @@ struct Ask {
 enum Done {
     Processed,
     Duplicate,
-    /// The group failed and was rolled back: handle this message on its own.
+    /// Not handled here, nothing recorded: handle this message on its own. Either the group
+    /// failed and was rolled back, or the message needs more than the grouped statements do
+    /// (see [`needs_more`] and [`groupable`]).
     Alone,
 }
 
+/// What can go wrong inside a group. Whatever it is, the group is rolled back and its
+/// messages go again one by one, where the error, if it is theirs, is reported properly.
+#[derive(Debug, thiserror::Error)]
+enum GroupError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type GroupResult<T> = std::result::Result<T, GroupError>;
+
 impl GroupCommit {
-    /// Starts the writer and the checkpointer on a thread of their own.
-    pub(crate) fn start(pool: Pool<Sqlite>) -> GroupCommit {
-        let (queue, jobs) = mpsc::unbounded_channel();
-        let wal_is_long = Arc::new(AtomicBool::new(false));
-        let checkpoints = checkpointer(pool.clone(), queue.downgrade(), wal_is_long.clone());
-        let writes = writer(pool, jobs, wal_is_long);
-        // The writer is what every webhook waits for: on a thread of its own it is never queued
-        // behind the HTTP tasks it serves, each time one of its statements comes back.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a current-thread runtime builds");
-        std::thread::Builder::new()
-            .name("inbound-writer".into())
-            .spawn(move || {
-                runtime.spawn(checkpoints);
-                runtime.block_on(writes);
+    /// Opens the writer's and the checkpointer's connections to the database file at `path`
+    /// (already in WAL mode: the pool set it) and starts their threads.
+    ///
+    /// The writer drives its connection directly, statement after statement on its own
+    /// thread. Through sqlx each statement was a round trip to the connection's worker thread
+    /// and each row a message back: two thread wake-ups a statement, seven statements a group,
+    /// and the writer is the one thing every webhook waits for.
+    pub(crate) fn start(path: &Path) -> Result<GroupCommit> {
+        let connect = |path| {
+            open(path).map_err(|e| {
+                StoreError::Database(sqlx::Error::Configuration(
+                    format!("opening {} for the inbound writer: {e}", path.display()).into(),
+                ))
             })
-            .expect("the inbound writer thread starts");
-        GroupCommit { queue }
+        };
+        let writer_conn = connect(path)?;
+        let checkpointer_conn = connect(path)?;
+        let (queue, jobs) = mpsc::channel();
+        let wal_is_long = Arc::new(AtomicBool::new(false));
+        let stopped = Arc::new(AtomicBool::new(false));
+        {
+            let wal_is_long = wal_is_long.clone();
+            let stopped = stopped.clone();
+            std::thread::Builder::new()
+                .name("inbound-writer".into())
+                .spawn(move || {
+                    writer(&writer_conn, jobs, &wal_is_long);
+                    stopped.store(true, Ordering::Relaxed);
+                })
+                .map_err(StoreError::Sink)?;
+        }
+        std::thread::Builder::new()
+            .name("wal-checkpoint".into())
+            .spawn(move || checkpointer(&checkpointer_conn, &stopped, &wal_is_long))
+            .map_err(StoreError::Sink)?;
+        Ok(GroupCommit { queue })
     }
 
     /// Handles `inbound` in the next group. `None` means "not handled, nothing recorded: do it
-    /// alone" (the group failed, or the writer is gone).
+    /// alone" (the group failed, the message needs the general path, or the writer is gone).
     pub(crate) async fn handle(
         &self,
         inbound: &Inbound,
         decide: &Decide<'_>,
     ) -> Option<Result<InboundOutcome>> {
+        // Elsewhere the caregiver is found through a link: the general path reads it.
+        if !matches!(inbound.address.channel, Channel::Sms | Channel::Console) {
+            return None;
+        }
         let (ask, asked) = oneshot::channel();
         let (done, finished) = oneshot::channel();
         let job = Job {
@@ -126,27 +171,56 @@ impl GroupCommit {
             Ok(Done::Processed) => Some(Ok(InboundOutcome::Processed)),
             Ok(Done::Duplicate) => Some(Ok(InboundOutcome::Duplicate)),
             Ok(Done::Alone) => None,
-            // The writer went away mid-group (its runtime shut down): whether the group was
-            // committed is unknown, so answer as for any failure; the provider's retry then
-            // finds the message recorded, or records it.
+            // The writer went away mid-group (it panicked): whether the group was committed is
+            // unknown, so answer as for any failure; the provider's retry then finds the
+            // message recorded, or records it.
             Err(_) => Some(Err(StoreError::Database(sqlx::Error::WorkerCrashed))),
         }
     }
 }
 
-async fn writer(
-    pool: Pool<Sqlite>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
-    wal_is_long: Arc<AtomicBool>,
-) {
-    let mut group = Vec::with_capacity(MAX_GROUP);
-    while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        run_group(&pool, std::mem::take(&mut group)).await;
+/// A connection as the pool's are set up (`sqlite.rs`), for a thread of its own.
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.execute_batch(
+        "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
+         PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 0; \
+         PRAGMA mmap_size = 1073741824;",
+    )?;
+    conn.busy_handler(Some(super::super::sqlite::keep_waiting))?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+fn writer(conn: &Connection, jobs: mpsc::Receiver<Job>, wal_is_long: &AtomicBool) {
+    // Messages a group could not take (see `Group::take_more`): first in the next one.
+    let mut carried = Vec::new();
+    loop {
+        let mut group = Group::default();
+        for job in carried.drain(..) {
+            group.push(job);
+        }
+        if group.is_empty() {
+            match jobs.recv() {
+                Ok(job) => group.push(job),
+                // Every store is gone, and with it every caller.
+                Err(_) => return,
+            }
+        }
+        while group.len() < MAX_GROUP
+            && let Ok(job) = jobs.try_recv()
+        {
+            group.push(job);
+        }
+        group.run(conn, &jobs, &mut carried);
         if wal_is_long.swap(false, Ordering::Relaxed) {
             // Between two groups no write transaction of ours is open, and the checkpointer
             // has copied all but the last few frames: this one finishes quickly, and the next
             // transaction starts the WAL file over instead of making it longer.
-            checkpoint(&pool).await;
+            checkpoint(conn);
         }
     }
 }
@@ -162,17 +236,13 @@ const LONG_WAL: i64 = 4096;
 /// copy and its fsyncs take. A passive checkpoint on another connection runs beside the writer
 /// instead. Under a steady stream of commits it rarely catches the last frame, so the WAL would
 /// only grow: past [`LONG_WAL`] frames the writer finishes the job between two groups.
-async fn checkpointer(
-    pool: Pool<Sqlite>,
-    alive: mpsc::WeakUnboundedSender<Job>,
-    wal_is_long: Arc<AtomicBool>,
-) {
+fn checkpointer(conn: &Connection, stopped: &AtomicBool, wal_is_long: &AtomicBool) {
     loop {
-        tokio::time::sleep(CHECKPOINT_EVERY).await;
-        if alive.strong_count() == 0 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if stopped.load(Ordering::Relaxed) {
             return;
         }
-        if let Some((_, frames, _)) = checkpoint(&pool).await
+        if let Some((_, frames, _)) = checkpoint(conn)
             && frames > LONG_WAL
         {
             wal_is_long.store(true, Ordering::Relaxed);
@@ -182,11 +252,10 @@ async fn checkpointer(
 
 /// A passive checkpoint: copies what it can without waiting for readers or writers. Returns
 /// SQLite's (busy, frames in the WAL, frames copied).
-async fn checkpoint(pool: &Pool<Sqlite>) -> Option<(i64, i64, i64)> {
-    match sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(pool)
-        .await
-    {
+fn checkpoint(conn: &Connection) -> Option<(i64, i64, i64)> {
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+    }) {
         Ok(result) => Some(result),
         Err(e) => {
             tracing::warn!(error = %e, "WAL checkpoint failed");
@@ -203,31 +272,116 @@ struct Spent {
     decide: Duration,
     write: Duration,
     commit: Duration,
+    /// Messages taken in while the first round's callers decided.
+    more: usize,
 }
 
-/// A message decided in this group, waiting for its rows to be written.
-struct Decided {
-    job: usize,
-    snapshot: Snapshot,
-    plan: Plan,
+/// The addresses and message ids of some of a group's messages.
+#[derive(Default)]
+struct Keys {
+    addresses: HashSet<Address>,
+    ids: HashSet<(Channel, String)>,
 }
 
-async fn run_group(pool: &Pool<Sqlite>, jobs: Vec<Job>) {
-    let mut inbounds = Vec::with_capacity(jobs.len());
-    let mut asks = Vec::with_capacity(jobs.len());
-    let mut dones = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        inbounds.push(job.inbound);
-        asks.push(Some(job.ask));
-        dones.push(job.done);
+impl Keys {
+    fn add(&mut self, inbound: &Inbound) {
+        self.addresses.insert(inbound.address.clone());
+        self.ids
+            .insert((inbound.address.channel, inbound.external_id.clone()));
     }
-    let mut outcomes: Vec<Option<Done>> = vec![None; inbounds.len()];
-    let started = Instant::now();
-    let mut spent = Spent::default();
-    let result = async {
-        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-        spent.begin = started.elapsed();
-        let mut rest: Vec<usize> = (0..inbounds.len()).collect();
+
+    fn hold(&self, inbound: &Inbound) -> bool {
+        self.addresses.contains(&inbound.address)
+            || self
+                .ids
+                .contains(&(inbound.address.channel, inbound.external_id.clone()))
+    }
+}
+
+/// The messages of one transaction, by position.
+#[derive(Default)]
+struct Group {
+    inbounds: Vec<Inbound>,
+    asks: Vec<Option<oneshot::Sender<Ask>>>,
+    dones: Vec<oneshot::Sender<Done>>,
+    /// What each caller is told after the commit; none: its decision failed or it went away.
+    outcomes: Vec<Option<Done>>,
+    /// The messages that go alone. A later message of the same address (or a retry) in the
+    /// same group goes alone too, after them, instead of overtaking them in the group.
+    alone: Keys,
+    spent: Spent,
+}
+
+/// A round whose callers are deciding: each message's position and the plan to wait for.
+type Asked = Vec<(usize, oneshot::Receiver<(Snapshot, Plan)>)>;
+
+impl Group {
+    fn push(&mut self, job: Job) {
+        self.inbounds.push(job.inbound);
+        self.asks.push(Some(job.ask));
+        self.dones.push(job.done);
+        self.outcomes.push(None);
+    }
+
+    fn len(&self) -> usize {
+        self.inbounds.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.inbounds.is_empty()
+    }
+
+    /// Runs the group in one transaction and tells every caller how it went.
+    fn run(mut self, conn: &Connection, jobs: &mpsc::Receiver<Job>, carried: &mut Vec<Job>) {
+        let started = Instant::now();
+        let result = self.transaction(conn, jobs, carried);
+        let s = &self.spent;
+        tracing::debug!(
+            messages = self.len(),
+            total_us = started.elapsed().as_micros() as u64,
+            begin_us = s.begin.as_micros() as u64,
+            read_us = s.read.as_micros() as u64,
+            decide_us = s.decide.as_micros() as u64,
+            write_us = s.write.as_micros() as u64,
+            commit_us = s.commit.as_micros() as u64,
+            taken_while_deciding = s.more,
+            "inbound group"
+        );
+        match result {
+            Ok(()) => {
+                for (done, outcome) in self.dones.into_iter().zip(self.outcomes) {
+                    // No outcome: the caller's decision failed or it went away; it knows.
+                    if let Some(outcome) = outcome {
+                        let _ = done.send(outcome);
+                    }
+                }
+            }
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    // A failed COMMIT, or a statement that failed mid-group: undo it all.
+                    if let Err(e) = conn.execute_batch("ROLLBACK") {
+                        tracing::error!(error = %e, "rolling back a failed group failed");
+                    }
+                }
+                tracing::warn!(error = %e, messages = self.dones.len(), "group commit failed; handling its messages one by one");
+                for done in self.dones {
+                    let _ = done.send(Done::Alone);
+                }
+            }
+        }
+    }
+
+    fn transaction(
+        &mut self,
+        conn: &Connection,
+        jobs: &mpsc::Receiver<Job>,
+        carried: &mut Vec<Job>,
+    ) -> GroupResult<()> {
+        let started = Instant::now();
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        self.spent.begin = started.elapsed();
+        let mut rest: Vec<usize> = (0..self.len()).collect();
+        let mut first = true;
         // Rounds of distinct addresses and message ids: a caregiver who wrote twice, or a
         // provider retry racing its original, is decided after the first one's rows are
         // written, on a snapshot that includes them.
@@ -235,132 +389,133 @@ async fn run_group(pool: &Pool<Sqlite>, jobs: Vec<Job>) {
             let mut addresses = HashSet::new();
             let mut ids = HashSet::new();
             let (round, later): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|&i| {
-                let inbound = &inbounds[i];
+                let inbound = &self.inbounds[i];
                 // Both inserts run: `&` does not short-circuit.
                 addresses.insert(&inbound.address)
                     & ids.insert((inbound.address.channel, &inbound.external_id))
             });
             rest = later;
-            run_round(
-                &mut tx,
-                &inbounds,
-                &mut asks,
-                &round,
-                &mut outcomes,
-                &mut spent,
-            )
-            .await?;
+            let asked = self.read_and_ask(conn, &round)?;
+            // While the first round's callers decide, this thread would only wait: it reads
+            // the messages that came in meanwhile instead, for them to decide next.
+            let more = if first {
+                first = false;
+                let more = self.take_more(jobs, carried);
+                self.spent.more = more.len();
+                self.read_and_ask(conn, &more)?
+            } else {
+                Vec::new()
+            };
+            self.write(conn, asked)?;
+            self.write(conn, more)?;
         }
         let committing = Instant::now();
-        tx.commit().await?;
-        spent.commit = committing.elapsed();
-        Ok::<_, StoreError>(())
+        conn.execute_batch("COMMIT")?;
+        self.spent.commit = committing.elapsed();
+        Ok(())
     }
-    .await;
-    tracing::debug!(
-        messages = inbounds.len(),
-        total_us = started.elapsed().as_micros() as u64,
-        begin_us = spent.begin.as_micros() as u64,
-        read_us = spent.read.as_micros() as u64,
-        decide_us = spent.decide.as_micros() as u64,
-        write_us = spent.write.as_micros() as u64,
-        commit_us = spent.commit.as_micros() as u64,
-        "inbound group"
-    );
-    match result {
-        Ok(()) => {
-            for (done, outcome) in dones.into_iter().zip(outcomes) {
-                // No outcome: the caller's decision failed or it went away; it knows.
-                if let Some(outcome) = outcome {
-                    let _ = done.send(outcome);
+
+    /// Takes into this group, as one more round, the messages queued since it began that
+    /// touch none of its addresses or message ids: their snapshots cannot depend on what this
+    /// group writes for the others (a grouped plan writes only rows of its own address and
+    /// message), so they can be read before those rows are written. The rest wait for the next
+    /// group, in their order.
+    fn take_more(&mut self, jobs: &mpsc::Receiver<Job>, carried: &mut Vec<Job>) -> Vec<usize> {
+        let mut keys = Keys::default();
+        for inbound in &self.inbounds {
+            keys.add(inbound);
+        }
+        let mut more = Vec::new();
+        while self.len() < MAX_GROUP
+            && let Ok(job) = jobs.try_recv()
+        {
+            // Its keys either way: a later message of the same address must not pass it.
+            let clear = !keys.hold(&job.inbound);
+            keys.add(&job.inbound);
+            if clear {
+                more.push(self.len());
+                self.push(job);
+            } else {
+                carried.push(job);
+            }
+        }
+        more
+    }
+
+    /// Reads the snapshots of `round` and sends each caller its own to decide on.
+    fn read_and_ask(&mut self, conn: &Connection, round: &[usize]) -> GroupResult<Asked> {
+        let reading = Instant::now();
+        let round: Vec<usize> = round
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let behind = self.alone.hold(&self.inbounds[i]);
+                if behind {
+                    self.outcomes[i] = Some(Done::Alone);
+                }
+                !behind
+            })
+            .collect();
+        let mut asked = Vec::with_capacity(round.len());
+        // Each caller is asked as soon as its snapshot is read: it decides while this thread
+        // reads the next.
+        for i in round {
+            match snapshot(conn, &self.inbounds[i])? {
+                Read::Seen => self.outcomes[i] = Some(Done::Duplicate),
+                Read::NeedsMore => {
+                    self.outcomes[i] = Some(Done::Alone);
+                    self.alone.add(&self.inbounds[i]);
+                }
+                Read::Snapshot(snapshot) => {
+                    let (answer, plan) = oneshot::channel();
+                    // A caller that went away cannot be asked; its message is left out.
+                    if let Some(sender) = self.asks[i].take()
+                        && sender.send(Ask { snapshot, answer }).is_ok()
+                    {
+                        asked.push((i, plan));
+                    }
                 }
             }
         }
-        Err(e) => {
-            // Rolled back (dropping the transaction does it): everyone goes again, alone.
-            tracing::warn!(error = %e, messages = dones.len(), "group commit failed; handling its messages one by one");
-            for done in dones {
-                let _ = done.send(Done::Alone);
+        self.spent.read += reading.elapsed();
+        Ok(asked)
+    }
+
+    /// Waits for the plans of `asked`, in turn, and writes each as it comes if the grouped
+    /// statements can; the others go alone.
+    fn write(&mut self, conn: &Connection, asked: Asked) -> GroupResult<()> {
+        for (i, plan) in asked {
+            let deciding = Instant::now();
+            // The callers decide on the runtime's threads.
+            let decided = plan.blocking_recv();
+            self.spent.decide += deciding.elapsed();
+            let Ok((snapshot, plan)) = decided else {
+                continue;
+            };
+            if !groupable(&plan, &snapshot) {
+                self.outcomes[i] = Some(Done::Alone);
+                self.alone.add(&self.inbounds[i]);
+                continue;
             }
+            let writing = Instant::now();
+            write(conn, &self.inbounds[i], &snapshot, &plan)?;
+            self.spent.write += writing.elapsed();
+            self.outcomes[i] = Some(Done::Processed);
         }
+        Ok(())
     }
 }
 
-/// One round: messages with distinct addresses and ids, in the open transaction.
-async fn run_round(
-    conn: &mut SqliteConnection,
-    inbounds: &[Inbound],
-    asks: &mut [Option<oneshot::Sender<Ask>>],
-    round: &[usize],
-    outcomes: &mut [Option<Done>],
-    spent: &mut Spent,
-) -> Result<()> {
-    let reading = Instant::now();
-    // Duplicates (a provider retry of a message already recorded changes nothing) come back
-    // as `None`.
-    let snapshots = snapshots(conn, inbounds, round).await?;
-    let mut fresh = Vec::with_capacity(round.len());
-    let mut fresh_snapshots = Vec::with_capacity(round.len());
-    for (&i, snapshot) in round.iter().zip(snapshots) {
-        match snapshot {
-            None => outcomes[i] = Some(Done::Duplicate),
-            Some(snapshot) => {
-                fresh.push(i);
-                fresh_snapshots.push(snapshot);
-            }
-        }
-    }
-    if fresh.is_empty() {
-        spent.read += reading.elapsed();
-        return Ok(());
-    }
-    let snapshots = fresh_snapshots;
-    spent.read += reading.elapsed();
-    let deciding = Instant::now();
-    let mut waiting = Vec::with_capacity(fresh.len());
-    for (&i, snapshot) in fresh.iter().zip(snapshots) {
-        let (answer, plan) = oneshot::channel();
-        let ask = Ask { snapshot, answer };
-        // A caller that went away cannot be asked; its message is left out.
-        if let Some(sender) = asks[i].take()
-            && sender.send(ask).is_ok()
-        {
-            waiting.push((i, plan));
-        }
-    }
-    let mut decided = Vec::with_capacity(waiting.len());
-    for (i, plan) in waiting {
-        if let Ok((snapshot, plan)) = plan.await {
-            decided.push(Decided {
-                job: i,
-                snapshot,
-                plan,
-            });
-        }
-    }
-    spent.decide += deciding.elapsed();
-    if decided.is_empty() {
-        return Ok(());
-    }
-    let writing = Instant::now();
-    write(conn, inbounds, &decided).await?;
-    spent.write += writing.elapsed();
-    for d in &decided {
-        outcomes[d.job] = Some(Done::Processed);
-    }
-    Ok(())
-}
-
-/// Everything a snapshot needs, for every message of a round, in one statement (each
-/// statement is a round trip to the connection's thread): whether the message is already
-/// recorded, the address's consent, its caregiver with supervisor and groups, its active
-/// conversation, and whether a stranger there already had today's reply. The messages go in
-/// as one JSON array, so the statement text, and its prepared plan, is the same for any round.
+/// Everything a snapshot needs, for every message of a round, in one statement: whether the
+/// message is already recorded, the address's consent, its caregiver with supervisor and
+/// groups, its active conversation, whether a stranger there already had today's reply, and
+/// whether the message needs what this statement does not read (see [`needs_more`]). The
+/// messages go in as one JSON array, so the statement text, and its prepared plan, is the same
+/// for any round.
 const SNAPSHOTS: &str = concat!(
-    "WITH m AS (SELECT key AS i, value ->> 0 AS channel, value ->> 1 AS address, ",
-    "value ->> 2 AS external_id, value ->> 3 AS phone, value ->> 4 AS day, ",
-    "value ->> 5 AS now FROM json_each($1)) ",
-    "SELECT m.i, ",
+    "WITH m AS (SELECT ?1 AS channel, ?2 AS address, ?3 AS external_id, ?2 AS phone, ",
+    "?4 AS day, ?5 AS now) ",
+    "SELECT 0 AS i, ",
     "EXISTS (SELECT 1 FROM inbound_messages r ",
     "WHERE r.channel = m.channel AND r.external_id = m.external_id) AS seen, ",
     "(SELECT status FROM subscriptions s ",
@@ -368,10 +523,10 @@ const SNAPSHOTS: &str = concat!(
     "EXISTS (SELECT 1 FROM stranger_replies r ",
     "WHERE r.channel = m.channel AND r.address = m.address AND r.day = m.day) ",
     "AS stranger_replied, ",
-    // Whether the two lookups most messages do not need can be skipped: a supervisor's desk
-    // (any supervisor with this phone, or linked to this chat, found by the links' primary
-    // key: a superset of what `SqlStore::contact_at` finds) and the shift offers a caregiver
-    // holds (the very condition of `SqlStore::held_shifts`). Each was a round trip per message.
+    // Whether the message needs one of the two lookups most messages do not: a supervisor's
+    // desk (any supervisor with this phone, or linked to this chat, found by the links'
+    // primary key: a superset of what `SqlStore::contact_at` finds) or the shift offers a
+    // caregiver holds (the very condition of `SqlStore::held_shifts`).
     "(EXISTS (SELECT 1 FROM supervisors x WHERE x.phone = m.address) ",
     "OR EXISTS (SELECT 1 FROM supervisor_links x ",
     "WHERE x.channel = m.channel AND x.address = m.address)) AS contact, ",
@@ -393,14 +548,12 @@ const SNAPSHOTS: &str = concat!(
     "LEFT JOIN caregivers c ON c.phone = m.phone ",
     "LEFT JOIN supervisors s ON s.external_id = c.supervisor_external_id ",
     "LEFT JOIN conversations v ",
-    "ON v.channel = m.channel AND v.address = m.address AND v.status = 'active' ",
-    "ORDER BY m.i",
+    "ON v.channel = m.channel AND v.address = m.address AND v.status = 'active'",
 );
 
 /// A row of [`SNAPSHOTS`]: the caregiver and conversation columns are NULL when there is none.
-#[derive(sqlx::FromRow)]
+/// The fields are in the statement's column order, which is how they are read.
 struct SnapshotDb {
-    i: i64,
     seen: bool,
     consent: Option<String>,
     stranger_replied: bool,
@@ -413,7 +566,7 @@ struct SnapshotDb {
     phone: Option<String>,
     timezone: Option<String>,
     branch: Option<String>,
-    consent_at: Option<chrono::NaiveDate>,
+    consent_at: Option<String>,
     active: Option<bool>,
     fields: Option<String>,
     tags: Option<String>,
@@ -438,11 +591,100 @@ struct SnapshotDb {
     conv_flow_rev: Option<i64>,
     conv_status: Option<String>,
     conv_state: Option<String>,
-    conv_wake_at: Option<Ts>,
-    conv_started_at: Option<Ts>,
+    conv_wake_at: Option<String>,
+    conv_started_at: Option<String>,
 }
 
+/// The columns of [`SNAPSHOTS`], in order, as [`SnapshotDb::from_row`] reads them.
+const SNAPSHOT_COLUMNS: [&str; 40] = [
+    "i",
+    "seen",
+    "consent",
+    "stranger_replied",
+    "contact",
+    "holds_offers",
+    "id",
+    "external_id",
+    "first_name",
+    "last_name",
+    "phone",
+    "timezone",
+    "branch",
+    "consent_at",
+    "active",
+    "fields",
+    "tags",
+    "groups",
+    "sup_id",
+    "sup_external_id",
+    "sup_name",
+    "sup_phone",
+    "sup_timezone",
+    "chosen_language",
+    "preferred_channel",
+    "last_channel",
+    "sms_consent",
+    "telegram_chat",
+    "telegram_consent",
+    "sup_telegram",
+    "conv_id",
+    "conv_caregiver_id",
+    "conv_channel",
+    "conv_address",
+    "conv_flow_id",
+    "conv_flow_rev",
+    "conv_status",
+    "conv_state",
+    "conv_wake_at",
+    "conv_started_at",
+];
+
 impl SnapshotDb {
+    /// Reads a row by position (by name, each column would be a search through forty names).
+    fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotDb> {
+        Ok(SnapshotDb {
+            seen: row.get(1)?,
+            consent: row.get(2)?,
+            stranger_replied: row.get(3)?,
+            contact: row.get(4)?,
+            holds_offers: row.get(5)?,
+            id: row.get(6)?,
+            external_id: row.get(7)?,
+            first_name: row.get(8)?,
+            last_name: row.get(9)?,
+            phone: row.get(10)?,
+            timezone: row.get(11)?,
+            branch: row.get(12)?,
+            consent_at: row.get(13)?,
+            active: row.get(14)?,
+            fields: row.get(15)?,
+            tags: row.get(16)?,
+            groups: row.get(17)?,
+            sup_id: row.get(18)?,
+            sup_external_id: row.get(19)?,
+            sup_name: row.get(20)?,
+            sup_phone: row.get(21)?,
+            sup_timezone: row.get(22)?,
+            chosen_language: row.get(23)?,
+            preferred_channel: row.get(24)?,
+            last_channel: row.get(25)?,
+            sms_consent: row.get(26)?,
+            telegram_chat: row.get(27)?,
+            telegram_consent: row.get(28)?,
+            sup_telegram: row.get(29)?,
+            conv_id: row.get(30)?,
+            conv_caregiver_id: row.get(31)?,
+            conv_channel: row.get(32)?,
+            conv_address: row.get(33)?,
+            conv_flow_id: row.get(34)?,
+            conv_flow_rev: row.get(35)?,
+            conv_status: row.get(36)?,
+            conv_state: row.get(37)?,
+            conv_wake_at: row.get(38)?,
+            conv_started_at: row.get(39)?,
+        })
+    }
+
     fn caregiver(&mut self) -> Result<Option<crate::store::Caregiver>> {
         let Some(id) = self.id else {
             return Ok(None);
@@ -451,6 +693,13 @@ impl SnapshotDb {
         let mut groups: Vec<String> =
             json("caregiver groups", self.groups.as_deref().unwrap_or("[]"))?;
         groups.sort();
+        let consent_at = match self.consent_at.as_deref() {
+            Some(day) => Some(
+                NaiveDate::parse_from_str(day, "%Y-%m-%d")
+                    .map_err(|e| StoreError::Corrupt(format!("consent_at {day:?}: {e}")))?,
+            ),
+            None => None,
+        };
         let row = CaregiverDb {
             id,
             external_id: self.external_id.take().ok_or_else(missing)?,
@@ -459,7 +708,7 @@ impl SnapshotDb {
             phone: self.phone.take().ok_or_else(missing)?,
             timezone: self.timezone.take().ok_or_else(missing)?,
             branch: self.branch.take().ok_or_else(missing)?,
-            consent_at: self.consent_at,
+            consent_at,
             active: self.active.ok_or_else(missing)?,
             fields: self.fields.take().ok_or_else(missing)?,
             tags: self.tags.take().ok_or_else(missing)?,
@@ -494,117 +743,81 @@ impl SnapshotDb {
             flow_rev: self.conv_flow_rev.ok_or_else(missing)?,
             status: self.conv_status.take().ok_or_else(missing)?,
             state: self.conv_state.take().ok_or_else(missing)?,
-            wake_at: self.conv_wake_at,
-            started_at: self.conv_started_at.ok_or_else(missing)?,
+            wake_at: self.conv_wake_at.as_deref().map(instant).transpose()?,
+            started_at: instant(self.conv_started_at.as_deref().ok_or_else(missing)?)?,
         };
         row.into_row().map(Some)
     }
+
+    /// Whether the message needs a lookup this statement does not do, which the general path
+    /// (one message, one transaction, `SqlStore::handle_inbound`) does: a supervisor's desk,
+    /// the shift offers a caregiver holds, or the caregiver's conversation on another channel
+    /// (a survey sent on Telegram, answered by SMS). Few messages are any of these.
+    fn needs_more(&self) -> bool {
+        self.contact || (self.id.is_some() && (self.holds_offers || self.conv_id.is_none()))
+    }
 }
 
-/// The snapshot of each message in `round`, in that order, as [`SqlStore::snapshot`] reads it
-/// one at a time; `None` for a message already recorded.
-async fn snapshots(
-    conn: &mut SqliteConnection,
-    inbounds: &[Inbound],
-    round: &[usize],
-) -> Result<Vec<Option<Snapshot>>> {
-    let messages = Value::Array(
-        round
-            .iter()
-            .map(|&i| {
-                let inbound = &inbounds[i];
-                let a = &inbound.address;
-                // Caregivers are found by phone number on SMS and the console, through links
-                // elsewhere (below, one at a time, as outside a group).
-                let phone = matches!(a.channel, Channel::Sms | Channel::Console)
-                    .then_some(a.value.as_str());
-                json!([
-                    a.channel.as_str(),
-                    a.value,
-                    inbound.external_id,
-                    phone,
-                    inbound.received_at.date_naive().to_string(),
-                    ts(inbound.received_at),
-                ])
-            })
-            .collect(),
-    );
-    let rows: Vec<SnapshotDb> = sqlx::query_as(SNAPSHOTS)
-        .bind(messages.to_string())
-        .fetch_all(&mut *conn)
-        .await?;
-    if rows.len() != round.len() {
-        return Err(StoreError::Corrupt(format!(
-            "{} snapshot rows for {} messages",
-            rows.len(),
-            round.len()
-        )));
-    }
-    let mut snapshots = Vec::with_capacity(round.len());
-    for (k, (&i, mut row)) in round.iter().zip(rows).enumerate() {
-        debug_assert_eq!(row.i, k as i64);
-        if row.seen {
-            snapshots.push(None);
-            continue;
-        }
-        let address = &inbounds[i].address;
-        let (caregiver, holds_offers) = match address.channel {
-            Channel::Sms | Channel::Console => (row.caregiver()?, row.holds_offers),
-            // Found through a link, so the statement could not tell: look.
-            _ => (
-                Store::load_caregiver(conn, Filter::address(address)).await?,
-                true,
-            ),
-        };
-        let consent = match &row.consent {
-            Some(status) => parse("consent status", status)?,
-            None => ConsentStatus::Unknown,
-        };
-        // The shift offers a YES or NO may answer: a second query, only for roster members.
-        let shifts = match &caregiver {
-            Some(c) if holds_offers => {
-                Store::held_shifts(conn, c.id, Ts(inbounds[i].received_at)).await?
-            }
-            _ => Vec::new(),
-        };
-        // A supervisor's reply (ACK 14…) needs their desk: one lookup, a few more for them.
-        let now = Ts(inbounds[i].received_at);
-        let contact = if row.contact {
-            Store::contact_at(conn, address).await?
-        } else {
-            None
-        };
-        let desk = match contact {
-            Some(me) => Some(Store::desk(conn, me, now, super::DeskFor::Reply).await?),
-            None => None,
-        };
-        // None on this address, but one on another channel (a survey sent on Telegram,
-        // answered by SMS): the conversation is the caregiver's, as `SqlStore::snapshot` reads.
-        let mut conversation = row.conversation()?;
-        if conversation.is_none()
-            && let Some(c) = &caregiver
-        {
-            let other: Option<ConversationDb> =
-                sqlx::query_as(<Sqlite as super::Dialect>::ACTIVE_CONVERSATION_OF_CAREGIVER)
-                    .bind(c.id)
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            conversation = other.map(ConversationDb::into_row).transpose()?;
-        }
-        snapshots.push(Some(Snapshot {
-            address: address.clone(),
-            consent,
-            stranger_replied_today: caregiver.is_none() && row.stranger_replied,
-            caregiver,
-            conversation,
-            shifts,
-            desk,
-        }));
-    }
-    Ok(snapshots)
+/// An instant as SQLite keeps it ([`Ts`]: RFC 3339, microseconds, UTC), or as sqlx would also
+/// read it.
+fn instant(text: &str) -> Result<Ts> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| Ts(t.with_timezone(&Utc)))
+        .or_else(|_| {
+            NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").map(|t| Ts(t.and_utc()))
+        })
+        .map_err(|e| StoreError::Corrupt(format!("instant {text:?}: {e}")))
 }
 
-type Store = SqlStore<Sqlite>;
+/// What [`SNAPSHOTS`] says of one message.
+// Nearly every message is a `Snapshot`, which moves on to its caller whole: boxing it would
+// only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Read {
+    /// Already recorded: a provider's retry.
+    Seen,
+    /// Needs more than the grouped statements read or write: goes alone.
+    NeedsMore,
+    Snapshot(Snapshot),
+}
+
+/// What [`SNAPSHOTS`] says of one message. Only SMS and the console come here, where the
+/// address is the phone number the caregiver is found by.
+fn snapshot(conn: &Connection, inbound: &Inbound) -> GroupResult<Read> {
+    let mut statement = conn.prepare_cached(SNAPSHOTS)?;
+    debug_assert_eq!(statement.column_names(), SNAPSHOT_COLUMNS);
+    let a = &inbound.address;
+    let mut row = statement.query_row(
+        rusqlite::params![
+            a.channel.as_str(),
+            a.value,
+            inbound.external_id,
+            inbound.received_at.date_naive().to_string(),
+            ts(inbound.received_at),
+        ],
+        SnapshotDb::from_row,
+    )?;
+    if row.seen {
+        return Ok(Read::Seen);
+    }
+    if row.needs_more() {
+        return Ok(Read::NeedsMore);
+    }
+    let caregiver = row.caregiver()?;
+    let consent = match &row.consent {
+        Some(status) => parse("consent status", status)?,
+        None => ConsentStatus::Unknown,
+    };
+    Ok(Read::Snapshot(Snapshot {
+        address: a.clone(),
+        consent,
+        stranger_replied_today: caregiver.is_none() && row.stranger_replied,
+        caregiver,
+        conversation: row.conversation()?,
+        shifts: Vec::new(),
+        desk: None,
+    }))
+}
 
 /// SQLite's text for an instant, as [`Ts`] binds it.
 fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
@@ -613,8 +826,7 @@ fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
 
 /// Whether every write of `plan` can go into the grouped statements: answers, outbound
 /// messages and one conversation update, none of them about a conversation the plan creates.
-/// Anything else (consent, escalations, a new conversation...) is applied write by write, as
-/// outside a group, in the same transaction.
+/// Anything else (consent, escalations, a new conversation...) goes alone, on the general path.
 fn groupable(plan: &Plan, snapshot: &Snapshot) -> bool {
     let mut updates = 0;
     plan.writes.iter().all(|w| match w {
@@ -623,8 +835,8 @@ fn groupable(plan: &Plan, snapshot: &Snapshot) -> bool {
             anonymous,
             ..
         } => {
-            // Anonymous answers keep a cohort and redact their inbound text: the one-by-one
-            // path does that, so they take it.
+            // Anonymous answers keep a cohort and redact their inbound text: the general path
+            // does that.
             matches!(conversation, ConvRef::Existing(_))
                 && !*anonymous
                 && snapshot.caregiver.is_some()
@@ -638,64 +850,46 @@ fn groupable(plan: &Plan, snapshot: &Snapshot) -> bool {
     })
 }
 
-/// Writes every decided message: its inbound row, then its plan.
-async fn write(
-    conn: &mut SqliteConnection,
-    inbounds: &[Inbound],
-    decided: &[Decided],
-) -> Result<()> {
-    // The inbound rows, with the caregiver each belongs to (the snapshot already knows).
-    let rows = Value::Array(
-        decided
-            .iter()
-            .map(|d| {
-                let inbound = &inbounds[d.job];
-                json!([
-                    inbound.address.channel.as_str(),
-                    inbound.external_id,
-                    inbound.address.value,
-                    d.snapshot.caregiver.as_ref().map(|c| c.id),
-                    inbound.text,
-                    ts(inbound.received_at),
-                ])
-            })
-            .collect(),
-    );
-    let inserted: Vec<(i64, String, String)> = sqlx::query_as(
+/// Writes a decided message: its inbound row, then its plan, a prepared statement per row.
+/// (On this thread a statement costs microseconds; batching rows into one statement, as JSON
+/// for instance, costs more in encoding and parsing than it saves.)
+fn write(
+    conn: &Connection,
+    inbound: &Inbound,
+    snapshot: &Snapshot,
+    plan: &Plan,
+) -> GroupResult<()> {
+    let mut inbound_row = conn.prepare_cached(
         "INSERT INTO inbound_messages \
          (channel, external_id, address, caregiver_id, body, received_at) \
-         SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 \
-         FROM json_each($1) RETURNING id, channel, external_id",
-    )
-    .bind(rows.to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    let inbound_ids: HashMap<(String, String), i64> = inserted
-        .into_iter()
-        .map(|(id, channel, external_id)| ((channel, external_id), id))
-        .collect();
-
-    let mut answers = Vec::new();
-    let mut outbound = Vec::new();
-    let mut updates = Vec::new();
-    for d in decided {
-        let inbound = &inbounds[d.job];
-        let now = Ts(inbound.received_at);
-        if !groupable(&d.plan, &d.snapshot) {
-            let key = (
-                inbound.address.channel.as_str().to_owned(),
-                inbound.external_id.clone(),
-            );
-            let ctx = Ctx {
-                snapshot: &d.snapshot,
-                now,
-                inbound_id: inbound_ids.get(&key).copied(),
-            };
-            Store::apply(conn, &ctx, &d.plan).await?;
-            continue;
-        }
-        let caregiver_id = d.snapshot.caregiver.as_ref().map(|c| c.id);
-        for w in &d.plan.writes {
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    let mut answer = conn.prepare_cached(
+        "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, value, raw, \
+         anonymous, answered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?;
+    let mut outbound = conn.prepare_cached(
+        "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, \
+         kind, body, encoding, segments, buttons, status, attempts, not_before, created_at, \
+         updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?10, ?11, ?11)",
+    )?;
+    let mut update = conn.prepare_cached(
+        "UPDATE conversations SET status = ?2, state = ?3, wake_at = ?4, updated_at = ?5, \
+         ended_at = ?6 WHERE id = ?1",
+    )?;
+    {
+        let now = ts(inbound.received_at);
+        let caregiver_id = snapshot.caregiver.as_ref().map(|c| c.id);
+        inbound_row.execute(rusqlite::params![
+            inbound.address.channel.as_str(),
+            inbound.external_id,
+            inbound.address.value,
+            caregiver_id,
+            inbound.text,
+            now,
+        ])?;
+        for w in &plan.writes {
             match w {
                 Write::Answer {
                     conversation: ConvRef::Existing(conversation),
@@ -706,30 +900,24 @@ async fn write(
                     raw,
                     anonymous,
                 } => {
-                    // An anonymous answer keeps neither the caregiver nor the conversation.
-                    let (conversation, caregiver) = if *anonymous {
-                        (None, None)
-                    } else {
-                        (Some(*conversation), caregiver_id)
-                    };
-                    answers.push(json!([
+                    answer.execute(rusqlite::params![
                         conversation,
-                        caregiver,
+                        caregiver_id,
                         flow_id,
                         step,
                         key,
                         to_json(value),
                         raw,
-                        *anonymous,
-                        ts(inbound.received_at),
-                    ]));
+                        anonymous,
+                        now,
+                    ])?;
                 }
                 Write::Outbound(o) => {
                     let conversation = match o.conversation {
                         Some(ConvRef::Existing(id)) => Some(id),
                         _ => None,
                     };
-                    outbound.push(json!([
+                    outbound.execute(rusqlite::params![
                         o.address.channel.as_str(),
                         o.address.value,
                         o.caregiver_id,
@@ -740,8 +928,8 @@ async fn write(
                         o.segments,
                         to_json(&o.buttons),
                         ts(o.not_before),
-                        ts(inbound.received_at),
-                    ]));
+                        now,
+                    ])?;
                 }
                 Write::UpdateConversation {
                     conversation: ConvRef::Existing(id),
@@ -750,62 +938,26 @@ async fn write(
                     wake_at,
                 } => {
                     let ended_at = (*status != crate::store::ConversationStatus::Active)
-                        .then(|| ts(inbound.received_at));
-                    updates.push(json!([
+                        .then_some(now.as_str());
+                    let updated = update.execute(rusqlite::params![
                         id,
                         status.as_str(),
                         to_json(state),
                         wake_at.map(ts),
-                        ts(inbound.received_at),
+                        now,
                         ended_at,
-                    ]));
+                    ])?;
+                    if updated != 1 {
+                        // It names a conversation that does not exist: the group goes again
+                        // one message at a time, where this plan fails alone.
+                        return Err(StoreError::InvalidPlan(format!(
+                            "UpdateConversation: conversation {id} not found"
+                        ))
+                        .into());
+                    }
                 }
                 _ => unreachable!("groupable() admits nothing else"),
             }
-        }
-    }
-
-    if !answers.is_empty() {
-        sqlx::query(
-            "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, value, raw, \
-             anonymous, answered_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-             value ->> 6, value ->> 7, value ->> 8 FROM json_each($1)",
-        )
-        .bind(Value::Array(answers).to_string())
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !outbound.is_empty() {
-        sqlx::query(
-            "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, \
-             kind, body, encoding, segments, buttons, status, attempts, not_before, created_at, \
-             updated_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, \
-             value ->> 6, value ->> 7, value ->> 8, 'queued', 0, value ->> 9, value ->> 10, \
-             value ->> 10 FROM json_each($1)",
-        )
-        .bind(Value::Array(outbound).to_string())
-        .execute(&mut *conn)
-        .await?;
-    }
-    if !updates.is_empty() {
-        let n = updates.len() as u64;
-        let updated = sqlx::query(
-            "UPDATE conversations SET status = j.value ->> 1, state = j.value ->> 2, \
-             wake_at = j.value ->> 3, updated_at = j.value ->> 4, ended_at = j.value ->> 5 \
-             FROM json_each($1) AS j WHERE conversations.id = j.value ->> 0",
-        )
-        .bind(Value::Array(updates).to_string())
-        .execute(&mut *conn)
-        .await?;
-        if updated.rows_affected() != n {
-            // One of them names a conversation that does not exist: the group goes again one
-            // message at a time, where that plan fails alone.
-            return Err(StoreError::InvalidPlan(format!(
-                "UpdateConversation: {} of {n} conversations found",
-                updated.rows_affected()
-            )));
         }
     }
     Ok(())
