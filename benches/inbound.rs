@@ -58,7 +58,7 @@ impl Settings {
                 .unwrap_or(default)
         }
         Settings {
-            caregivers: var("BENCH_CAREGIVERS", 100_000),
+            caregivers: var("BENCH_CAREGIVERS", 200_000),
             connections: var("BENCH_CONNECTIONS", 128),
             warmup: Duration::from_secs_f64(var("BENCH_WARMUP_SECS", 1.0)),
             saturation: Duration::from_secs_f64(var("BENCH_SATURATION_SECS", 5.0)),
