@@ -247,7 +247,13 @@ fn writer(conn: &Connection, jobs: mpsc::Receiver<Job>, wal_is_long: &AtomicBool
             // Between two groups no write transaction of ours is open, and the checkpointer
             // has copied all but the last few frames: this one finishes quickly, and the next
             // transaction starts the WAL file over instead of making it longer.
-            checkpoint(conn);
+            let started = Instant::now();
+            let result = checkpoint(conn);
+            tracing::debug!(
+                took_us = started.elapsed().as_micros() as u64,
+                ?result,
+                "WAL checkpoint between groups"
+            );
         }
     }
 }
