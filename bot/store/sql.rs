@@ -2289,11 +2289,15 @@ where
         inbound: &Inbound,
         decide: &Decide<'_>,
     ) -> Result<InboundOutcome> {
-        if let Some(group) = &self.group_commit
-            && let Some(outcome) = group.handle(inbound, decide).await
-        {
-            return outcome;
-        }
+        // On SQLite, most messages are handled in a group; the others come back to be handled
+        // here, holding `_alone` until their transaction is over.
+        let _alone = match &self.group_commit {
+            Some(group) => match group.handle(inbound, decide).await {
+                group_commit::Handled::Done(outcome) => return outcome,
+                group_commit::Handled::Alone(alone) => alone,
+            },
+            None => None,
+        };
         let now = Ts(inbound.received_at);
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
         // The unique key absorbs a provider's retry; on PostgreSQL a concurrent retry waits here

@@ -35,7 +35,7 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
@@ -57,6 +57,71 @@ const MAX_GROUP: usize = 512;
 /// last store clone holding this is dropped, and the checkpointer with it.
 pub(crate) struct GroupCommit {
     queue: mpsc::Sender<Job>,
+    alone: Arc<AloneGate>,
+}
+
+/// The messages a group sent alone that are still on the general path. The writer does not
+/// begin its next group until they are done (or [`ALONE_WAIT`] has passed): their transactions
+/// need the write lock too, and a writer that took it again at once, group after group, would
+/// starve them (a burst of YES to a shift offer, every one of which goes alone, took minutes).
+/// It also keeps a later message of the same caregiver from overtaking one that went alone.
+#[derive(Default)]
+struct AloneGate {
+    running: Mutex<usize>,
+    finished: Condvar,
+}
+
+/// The longest the writer waits for messages gone alone before it takes the lock again.
+const ALONE_WAIT: Duration = Duration::from_secs(1);
+
+impl AloneGate {
+    fn add(&self, n: usize) {
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) += n;
+    }
+
+    fn done(&self) {
+        let mut running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        *running = running.saturating_sub(1);
+        if *running == 0 {
+            self.finished.notify_all();
+        }
+    }
+
+    fn wait(&self) {
+        let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
+        let (mut running, timeout) = self
+            .finished
+            .wait_timeout_while(running, ALONE_WAIT, |n| *n > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        if timeout.timed_out() {
+            tracing::warn!(
+                running = *running,
+                "messages gone alone still running after {ALONE_WAIT:?}; the group writer goes on"
+            );
+            // Their guards will still count down; start from nothing rather than wait again.
+            *running = 0;
+        }
+    }
+}
+
+/// A message's place on the general path, held until its transaction is over.
+pub(crate) struct Alone {
+    gate: Arc<AloneGate>,
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        self.gate.done();
+    }
+}
+
+/// What became of a message in a group.
+pub(crate) enum Handled {
+    /// Decided, and committed or refused: the final word.
+    Done(Result<InboundOutcome>),
+    /// Not handled, nothing recorded: handle it on the general path while holding this (none if
+    /// the writer is gone, or the message never reached it).
+    Alone(Option<Alone>),
 }
 
 /// One inbound message waiting for its group.
@@ -69,26 +134,36 @@ struct Job {
     done: oneshot::Sender<Done>,
 }
 
+/// A message's turn: its row of [`SNAPSHOTS`], for the caller to make a snapshot of and
+/// decide on. (The caller, not the writer, turns the row into a snapshot and the plan into
+/// rows: the writer is the one thing every message waits for, so it does SQL and nothing else.)
 struct Ask {
-    snapshot: Snapshot,
+    row: Box<SnapshotDb>,
     answer: Answer,
 }
 
-/// A message's way back to the writer with its plan, in the order plans are ready. Dropped
-/// without a plan (the decision failed, or the caller went away), it says so: the writer
-/// counts on one word per message asked.
+/// A message's way back to the writer with its rows, in the order they are ready. Dropped
+/// without them (the decision failed, or the caller went away), it says so: the writer counts
+/// on one word per message asked.
 struct Answer {
     job: usize,
     to: Option<mpsc::Sender<Answered>>,
 }
 
-/// A message's plan, with the snapshot it was decided on; none: leave the message out.
-type Answered = (usize, Option<(Snapshot, Plan)>);
+/// What a caller decided, for the message at that position; none: leave the message out.
+type Answered = (usize, Option<Reply>);
+
+enum Reply {
+    /// The rows of a plan the grouped statements can write.
+    Rows(Rows),
+    /// A plan they cannot: the message goes alone.
+    Alone,
+}
 
 impl Answer {
-    fn send(mut self, decided: (Snapshot, Plan)) {
+    fn send(mut self, reply: Reply) {
         if let Some(to) = self.to.take() {
-            let _ = to.send((self.job, Some(decided)));
+            let _ = to.send((self.job, Some(reply)));
         }
     }
 }
@@ -142,15 +217,17 @@ impl GroupCommit {
         let writer_conn = connect(path)?;
         let checkpointer_conn = connect(path)?;
         let (queue, jobs) = mpsc::channel();
+        let alone = Arc::new(AloneGate::default());
         let wal_is_long = Arc::new(AtomicBool::new(false));
         let stopped = Arc::new(AtomicBool::new(false));
         {
             let wal_is_long = wal_is_long.clone();
             let stopped = stopped.clone();
+            let alone = alone.clone();
             std::thread::Builder::new()
                 .name("inbound-writer".into())
                 .spawn(move || {
-                    writer(&writer_conn, jobs, &wal_is_long);
+                    writer(&writer_conn, jobs, &alone, &wal_is_long);
                     stopped.store(true, Ordering::Relaxed);
                 })
                 .map_err(StoreError::Sink)?;
@@ -159,19 +236,15 @@ impl GroupCommit {
             .name("wal-checkpoint".into())
             .spawn(move || checkpointer(&checkpointer_conn, &stopped, &wal_is_long))
             .map_err(StoreError::Sink)?;
-        Ok(GroupCommit { queue })
+        Ok(GroupCommit { queue, alone })
     }
 
-    /// Handles `inbound` in the next group. `None` means "not handled, nothing recorded: do it
-    /// alone" (the group failed, the message needs the general path, or the writer is gone).
-    pub(crate) async fn handle(
-        &self,
-        inbound: &Inbound,
-        decide: &Decide<'_>,
-    ) -> Option<Result<InboundOutcome>> {
+    /// Handles `inbound` in the next group, or says to handle it alone (the group failed, the
+    /// message needs the general path, or the writer is gone).
+    pub(crate) async fn handle(&self, inbound: &Inbound, decide: &Decide<'_>) -> Handled {
         // Elsewhere the caregiver is found through a link: the general path reads it.
         if !matches!(inbound.address.channel, Channel::Sms | Channel::Console) {
-            return None;
+            return Handled::Alone(None);
         }
         let (ask, asked) = oneshot::channel();
         let (done, finished) = oneshot::channel();
@@ -181,25 +254,36 @@ impl GroupCommit {
             done,
         };
         if self.queue.send(job).is_err() {
-            return None;
+            return Handled::Alone(None);
         }
         // Not asked means a duplicate, or a group that failed before this message's turn: the
         // final word says which.
-        if let Ok(Ask { snapshot, answer }) = asked.await {
+        // Dropping `answer` without a reply leaves the message out of the group: nothing is
+        // recorded.
+        if let Ok(Ask { row, answer }) = asked.await {
+            let snapshot = match row.into_snapshot(&inbound.address) {
+                Ok(snapshot) => snapshot,
+                Err(e) => return Handled::Done(Err(e)),
+            };
             match decide(&snapshot) {
-                Ok(plan) => answer.send((snapshot, plan)),
-                // Dropping `answer` leaves the message out of the group: nothing is recorded.
-                Err(e) => return Some(Err(StoreError::Decide(e))),
+                Ok(plan) if groupable(&plan, &snapshot) => {
+                    answer.send(Reply::Rows(Rows::new(inbound, &snapshot, plan)));
+                }
+                Ok(_) => answer.send(Reply::Alone),
+                Err(e) => return Handled::Done(Err(StoreError::Decide(e))),
             }
         }
         match finished.await {
-            Ok(Done::Processed) => Some(Ok(InboundOutcome::Processed)),
-            Ok(Done::Duplicate) => Some(Ok(InboundOutcome::Duplicate)),
-            Ok(Done::Alone) => None,
+            Ok(Done::Processed) => Handled::Done(Ok(InboundOutcome::Processed)),
+            Ok(Done::Duplicate) => Handled::Done(Ok(InboundOutcome::Duplicate)),
+            // The writer counted this message in before it said so.
+            Ok(Done::Alone) => Handled::Alone(Some(Alone {
+                gate: self.alone.clone(),
+            })),
             // The writer went away mid-group (it panicked): whether the group was committed is
             // unknown, so answer as for any failure; the provider's retry then finds the
             // message recorded, or records it.
-            Err(_) => Some(Err(StoreError::Database(sqlx::Error::WorkerCrashed))),
+            Err(_) => Handled::Done(Err(StoreError::Database(sqlx::Error::WorkerCrashed))),
         }
     }
 }
@@ -222,7 +306,12 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-fn writer(conn: &Connection, jobs: mpsc::Receiver<Job>, wal_is_long: &AtomicBool) {
+fn writer(
+    conn: &Connection,
+    jobs: mpsc::Receiver<Job>,
+    alone: &AloneGate,
+    wal_is_long: &AtomicBool,
+) {
     // Messages a group could not take (see `Group::take_more`): first in the next one.
     let mut carried = Vec::new();
     loop {
@@ -242,7 +331,8 @@ fn writer(conn: &Connection, jobs: mpsc::Receiver<Job>, wal_is_long: &AtomicBool
         {
             group.push(job);
         }
-        group.run(conn, &jobs, &mut carried);
+        alone.wait();
+        group.run(conn, &jobs, &mut carried, alone);
         if wal_is_long.swap(false, Ordering::Relaxed) {
             // Between two groups no write transaction of ours is open, and the checkpointer
             // has copied all but the last few frames: this one finishes quickly, and the next
@@ -377,7 +467,13 @@ impl Group {
     }
 
     /// Runs the group in one transaction and tells every caller how it went.
-    fn run(mut self, conn: &Connection, jobs: &mpsc::Receiver<Job>, carried: &mut Vec<Job>) {
+    fn run(
+        mut self,
+        conn: &Connection,
+        jobs: &mpsc::Receiver<Job>,
+        carried: &mut Vec<Job>,
+        alone: &AloneGate,
+    ) {
         let started = Instant::now();
         let result = self.transaction(conn, jobs, carried);
         let s = &self.spent;
@@ -397,7 +493,7 @@ impl Group {
                 for (done, outcome) in self.dones.into_iter().zip(self.outcomes) {
                     // No outcome: the caller's decision failed or it went away; it knows.
                     if let Some(outcome) = outcome {
-                        let _ = done.send(outcome);
+                        send(done, outcome, alone);
                     }
                 }
             }
@@ -410,7 +506,7 @@ impl Group {
                 }
                 tracing::warn!(error = %e, messages = self.dones.len(), "group commit failed; handling its messages one by one");
                 for done in self.dones {
-                    let _ = done.send(Done::Alone);
+                    send(done, Done::Alone, alone);
                 }
             }
         }
@@ -511,7 +607,7 @@ impl Group {
                     self.outcomes[i] = Some(Done::Alone);
                     self.alone.add(&self.inbounds[i]);
                 }
-                Read::Snapshot(snapshot) => {
+                Read::Row(row) => {
                     let answer = Answer {
                         job: i,
                         to: Some(self.answers.0.clone()),
@@ -519,7 +615,7 @@ impl Group {
                     // A caller that went away cannot be asked (the answer, dropped, says so).
                     if let Some(sender) = self.asks[i].take() {
                         self.deciding += 1;
-                        let _ = sender.send(Ask { snapshot, answer });
+                        let _ = sender.send(Ask { row, answer });
                     }
                 }
             }
@@ -530,23 +626,37 @@ impl Group {
         Ok(())
     }
 
-    /// Writes a plan as it comes back, if the grouped statements can; if not, the message
-    /// goes alone.
-    fn write(&mut self, conn: &Connection, (i, decided): Answered) -> GroupResult<()> {
+    /// Writes a message's rows as they come back; a message whose plan the grouped
+    /// statements cannot write goes alone.
+    fn write(&mut self, conn: &Connection, (i, reply): Answered) -> GroupResult<()> {
         self.deciding -= 1;
-        let Some((snapshot, plan)) = decided else {
-            return Ok(());
-        };
-        if !groupable(&plan, &snapshot) {
-            self.outcomes[i] = Some(Done::Alone);
-            self.alone.add(&self.inbounds[i]);
-            return Ok(());
+        match reply {
+            None => {}
+            Some(Reply::Alone) => {
+                self.outcomes[i] = Some(Done::Alone);
+                self.alone.add(&self.inbounds[i]);
+            }
+            Some(Reply::Rows(rows)) => {
+                let writing = Instant::now();
+                write(conn, &self.inbounds[i], &rows)?;
+                self.spent.write += writing.elapsed();
+                self.outcomes[i] = Some(Done::Processed);
+            }
         }
-        let writing = Instant::now();
-        write(conn, &self.inbounds[i], &snapshot, &plan)?;
-        self.spent.write += writing.elapsed();
-        self.outcomes[i] = Some(Done::Processed);
         Ok(())
+    }
+}
+
+/// Tells a caller how its message went; one sent alone is counted in first (see [`AloneGate`]).
+fn send(done: oneshot::Sender<Done>, outcome: Done, alone: &AloneGate) {
+    if matches!(outcome, Done::Alone) {
+        alone.add(1);
+        if done.send(outcome).is_err() {
+            // The caller went away: it will not run.
+            alone.done();
+        }
+    } else {
+        let _ = done.send(outcome);
     }
 }
 
@@ -791,6 +901,24 @@ impl SnapshotDb {
         row.into_row().map(Some)
     }
 
+    /// The snapshot this row describes, for a message from `address`.
+    fn into_snapshot(mut self, address: &Address) -> Result<Snapshot> {
+        let caregiver = self.caregiver()?;
+        let consent = match &self.consent {
+            Some(status) => parse("consent status", status)?,
+            None => ConsentStatus::Unknown,
+        };
+        Ok(Snapshot {
+            address: address.clone(),
+            consent,
+            stranger_replied_today: caregiver.is_none() && self.stranger_replied,
+            caregiver,
+            conversation: self.conversation()?,
+            shifts: Vec::new(),
+            desk: None,
+        })
+    }
+
     /// Whether the message needs a lookup this statement does not do, which the general path
     /// (one message, one transaction, `SqlStore::handle_inbound`) does: a supervisor's desk,
     /// the shift offers a caregiver holds, or the caregiver's conversation on another channel
@@ -812,15 +940,12 @@ fn instant(text: &str) -> Result<Ts> {
 }
 
 /// What [`SNAPSHOTS`] says of one message.
-// Nearly every message is a `Snapshot`, which moves on to its caller whole: boxing it would
-// only add an allocation.
-#[allow(clippy::large_enum_variant)]
 enum Read {
     /// Already recorded: a provider's retry.
     Seen,
     /// Needs more than the grouped statements read or write: goes alone.
     NeedsMore,
-    Snapshot(Snapshot),
+    Row(Box<SnapshotDb>),
 }
 
 /// What [`SNAPSHOTS`] says of one message. Only SMS and the console come here, where the
@@ -829,7 +954,7 @@ fn snapshot(conn: &Connection, inbound: &Inbound) -> GroupResult<Read> {
     let mut statement = conn.prepare_cached(SNAPSHOTS)?;
     debug_assert_eq!(statement.column_names(), SNAPSHOT_COLUMNS);
     let a = &inbound.address;
-    let mut row = statement.query_row(
+    let row = statement.query_row(
         rusqlite::params![
             a.channel.as_str(),
             a.value,
@@ -839,26 +964,13 @@ fn snapshot(conn: &Connection, inbound: &Inbound) -> GroupResult<Read> {
         ],
         SnapshotDb::from_row,
     )?;
-    if row.seen {
-        return Ok(Read::Seen);
-    }
-    if row.needs_more() {
-        return Ok(Read::NeedsMore);
-    }
-    let caregiver = row.caregiver()?;
-    let consent = match &row.consent {
-        Some(status) => parse("consent status", status)?,
-        None => ConsentStatus::Unknown,
-    };
-    Ok(Read::Snapshot(Snapshot {
-        address: a.clone(),
-        consent,
-        stranger_replied_today: caregiver.is_none() && row.stranger_replied,
-        caregiver,
-        conversation: row.conversation()?,
-        shifts: Vec::new(),
-        desk: None,
-    }))
+    Ok(if row.seen {
+        Read::Seen
+    } else if row.needs_more() {
+        Read::NeedsMore
+    } else {
+        Read::Row(Box::new(row))
+    })
 }
 
 /// SQLite's text for an instant, as [`Ts`] binds it.
@@ -892,46 +1004,59 @@ fn groupable(plan: &Plan, snapshot: &Snapshot) -> bool {
     })
 }
 
-/// Writes a decided message: its inbound row, then its plan, a prepared statement per row.
-/// (On this thread a statement costs microseconds; batching rows into one statement, as JSON
-/// for instance, costs more in encoding and parsing than it saves.)
-fn write(
-    conn: &Connection,
-    inbound: &Inbound,
-    snapshot: &Snapshot,
-    plan: &Plan,
-) -> GroupResult<()> {
-    let mut inbound_row = conn.prepare_cached(
-        "INSERT INTO inbound_messages \
-         (channel, external_id, address, caregiver_id, body, received_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    let mut answer = conn.prepare_cached(
-        "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, value, raw, \
-         anonymous, answered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?;
-    let mut outbound = conn.prepare_cached(
-        "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, \
-         kind, body, encoding, segments, buttons, status, attempts, not_before, created_at, \
-         updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?10, ?11, ?11)",
-    )?;
-    let mut update = conn.prepare_cached(
-        "UPDATE conversations SET status = ?2, state = ?3, wake_at = ?4, updated_at = ?5, \
-         ended_at = ?6 WHERE id = ?1",
-    )?;
-    {
+/// A grouped plan's rows, every value as it is bound: made by the caller, off the writer's
+/// thread.
+struct Rows {
+    caregiver_id: Option<i64>,
+    /// The message's instant, which every row of it carries.
+    now: String,
+    answers: Vec<AnswerRow>,
+    outbound: Vec<OutboundRow>,
+    update: Option<UpdateRow>,
+}
+
+struct AnswerRow {
+    conversation: i64,
+    flow_id: String,
+    step: String,
+    key: String,
+    value: String,
+    raw: String,
+}
+
+struct OutboundRow {
+    channel: &'static str,
+    address: String,
+    caregiver_id: Option<i64>,
+    conversation: Option<i64>,
+    kind: &'static str,
+    body: String,
+    encoding: String,
+    segments: u32,
+    buttons: String,
+    not_before: String,
+}
+
+struct UpdateRow {
+    id: i64,
+    status: &'static str,
+    state: String,
+    wake_at: Option<String>,
+    ended_at: Option<String>,
+}
+
+impl Rows {
+    /// The rows of `plan`, which [`groupable`] admitted.
+    fn new(inbound: &Inbound, snapshot: &Snapshot, plan: Plan) -> Rows {
         let now = ts(inbound.received_at);
-        let caregiver_id = snapshot.caregiver.as_ref().map(|c| c.id);
-        inbound_row.execute(rusqlite::params![
-            inbound.address.channel.as_str(),
-            inbound.external_id,
-            inbound.address.value,
-            caregiver_id,
-            inbound.text,
-            now,
-        ])?;
-        for w in &plan.writes {
+        let mut rows = Rows {
+            caregiver_id: snapshot.caregiver.as_ref().map(|c| c.id),
+            now: now.clone(),
+            answers: Vec::new(),
+            outbound: Vec::new(),
+            update: None,
+        };
+        for w in plan.writes {
             match w {
                 Write::Answer {
                     conversation: ConvRef::Existing(conversation),
@@ -940,66 +1065,123 @@ fn write(
                     key,
                     value,
                     raw,
-                    anonymous,
-                } => {
-                    answer.execute(rusqlite::params![
-                        conversation,
-                        caregiver_id,
-                        flow_id,
-                        step,
-                        key,
-                        to_json(value),
-                        raw,
-                        anonymous,
-                        now,
-                    ])?;
-                }
-                Write::Outbound(o) => {
-                    let conversation = match o.conversation {
+                    ..
+                } => rows.answers.push(AnswerRow {
+                    conversation,
+                    flow_id,
+                    step,
+                    key,
+                    value: to_json(&value),
+                    raw,
+                }),
+                Write::Outbound(o) => rows.outbound.push(OutboundRow {
+                    channel: o.address.channel.as_str(),
+                    conversation: match o.conversation {
                         Some(ConvRef::Existing(id)) => Some(id),
                         _ => None,
-                    };
-                    outbound.execute(rusqlite::params![
-                        o.address.channel.as_str(),
-                        o.address.value,
-                        o.caregiver_id,
-                        conversation,
-                        o.kind.as_str(),
-                        o.body,
-                        o.encoding,
-                        o.segments,
-                        to_json(&o.buttons),
-                        ts(o.not_before),
-                        now,
-                    ])?;
-                }
+                    },
+                    address: o.address.value,
+                    caregiver_id: o.caregiver_id,
+                    kind: o.kind.as_str(),
+                    body: o.body,
+                    encoding: o.encoding,
+                    segments: o.segments,
+                    buttons: to_json(&o.buttons),
+                    not_before: ts(o.not_before),
+                }),
                 Write::UpdateConversation {
                     conversation: ConvRef::Existing(id),
                     status,
                     state,
                     wake_at,
                 } => {
-                    let ended_at = (*status != crate::store::ConversationStatus::Active)
-                        .then_some(now.as_str());
-                    let updated = update.execute(rusqlite::params![
+                    rows.update = Some(UpdateRow {
                         id,
-                        status.as_str(),
-                        to_json(state),
-                        wake_at.map(ts),
-                        now,
-                        ended_at,
-                    ])?;
-                    if updated != 1 {
-                        // It names a conversation that does not exist: the group goes again
-                        // one message at a time, where this plan fails alone.
-                        return Err(StoreError::InvalidPlan(format!(
-                            "UpdateConversation: conversation {id} not found"
-                        ))
-                        .into());
-                    }
+                        status: status.as_str(),
+                        state: to_json(&state),
+                        wake_at: wake_at.map(ts),
+                        ended_at: (status != crate::store::ConversationStatus::Active)
+                            .then(|| now.clone()),
+                    });
                 }
                 _ => unreachable!("groupable() admits nothing else"),
             }
+        }
+        rows
+    }
+}
+
+/// Writes a message's rows: its inbound row, then its plan's, a prepared statement per row.
+/// (On this thread a statement costs microseconds; batching rows into one statement, as JSON
+/// for instance, costs more in encoding and parsing than it saves.)
+fn write(conn: &Connection, inbound: &Inbound, rows: &Rows) -> GroupResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO inbound_messages \
+         (channel, external_id, address, caregiver_id, body, received_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(rusqlite::params![
+        inbound.address.channel.as_str(),
+        inbound.external_id,
+        inbound.address.value,
+        rows.caregiver_id,
+        inbound.text,
+        rows.now,
+    ])?;
+    for a in &rows.answers {
+        conn.prepare_cached(
+            "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, value, \
+             raw, anonymous, answered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+        )?
+        .execute(rusqlite::params![
+            a.conversation,
+            rows.caregiver_id,
+            a.flow_id,
+            a.step,
+            a.key,
+            a.value,
+            a.raw,
+            rows.now,
+        ])?;
+    }
+    for o in &rows.outbound {
+        conn.prepare_cached(
+            "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, \
+             kind, body, encoding, segments, buttons, status, attempts, not_before, created_at, \
+             updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?10, ?11, ?11)",
+        )?
+        .execute(rusqlite::params![
+            o.channel,
+            o.address,
+            o.caregiver_id,
+            o.conversation,
+            o.kind,
+            o.body,
+            o.encoding,
+            o.segments,
+            o.buttons,
+            o.not_before,
+            rows.now,
+        ])?;
+    }
+    if let Some(u) = &rows.update {
+        let updated = conn
+            .prepare_cached(
+                "UPDATE conversations SET status = ?2, state = ?3, wake_at = ?4, \
+                 updated_at = ?5, ended_at = ?6 WHERE id = ?1",
+            )?
+            .execute(rusqlite::params![
+                u.id, u.status, u.state, u.wake_at, rows.now, u.ended_at,
+            ])?;
+        if updated != 1 {
+            // It names a conversation that does not exist: the group goes again one message
+            // at a time, where this plan fails alone.
+            return Err(StoreError::InvalidPlan(format!(
+                "UpdateConversation: conversation {} not found",
+                u.id
+            ))
+            .into());
         }
     }
     Ok(())
