@@ -6,9 +6,11 @@
 //! on the lock through the busy handler, and each statement is a round trip to a pool
 //! connection's thread. Here one thread, with a connection of its own that it drives directly
 //! (prepared statements, no hop between threads), takes every message queued, opens one
-//! `BEGIN IMMEDIATE` transaction, reads each message's snapshot with one statement and hands it
-//! to its caller to decide on, writes each plan as it comes back, and commits once. The callers
-//! decide on the runtime's threads while the writer reads and writes the others.
+//! `BEGIN IMMEDIATE` transaction, reads each message's snapshot row with one statement and hands
+//! it to its caller, writes each message's rows as they come back, and commits once. The
+//! callers, on the runtime's threads, turn the row into a snapshot, decide, and encode their
+//! plan's rows while the writer reads and writes the others: the writer, which every message
+//! waits for, runs SQL and little else.
 //!
 //! What a caller sees is what [`Store::handle_inbound`](crate::store::Store::handle_inbound)
 //! promises: `Ok` only after the commit that holds its message; a duplicate `MessageSid` is
@@ -18,19 +20,19 @@
 //! conversation. Anything else (a supervisor's reply, a caregiver holding shift offers, a
 //! consent keyword, an escalation, a message on Telegram) is answered "go alone" and takes the
 //! general path, one message in one transaction, after the group's commit; so does every later
-//! message of the same address in that group, so as not to overtake it. (A message of that
-//! address in a later group may: the two then come in the order their transactions take the
-//! lock, as any two webhooks that arrive at once do.) If anything in a group fails (a write
-//! refused, the commit), the whole transaction is rolled back and every message in it goes
-//! alone, so one bad message can neither take another down with it nor leave half of itself.
+//! message of the same address in that group. The writer begins its next group only once those
+//! are done (see [`AloneGate`]), so they are not starved of the lock and a caregiver's later
+//! message does not overtake them. If anything in a group fails (a write refused, the commit),
+//! the whole transaction is rolled back and every message in it goes alone, so one bad message
+//! can neither take another down with it nor leave half of itself.
 //!
 //! While the callers of a group decide, the writer reads the messages that came in meanwhile,
 //! when they touch none of the group's addresses, so that it is not idle (see
 //! `Group::take_more`).
 //!
 //! The caller decides, not the writer: `decide` borrows from the caller's stack and can only
-//! run there. The writer sends each caller its snapshot and waits for the plan; a caller that
-//! goes away (its HTTP request dropped) simply has no plan, and its message is left out.
+//! run there. A caller that goes away (its HTTP request dropped) sends no rows, and its message
+//! is left out.
 
 use std::collections::HashSet;
 use std::path::Path;
