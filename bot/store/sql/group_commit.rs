@@ -77,8 +77,8 @@ struct AloneGate {
 const ALONE_WAIT: Duration = Duration::from_secs(1);
 
 impl AloneGate {
-    fn add(&self, n: usize) {
-        *self.running.lock().unwrap_or_else(PoisonError::into_inner) += n;
+    fn add(&self) {
+        *self.running.lock().unwrap_or_else(PoisonError::into_inner) += 1;
     }
 
     fn done(&self) {
@@ -129,8 +129,8 @@ pub(crate) enum Handled {
 /// One inbound message waiting for its group.
 struct Job {
     inbound: Inbound,
-    /// The snapshot to decide on, sent when the message's turn comes; dropped unsent for a
-    /// duplicate.
+    /// The row to decide on, sent when the message's turn comes; dropped unsent for a
+    /// duplicate or a message that goes alone.
     ask: oneshot::Sender<Ask>,
     /// The final word, sent after the commit (or the rollback).
     done: oneshot::Sender<Done>,
@@ -258,10 +258,9 @@ impl GroupCommit {
         if self.queue.send(job).is_err() {
             return Handled::Alone(None);
         }
-        // Not asked means a duplicate, or a group that failed before this message's turn: the
-        // final word says which.
-        // Dropping `answer` without a reply leaves the message out of the group: nothing is
-        // recorded.
+        // Not asked means a duplicate, a message that goes alone, or a group that failed before
+        // this message's turn: the final word says which. Dropping `answer` without a reply
+        // leaves the message out of the group: nothing is recorded.
         if let Ok(Ask { row, answer }) = asked.await {
             let snapshot = match row.into_snapshot(&inbound.address) {
                 Ok(snapshot) => snapshot,
@@ -416,10 +415,12 @@ impl Keys {
     }
 
     fn hold(&self, inbound: &Inbound) -> bool {
-        self.addresses.contains(&inbound.address)
-            || self
-                .ids
-                .contains(&(inbound.address.channel, inbound.external_id.clone()))
+        // `Group::alone` is nearly always empty: then no key is built for the lookup.
+        !self.addresses.is_empty()
+            && (self.addresses.contains(&inbound.address)
+                || self
+                    .ids
+                    .contains(&(inbound.address.channel, inbound.external_id.clone())))
     }
 }
 
@@ -529,13 +530,12 @@ impl Group {
         // provider retry racing its original, is decided after the first one's rows are
         // written, on a snapshot that includes them.
         while !rest.is_empty() {
-            let mut addresses = HashSet::new();
-            let mut ids = HashSet::new();
+            let mut keys = Keys::default();
             let (round, later): (Vec<usize>, Vec<usize>) = rest.into_iter().partition(|&i| {
                 let inbound = &self.inbounds[i];
-                // Both inserts run: `&` does not short-circuit.
-                addresses.insert(&inbound.address)
-                    & ids.insert((inbound.address.channel, &inbound.external_id))
+                let clear = !keys.hold(inbound);
+                keys.add(inbound);
+                clear
             });
             rest = later;
             self.read_and_ask(conn, &round)?;
@@ -652,7 +652,7 @@ impl Group {
 /// Tells a caller how its message went; one sent alone is counted in first (see [`AloneGate`]).
 fn send(done: oneshot::Sender<Done>, outcome: Done, alone: &AloneGate) {
     if matches!(outcome, Done::Alone) {
-        alone.add(1);
+        alone.add();
         if done.send(outcome).is_err() {
             // The caller went away: it will not run.
             alone.done();
@@ -669,7 +669,7 @@ fn send(done: oneshot::Sender<Done>, outcome: Done, alone: &AloneGate) {
 const SNAPSHOTS: &str = concat!(
     "WITH m AS (SELECT ?1 AS channel, ?2 AS address, ?3 AS external_id, ?2 AS phone, ",
     "?4 AS day, ?5 AS now) ",
-    "SELECT 0 AS i, ",
+    "SELECT ",
     "EXISTS (SELECT 1 FROM inbound_messages r ",
     "WHERE r.channel = m.channel AND r.external_id = m.external_id) AS seen, ",
     "(SELECT status FROM subscriptions s ",
@@ -750,8 +750,7 @@ struct SnapshotDb {
 }
 
 /// The columns of [`SNAPSHOTS`], in order, as [`SnapshotDb::from_row`] reads them.
-const SNAPSHOT_COLUMNS: [&str; 40] = [
-    "i",
+const SNAPSHOT_COLUMNS: [&str; 39] = [
     "seen",
     "consent",
     "stranger_replied",
@@ -797,45 +796,45 @@ impl SnapshotDb {
     /// Reads a row by position (by name, each column would be a search through forty names).
     fn from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<SnapshotDb> {
         Ok(SnapshotDb {
-            seen: row.get(1)?,
-            consent: row.get(2)?,
-            stranger_replied: row.get(3)?,
-            contact: row.get(4)?,
-            holds_offers: row.get(5)?,
-            id: row.get(6)?,
-            external_id: row.get(7)?,
-            first_name: row.get(8)?,
-            last_name: row.get(9)?,
-            phone: row.get(10)?,
-            timezone: row.get(11)?,
-            branch: row.get(12)?,
-            consent_at: row.get(13)?,
-            active: row.get(14)?,
-            fields: row.get(15)?,
-            tags: row.get(16)?,
-            groups: row.get(17)?,
-            sup_id: row.get(18)?,
-            sup_external_id: row.get(19)?,
-            sup_name: row.get(20)?,
-            sup_phone: row.get(21)?,
-            sup_timezone: row.get(22)?,
-            chosen_language: row.get(23)?,
-            preferred_channel: row.get(24)?,
-            last_channel: row.get(25)?,
-            sms_consent: row.get(26)?,
-            telegram_chat: row.get(27)?,
-            telegram_consent: row.get(28)?,
-            sup_telegram: row.get(29)?,
-            conv_id: row.get(30)?,
-            conv_caregiver_id: row.get(31)?,
-            conv_channel: row.get(32)?,
-            conv_address: row.get(33)?,
-            conv_flow_id: row.get(34)?,
-            conv_flow_rev: row.get(35)?,
-            conv_status: row.get(36)?,
-            conv_state: row.get(37)?,
-            conv_wake_at: row.get(38)?,
-            conv_started_at: row.get(39)?,
+            seen: row.get(0)?,
+            consent: row.get(1)?,
+            stranger_replied: row.get(2)?,
+            contact: row.get(3)?,
+            holds_offers: row.get(4)?,
+            id: row.get(5)?,
+            external_id: row.get(6)?,
+            first_name: row.get(7)?,
+            last_name: row.get(8)?,
+            phone: row.get(9)?,
+            timezone: row.get(10)?,
+            branch: row.get(11)?,
+            consent_at: row.get(12)?,
+            active: row.get(13)?,
+            fields: row.get(14)?,
+            tags: row.get(15)?,
+            groups: row.get(16)?,
+            sup_id: row.get(17)?,
+            sup_external_id: row.get(18)?,
+            sup_name: row.get(19)?,
+            sup_phone: row.get(20)?,
+            sup_timezone: row.get(21)?,
+            chosen_language: row.get(22)?,
+            preferred_channel: row.get(23)?,
+            last_channel: row.get(24)?,
+            sms_consent: row.get(25)?,
+            telegram_chat: row.get(26)?,
+            telegram_consent: row.get(27)?,
+            sup_telegram: row.get(28)?,
+            conv_id: row.get(29)?,
+            conv_caregiver_id: row.get(30)?,
+            conv_channel: row.get(31)?,
+            conv_address: row.get(32)?,
+            conv_flow_id: row.get(33)?,
+            conv_flow_rev: row.get(34)?,
+            conv_status: row.get(35)?,
+            conv_state: row.get(36)?,
+            conv_wake_at: row.get(37)?,
+            conv_started_at: row.get(38)?,
         })
     }
 
