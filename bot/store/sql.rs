@@ -284,14 +284,20 @@ macro_rules! caregivers_where {
 
 /// The columns of a caregiver's [`Reach`] and of their supervisor's Telegram chat, over
 /// `caregivers c` and `supervisors s` (see `caregivers_where!`). The language a caregiver chose
-/// themselves wins over the roster's.
+/// themselves wins over the roster's. A caller that knows the SMS consent already gives the
+/// expression for that column instead of the lookup.
 macro_rules! reach_columns {
     () => {
+        $crate::store::sql::reach_columns!(
+            "(SELECT x.status FROM subscriptions x WHERE x.channel = 'sms' AND x.address = c.phone)"
+        )
+    };
+    ($sms_consent:literal) => {
         concat!(
             "COALESCE(c.chosen_language, c.language) AS chosen_language, ",
             "c.preferred_channel, c.last_channel, ",
-            "(SELECT x.status FROM subscriptions x ",
-            "WHERE x.channel = 'sms' AND x.address = c.phone) AS sms_consent, ",
+            $sms_consent,
+            " AS sms_consent, ",
             "(SELECT l.address FROM caregiver_links l WHERE l.caregiver_id = c.id ",
             "AND l.channel = 'telegram' ORDER BY l.created_at DESC LIMIT 1) AS telegram_chat, ",
             "(SELECT x.status FROM caregiver_links l JOIN subscriptions x ",

@@ -674,9 +674,10 @@ const SNAPSHOTS: &str = concat!(
     "WHERE r.channel = m.channel AND r.external_id = m.external_id) AS seen, ",
     "(SELECT status FROM subscriptions s ",
     "WHERE s.channel = m.channel AND s.address = m.address) AS consent, ",
-    "EXISTS (SELECT 1 FROM stranger_replies r ",
+    // Only a stranger's snapshot says whether they had the reply for strangers today.
+    "CASE WHEN c.id IS NULL THEN EXISTS (SELECT 1 FROM stranger_replies r ",
     "WHERE r.channel = m.channel AND r.address = m.address AND r.day = m.day) ",
-    "AS stranger_replied, ",
+    "ELSE 0 END AS stranger_replied, ",
     // Whether the message needs one of the two lookups most messages do not: a supervisor's
     // desk (any supervisor with this phone, or linked to this chat, found by the links'
     // primary key: a superset of what `SqlStore::contact_at` finds) or the shift offers a
@@ -692,7 +693,11 @@ const SNAPSHOTS: &str = concat!(
     "AS groups, ",
     "s.id AS sup_id, s.external_id AS sup_external_id, s.name AS sup_name, ",
     "s.phone AS sup_phone, s.timezone AS sup_timezone, ",
-    super::reach_columns!(),
+    // On SMS the caregiver's SMS consent is `consent`, already read (see `into_snapshot`).
+    super::reach_columns!(
+        "CASE WHEN m.channel = 'sms' THEN NULL ELSE (SELECT x.status FROM subscriptions x \
+         WHERE x.channel = 'sms' AND x.address = c.phone) END"
+    ),
     ", ",
     "v.id AS conv_id, v.caregiver_id AS conv_caregiver_id, v.channel AS conv_channel, ",
     "v.address AS conv_address, v.flow_id AS conv_flow_id, v.flow_rev AS conv_flow_rev, ",
@@ -904,6 +909,10 @@ impl SnapshotDb {
 
     /// The snapshot this row describes, for a message from `address`.
     fn into_snapshot(mut self, address: &Address) -> Result<Snapshot> {
+        if address.channel == Channel::Sms {
+            // The caregiver was found by this phone number: its SMS consent is this address's.
+            self.sms_consent = self.consent.clone();
+        }
         let caregiver = self.caregiver()?;
         let consent = match &self.consent {
             Some(status) => parse("consent status", status)?,
@@ -1044,6 +1053,10 @@ struct UpdateRow {
     state: String,
     wake_at: Option<String>,
     ended_at: Option<String>,
+    /// An active conversation that stays active (a step forward, the common case): its
+    /// status and end are left as they are, and with them the CHECK on the status and the
+    /// one-active-conversation index, which SQLite would otherwise evaluate and rewrite.
+    stays_active: bool,
 }
 
 impl Rows {
@@ -1096,8 +1109,15 @@ impl Rows {
                     state,
                     wake_at,
                 } => {
+                    let active = crate::store::ConversationStatus::Active;
+                    let stays_active = status == active
+                        && snapshot
+                            .conversation
+                            .as_ref()
+                            .is_some_and(|c| c.id == id && c.status == active);
                     rows.update = Some(UpdateRow {
                         id,
+                        stays_active,
                         status: status.as_str(),
                         state: to_json(&state),
                         wake_at: wake_at.map(ts),
@@ -1167,14 +1187,23 @@ fn write(conn: &Connection, inbound: &Inbound, rows: &Rows) -> GroupResult<()> {
         ])?;
     }
     if let Some(u) = &rows.update {
-        let updated = conn
-            .prepare_cached(
+        let updated = if u.stays_active {
+            // Read active in this transaction; `status` in the condition all the same, so
+            // that a conversation that is not counts as not found instead of being changed.
+            conn.prepare_cached(
+                "UPDATE conversations SET state = ?2, wake_at = ?3, updated_at = ?4 \
+                 WHERE id = ?1 AND status = 'active'",
+            )?
+            .execute(rusqlite::params![u.id, u.state, u.wake_at, rows.now])?
+        } else {
+            conn.prepare_cached(
                 "UPDATE conversations SET status = ?2, state = ?3, wake_at = ?4, \
                  updated_at = ?5, ended_at = ?6 WHERE id = ?1",
             )?
             .execute(rusqlite::params![
                 u.id, u.status, u.state, u.wake_at, rows.now, u.ended_at,
-            ])?;
+            ])?
+        };
         if updated != 1 {
             // It names a conversation that does not exist: the group goes again one message
             // at a time, where this plan fails alone.
