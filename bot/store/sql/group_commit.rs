@@ -349,10 +349,12 @@ fn writer(
     }
 }
 
-/// How often the WAL is copied back into the database file.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How often the WAL is copied back into the database file while it grows, and at least how
+/// often when it does not.
+const CHECKPOINT_BUSY: Duration = Duration::from_millis(5);
+const CHECKPOINT_IDLE: Duration = Duration::from_millis(250);
 /// WAL frames (pages) past which the writer is asked to finish a checkpoint itself.
-const LONG_WAL: i64 = 4096;
+const LONG_WAL: i64 = 512;
 
 /// Checkpoints the WAL in the background. SQLite's own automatic checkpoint (turned off in
 /// `sqlite.rs`) runs inside whichever commit crosses 1,000 pages, which is nearly always the
@@ -360,17 +362,36 @@ const LONG_WAL: i64 = 4096;
 /// copy and its fsyncs take. A passive checkpoint on another connection runs beside the writer
 /// instead. Under a steady stream of commits it rarely catches the last frame, so the WAL would
 /// only grow: past [`LONG_WAL`] frames the writer finishes the job between two groups.
+///
+/// Small and often, because of the disk: a checkpoint fsyncs the WAL and the database file,
+/// and while that writeback runs the writer's next appends to the WAL wait on it (seen in the
+/// writer's off-CPU stacks: `ext4_block_write_begin`, `fsync`). The more a pass has to write
+/// back, the longer the writer stalls. Measured at half load on the 2-core machine, same
+/// session: a pass every 250 ms gave a p99 of 26–51 ms, every 25 ms 10.6 ms, every 5 ms
+/// 6.7–8.2 ms; with the database on tmpfs the p99 was 5.7 ms. When the WAL stops growing
+/// this backs off to [`CHECKPOINT_IDLE`], so an idle server does not wake 200 times a second.
 fn checkpointer(conn: &Connection, stopped: &AtomicBool, wal_is_long: &AtomicBool) {
+    let mut pause = CHECKPOINT_BUSY;
+    let mut frames_before = 0;
     loop {
-        std::thread::sleep(CHECKPOINT_EVERY);
+        std::thread::sleep(pause);
         if stopped.load(Ordering::Relaxed) {
             return;
         }
-        if let Some((_, frames, _)) = checkpoint(conn)
-            && frames > LONG_WAL
-        {
+        let Some((_, frames, _)) = checkpoint(conn) else {
+            pause = CHECKPOINT_IDLE;
+            continue;
+        };
+        if frames > LONG_WAL {
             wal_is_long.store(true, Ordering::Relaxed);
         }
+        // The same WAL as last time: nothing was committed since.
+        pause = if frames == frames_before {
+            (pause * 2).min(CHECKPOINT_IDLE)
+        } else {
+            CHECKPOINT_BUSY
+        };
+        frames_before = frames;
     }
 }
 
