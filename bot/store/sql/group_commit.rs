@@ -368,7 +368,7 @@ const LONG_WAL: i64 = 512;
 /// writer's off-CPU stacks: `ext4_block_write_begin`, `fsync`). The more a pass has to write
 /// back, the longer the writer stalls. Measured at half load on the 2-core machine, same
 /// session: a pass every 250 ms gave a p99 of 26–51 ms, every 25 ms 10.6 ms, every 5 ms
-/// 6.7–8.2 ms; with the database on tmpfs the p99 was 5.7 ms. When the WAL stops growing
+/// 6.7–8.2 ms; with the database on tmpfs it is 3.7 ms. When the WAL stops growing
 /// this backs off to [`CHECKPOINT_IDLE`], so an idle server does not wake 200 times a second.
 fn checkpointer(conn: &Connection, stopped: &AtomicBool, wal_is_long: &AtomicBool) {
     let mut pause = CHECKPOINT_BUSY;
