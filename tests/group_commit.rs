@@ -17,17 +17,38 @@ support::store_tests! {
     a_burst_is_recorded_once_each_in_order_per_caregiver,
     a_failing_plan_in_a_burst_fails_alone,
     a_plan_beyond_the_group_s_statements_is_recorded_once,
+    a_burst_that_ends_conversations_leaves_them_ended,
 }
 
 const CAREGIVERS: u32 = 40;
 
 /// What the test flow does with a reply: "ok" counts it, "boom" fails to decide, "bad" names a
 /// conversation that does not exist, "jump" writes the conversation twice (more than a group
-/// writes for one message, so on SQLite it goes alone).
+/// writes for one message, so on SQLite it goes alone), "done" stores the answer and ends the
+/// conversation.
 fn decide(text: &str, s: &Snapshot) -> Result<Plan, String> {
     let conv = s.conversation.as_ref().ok_or("no conversation")?;
     let n = conv.state["n"].as_i64().unwrap_or(0);
     match text {
+        "done" => Ok(Plan {
+            writes: vec![
+                Write::Answer {
+                    conversation: ConvRef::Existing(conv.id),
+                    flow_id: "count".into(),
+                    step: "count".into(),
+                    key: "n".into(),
+                    value: json!(n + 1),
+                    raw: text.into(),
+                    anonymous: false,
+                },
+                Write::UpdateConversation {
+                    conversation: ConvRef::Existing(conv.id),
+                    status: ConversationStatus::Completed,
+                    state: json!({"n": n + 1}),
+                    wake_at: None,
+                },
+            ],
+        }),
         "boom" => Err("the flow broke".into()),
         "jump" => Ok(Plan {
             writes: [n + 1, (n + 1) * 100]
@@ -254,4 +275,51 @@ async fn a_plan_beyond_the_group_s_statements_is_recorded_once(store: AnyStore) 
         .collect();
     assert_eq!(counts(&store).await, expected);
     assert_eq!(store.answers(None, None).await.unwrap().len(), n * 3 / 4);
+}
+
+/// A grouped step that ends its conversation (on SQLite the group writes the status change;
+/// a step that stays active writes less): the conversation is over, and a later message of
+/// the same caregiver in the same burst finds none to answer.
+async fn a_burst_that_ends_conversations_leaves_them_ended(store: AnyStore) {
+    roster(&store).await;
+    let sids: Vec<String> = (0..CAREGIVERS).map(|i| format!("SM{i}")).collect();
+    let mut messages: Vec<(u32, &str, &str)> = (0..CAREGIVERS)
+        .map(|i| {
+            (
+                i,
+                if i % 2 == 0 { "done" } else { "ok" },
+                sids[i as usize].as_str(),
+            )
+        })
+        .collect();
+    messages.push((0, "ok", "SM0-after"));
+    let outcomes = burst(&store, &messages).await;
+
+    let n = CAREGIVERS as usize;
+    for (i, outcome) in outcomes[..n].iter().enumerate() {
+        assert_eq!(outcome.as_ref().unwrap(), &InboundOutcome::Processed, "{i}");
+    }
+    assert!(
+        matches!(&outcomes[n], Err(StoreError::Decide(e)) if e == "no conversation"),
+        "{:?}",
+        outcomes[n]
+    );
+    for i in 0..CAREGIVERS {
+        let active = std::sync::Mutex::new(None);
+        store
+            .handle_addresses(&[sms(i)], at(8), &|s: &Snapshot| {
+                *active.lock().unwrap() =
+                    Some(s.conversation.as_ref().map(|c| c.state["n"].clone()));
+                Ok(Plan::default())
+            })
+            .await
+            .unwrap();
+        let expected = if i % 2 == 0 { None } else { Some(json!(1)) };
+        assert_eq!(
+            active.into_inner().unwrap(),
+            Some(expected),
+            "caregiver {i}"
+        );
+    }
+    assert_eq!(store.answers(None, None).await.unwrap().len(), n);
 }

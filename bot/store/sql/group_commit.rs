@@ -1142,8 +1142,7 @@ impl Rows {
                         status: status.as_str(),
                         state: to_json(&state),
                         wake_at: wake_at.map(ts),
-                        ended_at: (status != crate::store::ConversationStatus::Active)
-                            .then(|| now.clone()),
+                        ended_at: (status != active).then(|| now.clone()),
                     });
                 }
                 _ => unreachable!("groupable() admits nothing else"),
