@@ -18,6 +18,7 @@ support::store_tests! {
     a_failing_plan_in_a_burst_fails_alone,
     a_plan_beyond_the_group_s_statements_is_recorded_once,
     a_burst_that_ends_conversations_leaves_them_ended,
+    a_burst_of_retries_of_earlier_messages_records_nothing_twice,
 }
 
 const CAREGIVERS: u32 = 40;
@@ -322,4 +323,52 @@ async fn a_burst_that_ends_conversations_leaves_them_ended(store: AnyStore) {
         );
     }
     assert_eq!(store.answers(None, None).await.unwrap().len(), n);
+}
+
+/// The second burst of two: every message of the first again (Twilio retrying after a lost
+/// answer), half the caregivers' next reply, and a caregiver with no conversation. On SQLite
+/// the retries and that caregiver's message are read in the group's first round, from what
+/// the first burst committed; the next replies, in a later round of the same transaction.
+async fn a_burst_of_retries_of_earlier_messages_records_nothing_twice(store: AnyStore) {
+    roster(&store).await;
+    let without = CAREGIVERS + 1;
+    store
+        .upsert_caregivers(&[caregiver("c-without", without)])
+        .await
+        .unwrap();
+    let sids: Vec<String> = (0..CAREGIVERS).map(|i| format!("SM{i}")).collect();
+    let first: Vec<(u32, &str, &str)> = (0..CAREGIVERS)
+        .map(|i| (i, "ok", sids[i as usize].as_str()))
+        .collect();
+    let outcomes = burst(&store, &first).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.as_ref().unwrap() == &InboundOutcome::Processed)
+    );
+
+    let next: Vec<String> = (0..CAREGIVERS).map(|i| format!("SM{i}-next")).collect();
+    let mut second = first.clone();
+    second.extend((0..CAREGIVERS / 2).map(|i| (i * 2, "ok", next[i as usize].as_str())));
+    second.push((without, "ok", "SM-without"));
+    let outcomes = burst(&store, &second).await;
+
+    let n = CAREGIVERS as usize;
+    for (i, outcome) in outcomes[..n].iter().enumerate() {
+        assert_eq!(outcome.as_ref().unwrap(), &InboundOutcome::Duplicate, "{i}");
+    }
+    for (i, outcome) in outcomes[n..n + n / 2].iter().enumerate() {
+        assert_eq!(outcome.as_ref().unwrap(), &InboundOutcome::Processed, "{i}");
+    }
+    assert!(
+        matches!(&outcomes[n + n / 2], Err(StoreError::Decide(e)) if e == "no conversation"),
+        "{:?}",
+        outcomes[n + n / 2]
+    );
+    let expected: Vec<i64> = (0..CAREGIVERS).map(|i| 2 - i64::from(i % 2)).collect();
+    assert_eq!(counts(&store).await, expected);
+    assert_eq!(store.answers(None, None).await.unwrap().len(), n + n / 2);
+    assert_eq!(store.outbound_to(&sms(0)).await.unwrap().len(), 2);
+    assert_eq!(store.outbound_to(&sms(1)).await.unwrap().len(), 1);
+    assert!(store.outbound_to(&sms(without)).await.unwrap().is_empty());
 }
