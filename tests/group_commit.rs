@@ -153,6 +153,18 @@ async fn burst(
     outcomes
 }
 
+/// The message ids `SM0`, `SM1`…: one per caregiver.
+fn sids() -> Vec<String> {
+    (0..CAREGIVERS).map(|i| format!("SM{i}")).collect()
+}
+
+/// One message from every caregiver `i`, saying `text(i)`, with the id `sids[i]`.
+fn one_each(sids: &[String], text: impl Fn(u32) -> &'static str) -> Vec<(u32, &'static str, &str)> {
+    (0..CAREGIVERS)
+        .map(|i| (i, text(i), sids[i as usize].as_str()))
+        .collect()
+}
+
 /// The count stored in each caregiver's conversation.
 async fn counts(store: &AnyStore) -> Vec<i64> {
     let mut counts = Vec::new();
@@ -174,10 +186,8 @@ async fn counts(store: &AnyStore) -> Vec<i64> {
 
 async fn a_burst_is_recorded_once_each_in_order_per_caregiver(store: AnyStore) {
     roster(&store).await;
-    let sids: Vec<String> = (0..CAREGIVERS).map(|i| format!("SM{i}")).collect();
-    let mut messages: Vec<(u32, &str, &str)> = (0..CAREGIVERS)
-        .map(|i| (i, "ok", sids[i as usize].as_str()))
-        .collect();
+    let sids = sids();
+    let mut messages = one_each(&sids, |_| "ok");
     // Caregiver 0 writes twice; Twilio retries SM1 while the original is in flight; caregiver
     // 2's second message breaks the flow.
     messages.push((0, "ok", "SM0-again"));
@@ -217,10 +227,8 @@ async fn a_burst_is_recorded_once_each_in_order_per_caregiver(store: AnyStore) {
 
 async fn a_failing_plan_in_a_burst_fails_alone(store: AnyStore) {
     roster(&store).await;
-    let sids: Vec<String> = (0..CAREGIVERS).map(|i| format!("SM{i}")).collect();
-    let mut messages: Vec<(u32, &str, &str)> = (0..CAREGIVERS)
-        .map(|i| (i, "ok", sids[i as usize].as_str()))
-        .collect();
+    let sids = sids();
+    let mut messages = one_each(&sids, |_| "ok");
     messages.push((3, "bad", "SM3-bad"));
     let outcomes = burst(&store, &messages).await;
 
@@ -241,16 +249,8 @@ async fn a_failing_plan_in_a_burst_fails_alone(store: AnyStore) {
 
 async fn a_plan_beyond_the_group_s_statements_is_recorded_once(store: AnyStore) {
     roster(&store).await;
-    let sids: Vec<String> = (0..CAREGIVERS).map(|i| format!("SM{i}")).collect();
-    let mut messages: Vec<(u32, &str, &str)> = (0..CAREGIVERS)
-        .map(|i| {
-            (
-                i,
-                if i % 4 == 0 { "jump" } else { "ok" },
-                sids[i as usize].as_str(),
-            )
-        })
-        .collect();
+    let sids = sids();
+    let mut messages = one_each(&sids, |i| if i % 4 == 0 { "jump" } else { "ok" });
     // A retry of a message that goes alone, in the same burst.
     messages.push((4, "jump", "SM4"));
     let outcomes = burst(&store, &messages).await;
@@ -283,16 +283,8 @@ async fn a_plan_beyond_the_group_s_statements_is_recorded_once(store: AnyStore) 
 /// the same caregiver in the same burst finds none to answer.
 async fn a_burst_that_ends_conversations_leaves_them_ended(store: AnyStore) {
     roster(&store).await;
-    let sids: Vec<String> = (0..CAREGIVERS).map(|i| format!("SM{i}")).collect();
-    let mut messages: Vec<(u32, &str, &str)> = (0..CAREGIVERS)
-        .map(|i| {
-            (
-                i,
-                if i % 2 == 0 { "done" } else { "ok" },
-                sids[i as usize].as_str(),
-            )
-        })
-        .collect();
+    let sids = sids();
+    let mut messages = one_each(&sids, |i| if i % 2 == 0 { "done" } else { "ok" });
     messages.push((0, "ok", "SM0-after"));
     let outcomes = burst(&store, &messages).await;
 
@@ -336,10 +328,8 @@ async fn a_burst_of_retries_of_earlier_messages_records_nothing_twice(store: Any
         .upsert_caregivers(&[caregiver("c-without", without)])
         .await
         .unwrap();
-    let sids: Vec<String> = (0..CAREGIVERS).map(|i| format!("SM{i}")).collect();
-    let first: Vec<(u32, &str, &str)> = (0..CAREGIVERS)
-        .map(|i| (i, "ok", sids[i as usize].as_str()))
-        .collect();
+    let sids = sids();
+    let first = one_each(&sids, |_| "ok");
     let outcomes = burst(&store, &first).await;
     assert!(
         outcomes
