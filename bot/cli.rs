@@ -21,6 +21,7 @@ use crate::store::{
     AnyStore, Audience, CaregiverRecord, Inbound, StartOrigin, Store, SupervisorRecord,
 };
 
+pub mod caregiver;
 pub mod telegram;
 
 #[derive(Debug, Parser)]
@@ -87,6 +88,9 @@ pub enum Command {
     Invite(InviteArgs),
     /// Choose the channel program messages use for a caregiver reachable on SMS and Telegram.
     Prefer(PreferArgs),
+    /// One caregiver's data: export it as JSON, or erase it.
+    #[command(subcommand)]
+    Caregiver(caregiver::CaregiverCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,7 +228,10 @@ pub struct StartArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Format {
+    /// A header, then a row per record; text starting with =, +, -, @, a tab or a carriage
+    /// return starts with ' so a spreadsheet shows it instead of running it as a formula.
     Csv,
+    /// One JSON object per line, every value as stored.
     Jsonl,
 }
 
@@ -525,6 +532,17 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Shifts(cmd) => shifts(&cli, cmd).await,
+        Command::Caregiver(cmd) => {
+            let config = cli.config()?;
+            let store = cli.store(&config).await?;
+            caregiver::run(
+                &store,
+                cmd,
+                &mut std::io::stdout().lock(),
+                &mut std::io::stderr().lock(),
+            )
+            .await
+        }
     }
 }
 
@@ -858,21 +876,24 @@ async fn export(
         } => {
             let format = *format;
             if matches!(format, Format::Csv) {
-                out.write_record(["caregiver", "flow", "step", "answer", "answered_at"])?;
+                out.write_header(&["caregiver", "flow", "step", "answer", "answered_at"])?;
             }
             let mut sink = |r: crate::store::AnswerRow| -> std::io::Result<()> {
                 match format {
                     Format::Csv => {
+                        // A number the engine read (a score) is data; anything else is what
+                        // the caregiver wrote, or JSON of it.
                         let answer = match &r.answer {
-                            Value::String(s) => s.clone(),
-                            other => other.to_string(),
+                            Value::String(s) => Cell::Text(s.clone()),
+                            Value::Number(n) => Cell::Data(n.to_string()),
+                            other => Cell::Text(other.to_string()),
                         };
                         out.write_record([
-                            &r.caregiver,
-                            &r.flow,
-                            &r.step,
-                            &answer,
-                            &r.answered_at.to_rfc3339(),
+                            Cell::Text(r.caregiver),
+                            Cell::Text(r.flow),
+                            Cell::Text(r.step),
+                            answer,
+                            Cell::Data(r.answered_at.to_rfc3339()),
                         ])?;
                     }
                     Format::Jsonl => {
@@ -893,7 +914,7 @@ async fn export(
         } => {
             let format = *format;
             if matches!(format, Format::Csv) {
-                out.write_record([
+                out.write_header(&[
                     "id",
                     "caregiver",
                     "supervisor",
@@ -908,15 +929,15 @@ async fn export(
             let mut sink = |r: crate::store::EscalationRow| -> std::io::Result<()> {
                 match format {
                     Format::Csv => out.write_record([
-                        r.id.to_string(),
-                        r.caregiver.clone(),
-                        r.supervisor.clone().unwrap_or_default(),
-                        r.priority.clone(),
-                        r.reason.clone(),
-                        r.status.clone(),
-                        r.raised_at.to_rfc3339(),
-                        t(&r.acknowledged_at),
-                        t(&r.closed_at),
+                        Cell::Data(r.id.to_string()),
+                        Cell::Text(r.caregiver.clone()),
+                        Cell::Text(r.supervisor.clone().unwrap_or_default()),
+                        Cell::Text(r.priority.clone()),
+                        Cell::Text(r.reason.clone()),
+                        Cell::Text(r.status.clone()),
+                        Cell::Data(r.raised_at.to_rfc3339()),
+                        Cell::Data(t(&r.acknowledged_at)),
+                        Cell::Data(t(&r.closed_at)),
                     ])?,
                     Format::Jsonl => {
                         let line = serde_json::json!({
@@ -943,7 +964,38 @@ async fn export(
     }
 }
 
-/// An export's output: CSV records, or JSON lines.
+/// One CSV cell of an export. `Text` is anything people wrote or named: an answer, an external
+/// id from the roster, a flow's ids and reasons. `Data` is what carebot formats itself: ids,
+/// times, and the numbers the engine read, where a minus sign is a negative number, not a
+/// formula.
+enum Cell {
+    Text(String),
+    Data(String),
+}
+
+impl Cell {
+    fn into_csv(self) -> String {
+        match self {
+            Cell::Text(text) => spreadsheet_safe(text),
+            Cell::Data(data) => data,
+        }
+    }
+}
+
+/// Text that a spreadsheet would take for a formula (it begins with `=`, `+`, `-`, `@`, a tab
+/// or a carriage return; OWASP "CSV injection") gets a leading `'`, so that
+/// `=HYPERLINK("http://evil","x")` typed by anyone shows as text instead of running when staff
+/// open an export in Excel or Sheets. JSON lines, read by programs, keep the text as it is.
+fn spreadsheet_safe(text: String) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text
+    }
+}
+
+/// An export's output: CSV records (text cells made safe for spreadsheets, see [`Cell`]), or
+/// JSON lines.
 enum Rows<W: std::io::Write> {
     Csv(Box<csv::Writer<W>>),
     Lines(W),
@@ -958,17 +1010,20 @@ impl<W: std::io::Write> Rows<W> {
         }
     }
 
-    fn write_record<I, T>(&mut self, record: I) -> std::io::Result<()>
-    where
-        I: IntoIterator<Item = T>,
-        T: AsRef<[u8]>,
-    {
+    /// The header row: carebot's own column names.
+    fn write_header(&mut self, names: &[&str]) -> std::io::Result<()> {
+        self.write_record(names.iter().map(|n| Cell::Data((*n).to_owned())))
+    }
+
+    fn write_record(&mut self, record: impl IntoIterator<Item = Cell>) -> std::io::Result<()> {
         match self {
             // Keep the I/O error's kind: a closed pipe is the reader's choice, not a failure.
-            Rows::Csv(w) => w.write_record(record).map_err(|e| match e.into_kind() {
-                csv::ErrorKind::Io(e) => e,
-                other => std::io::Error::other(format!("{other:?}")),
-            }),
+            Rows::Csv(w) => w
+                .write_record(record.into_iter().map(Cell::into_csv))
+                .map_err(|e| match e.into_kind() {
+                    csv::ErrorKind::Io(e) => e,
+                    other => std::io::Error::other(format!("{other:?}")),
+                }),
             Rows::Lines(_) => Ok(()),
         }
     }
@@ -1196,4 +1251,39 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("carebot-simulate-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_a_spreadsheet_would_run_as_a_formula_gets_a_leading_quote() {
+        for risky in [
+            "=HYPERLINK(\"http://evil\",\"x\")",
+            "+1 call me",
+            "-2+3",
+            "@SUM(A1:A9)",
+            "\t=1+1",
+            "\r=1+1",
+        ] {
+            assert_eq!(
+                Cell::Text(risky.into()).into_csv(),
+                format!("'{risky}"),
+                "{risky:?}"
+            );
+        }
+        for plain in ["More hours please", "1 = very hard", "", "C1", "'quoted"] {
+            assert_eq!(Cell::Text(plain.into()).into_csv(), plain);
+        }
+    }
+
+    #[test]
+    fn data_carebot_formats_itself_is_written_as_is() {
+        assert_eq!(Cell::Data("-3".into()).into_csv(), "-3");
+        assert_eq!(
+            Cell::Data("2026-11-17T16:00:00+00:00".into()).into_csv(),
+            "2026-11-17T16:00:00+00:00"
+        );
+    }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::escalation::EscalationSettings;
+use crate::privacy::Retention;
 use crate::quiet_hours::Window;
 use crate::render::Agency;
 use crate::runner::{Pressure, RunnerSettings};
@@ -42,6 +43,8 @@ pub struct Config {
     /// Messages per second to any one Telegram chat (`CAREBOT_TELEGRAM_CHAT_MPS`, default 1).
     pub telegram_chat_mps: f64,
     pub runner: RunnerSettings,
+    /// `CAREBOT_RETENTION_DAYS` and `CAREBOT_CONSENT_RETENTION_DAYS`.
+    pub retention: Retention,
 }
 
 #[derive(Debug, Clone)]
@@ -217,7 +220,27 @@ impl Config {
                 .unwrap_or_default(),
             digest_at,
         };
+        let days = |key: &str, default: u32| -> Result<u32, ConfigError> {
+            match s.get(key) {
+                None => Ok(default),
+                Some(v) => v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        invalid(key, format!("{v:?} is not a positive whole number of days"))
+                    }),
+            }
+        };
+        let defaults = Retention::default();
+        let retention = Retention::new(
+            days("CAREBOT_RETENTION_DAYS", defaults.days)?,
+            days("CAREBOT_CONSENT_RETENTION_DAYS", defaults.consent_days)?,
+        )
+        .map_err(|(key, message)| invalid(key, message))?;
         Ok(Config {
+            retention,
             database_url: s
                 .get("DATABASE_URL")
                 .unwrap_or_else(|| "sqlite://carebot.db".into()),
@@ -341,6 +364,40 @@ mod tests {
         let flags = vec![("CAREBOT_DIGEST_AT".to_owned(), "22:00".to_owned())];
         let err = Config::load(Some(&file), flags).unwrap_err().to_string();
         assert!(err.contains("outside CAREBOT_SUPERVISOR_WINDOW"), "{err}");
+    }
+
+    #[test]
+    fn retention_settings_must_be_days_and_the_ledger_must_outlive_the_messages() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("carebot.toml");
+        std::fs::write(&file, "").unwrap();
+        let load = |pairs: &[(&str, &str)]| {
+            let flags = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Config::load(Some(&file), flags)
+        };
+        let cfg = load(&[]).unwrap();
+        assert_eq!(cfg.retention, Retention::default());
+        let cfg = load(&[("CAREBOT_RETENTION_DAYS", "90")]).unwrap();
+        assert_eq!((cfg.retention.days, cfg.retention.consent_days), (90, 1461));
+        for bad in ["0", "-5", "a year", "1.5"] {
+            let err = load(&[("CAREBOT_RETENTION_DAYS", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("CAREBOT_RETENTION_DAYS: "), "{err}");
+        }
+        let err = load(&[
+            ("CAREBOT_RETENTION_DAYS", "730"),
+            ("CAREBOT_CONSENT_RETENTION_DAYS", "365"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("CAREBOT_CONSENT_RETENTION_DAYS: 365 days is shorter"),
+            "{err}"
+        );
     }
 
     #[test]

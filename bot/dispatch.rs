@@ -35,6 +35,7 @@ pub use crate::channel::twilio::client::SendError;
 use crate::channel::telegram::client::{self as telegram, TelegramClient};
 use crate::channel::twilio::client::TwilioClient;
 use crate::clock::Clock;
+use crate::domain::phone::{mask_text, masked_error};
 use crate::domain::{Address, Channel};
 use crate::metrics::Metrics;
 use crate::quiet_hours::{self, Window};
@@ -217,7 +218,7 @@ impl<T: Sender> Dispatcher<T> {
             {
                 Ok(rows) => rows,
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot claim outbound messages");
+                    tracing::error!(error = %masked_error(&e), "cannot claim outbound messages");
                     Vec::new()
                 }
             };
@@ -300,7 +301,9 @@ impl<T: Sender> Shared<T> {
                 count = n,
                 "messages left in `sending` by a crash marked `unknown`; they will not be re-sent"
             ),
-            Err(e) => tracing::error!(error = %e, "cannot check for messages left in `sending`"),
+            Err(e) => {
+                tracing::error!(error = %masked_error(&e), "cannot check for messages left in `sending`")
+            }
         }
     }
 
@@ -438,7 +441,7 @@ impl<T: Sender> Shared<T> {
     /// Returns a claimed row, not sent, to the outbox until `at` (no attempt is counted).
     async fn put_back(&self, address: &Address, row: OutboundRow, at: DateTime<Utc>, why: &str) {
         if let Err(e) = self.store.defer_outbound(row.id, at, why).await {
-            tracing::error!(id = row.id, to = %address.masked(), error = %e, "cannot put a message back in the outbox");
+            tracing::error!(id = row.id, to = %address.masked(), error = %masked_error(&e), "cannot put a message back in the outbox");
         }
         self.done_with(1);
     }
@@ -455,6 +458,8 @@ async fn record(
     clock: &Clock,
     accepted: &mpsc::Sender<(i64, String)>,
 ) -> Option<DateTime<Utc>> {
+    // Providers quote the number or chat they refused in their error text: every `error`
+    // below is masked, while the outbox keeps the provider's words for whoever looks into it.
     let to = row.address.masked();
     let mut retry_at = None;
     let outcome = match result {
@@ -471,7 +476,7 @@ async fn record(
         }
         Err(SendError::Permanent { code, message }) => {
             metrics.count_outbound("failed");
-            tracing::warn!(id = row.id, %to, code = code.as_deref().unwrap_or("-"), %message, "provider refused the message");
+            tracing::warn!(id = row.id, %to, code = code.as_deref().unwrap_or("-"), error = %mask_text(&message), "provider refused the message");
             let opted_out = match code.as_deref() {
                 Some(UNSUBSCRIBED) => Some("twilio 21610: unsubscribed recipient"),
                 Some(telegram::BLOCKED) => Some("telegram: bot was blocked by the user"),
@@ -500,7 +505,7 @@ async fn record(
                     Ok(true) => tracing::info!(id = row.id, %to, "alert sent again by SMS"),
                     Ok(false) => {}
                     Err(e) => {
-                        tracing::error!(id = row.id, error = %e, "cannot send the alert by SMS")
+                        tracing::error!(id = row.id, error = %masked_error(&e), "cannot send the alert by SMS")
                     }
                 }
             }
@@ -513,14 +518,14 @@ async fn record(
             metrics.count_outbound("retried");
             // When the provider says how long to wait, exactly that; else back off.
             let wait = retry_after.unwrap_or_else(|| backoff(row.attempts));
-            tracing::info!(id = row.id, %to, attempt = row.attempts, retry_in_ms = wait.as_millis() as u64, %message, "will retry");
+            tracing::info!(id = row.id, %to, attempt = row.attempts, retry_in_ms = wait.as_millis() as u64, error = %mask_text(&message), "will retry");
             let at = clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
             retry_at = Some(at);
             store.mark_outbound_retry(row.id, at, &message).await
         }
         Err(SendError::Transient { message, .. }) => {
             metrics.count_outbound("failed");
-            tracing::warn!(id = row.id, %to, %message, "giving up after {} attempts", row.attempts);
+            tracing::warn!(id = row.id, %to, error = %mask_text(&message), "giving up after {} attempts", row.attempts);
             store
                 .mark_outbound_failed(
                     row.id,
@@ -532,12 +537,12 @@ async fn record(
         Err(SendError::Unknown { message }) => {
             // Not retried: the provider may have it. A status callback (Twilio) may say so.
             metrics.count_outbound("unknown");
-            tracing::warn!(id = row.id, %to, %message, "outcome unknown; not re-sent");
+            tracing::warn!(id = row.id, %to, error = %mask_text(&message), "outcome unknown; not re-sent");
             store.mark_outbound_unknown(row.id, &message).await
         }
     };
     if let Err(e) = outcome {
-        tracing::error!(id = row.id, error = %e, "cannot record the result of a send");
+        tracing::error!(id = row.id, error = %masked_error(&e), "cannot record the result of a send");
     }
     retry_at
 }
@@ -554,7 +559,7 @@ async fn record_accepted(store: AnyStore, mut accepted: mpsc::Receiver<(i64, Str
         while let Err(e) = store.mark_outbound_accepted_many(&batch).await {
             attempt += 1;
             if attempt == 3 {
-                tracing::error!(count = batch.len(), error = %e, "cannot record that the provider accepted these messages; they will show as `unknown` and are not re-sent");
+                tracing::error!(count = batch.len(), error = %masked_error(&e), "cannot record that the provider accepted these messages; they will show as `unknown` and are not re-sent");
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100 * attempt)).await;

@@ -18,6 +18,7 @@ use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use crate::domain::phone::masked_error;
 use crate::domain::{Address, Lang, Priority};
 use crate::quiet_hours;
 use crate::render::{Agency, MessageContext};
@@ -505,7 +506,7 @@ impl<S: Store> Runner<S> {
         match self.catalog.templates.render(&e.template, Lang::En, &ctx) {
             Ok((text, _)) => text,
             Err(err) => {
-                tracing::error!(escalation = e.id, error = %err, "alert template failed; sending a plain alert");
+                tracing::error!(escalation = e.id, error = %masked_error(&err), "alert template failed; sending a plain alert");
                 let (name, branch) = caregiver_of(&e.context);
                 format!(
                     "ALERT {id} ({priority}): {name}, {branch}: {reason}. \"{answer}\" Reply ACK {id}, CALL {id}, or NOTE {id} <text>.",

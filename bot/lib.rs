@@ -19,7 +19,8 @@ pub mod cli;
 pub mod clock;
 /// Typed settings: defaults < carebot.toml < environment < flags.
 pub mod config;
-/// Consent keywords (STOP, START, HELP and their Spanish forms), handled before any flow.
+/// Consent words, read before any flow: keywords (STOP, START, HELP, and Spanish forms) and
+/// requests to stop in plain words, told apart from answers that merely contain a stop word.
 pub mod consent;
 /// The outbox worker: pacing, quiet hours, retries, never twice.
 pub mod dispatch;
@@ -31,6 +32,8 @@ pub mod escalation;
 pub mod flow;
 /// Counters for /metrics.
 pub mod metrics;
+/// Personal data over time: retention periods, a caregiver's export and erasure.
+pub mod privacy;
 /// Quiet-hours windows in each person's own time zone.
 pub mod quiet_hours;
 /// Message templates (minijinja, strict, English fallback).

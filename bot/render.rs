@@ -26,6 +26,8 @@ pub const SYSTEM_TEMPLATES: &[&str] = &[
     "system/hint_text",
     "system/hint_keyword",
     "system/escalation_consent",
+    // A message that may mean stop: "Do you want to stop all messages? Reply STOP to confirm."
+    "system/stop_confirm",
     // A caregiver reachable on SMS and Telegram: what STOP and STOP ALL confirm.
     "system/stop_telegram_too",
     "system/stop_all",
@@ -40,6 +42,7 @@ pub const SYSTEM_TEMPLATES: &[&str] = &[
     "telegram/help",
     "telegram/stop",
     "telegram/stop_sms_too",
+    "telegram/stop_confirm",
     "telegram/language_prompt",
     "telegram/language_set",
     "telegram/question_closed",

@@ -6,8 +6,10 @@
 //! acknowledge, how many are closed.
 //!
 //! Honest by construction: the denominator is the people asked, so silence lowers the rate
-//! instead of vanishing; a group with fewer than five respondents is suppressed, so nobody's
-//! answer can be read off a small group (anonymous answers are reported nowhere else). The
+//! instead of vanishing; a group with fewer than five respondents is suppressed, and so are the
+//! next-smallest groups until what is hidden cannot be computed back from the total and the
+//! groups shown, so nobody's answer can be read off a small group, directly or by subtraction
+//! (anonymous answers are reported nowhere else). The
 //! store streams its rows and only the per-week tallies are kept, so the report's memory does
 //! not grow with the years of answers behind it.
 
@@ -98,6 +100,54 @@ struct EscalationTally {
     in_window: u64,
     to_acknowledge: Vec<i64>,
     closed: u64,
+}
+
+impl Tally {
+    fn responded(&self) -> u64 {
+        self.respondents.len() as u64 + self.anonymous_respondents
+    }
+}
+
+/// The groups of one week whose figures are not shown, given each group's respondents (the
+/// all-caregivers row among them): every group with fewer than [`MIN_RESPONDENTS`], and then
+/// (complementary suppression) the smallest shown groups until the hidden ones together hold
+/// none or at least [`MIN_RESPONDENTS`]. Otherwise the all-caregivers row minus the groups
+/// shown would give the hidden group's count and score sum: a lone respondent's answer.
+fn suppressed<'a>(groups: impl Iterator<Item = (&'a str, u64)>) -> HashSet<&'a str> {
+    let mut all = None;
+    let mut others: Vec<(&str, u64)> = Vec::new();
+    for (group, responded) in groups {
+        if group == ALL {
+            all = Some(responded);
+        } else {
+            others.push((group, responded));
+        }
+    }
+    let mut hidden: HashSet<&str> = HashSet::new();
+    if all.is_some_and(|n| n < MIN_RESPONDENTS) {
+        hidden.insert(ALL);
+    }
+    // Smallest first (then by name, so the choice is the same on every run).
+    others.sort_by_key(|&(group, n)| (n, group));
+    let mut hidden_total = 0;
+    for &(group, n) in &others {
+        if n < MIN_RESPONDENTS {
+            hidden.insert(group);
+            hidden_total += n;
+        }
+    }
+    // With the all-caregivers row hidden too there is no total to subtract from.
+    if !hidden.contains(ALL) {
+        for &(group, n) in &others {
+            if hidden_total == 0 || hidden_total >= MIN_RESPONDENTS {
+                break;
+            }
+            if hidden.insert(group) {
+                hidden_total += n;
+            }
+        }
+    }
+    hidden
 }
 
 /// Builds the report from the store's rows.
@@ -208,16 +258,22 @@ pub async fn pulse<S: Store>(
     for week in &weeks {
         // A week without a survey says so, rather than vanishing from the table.
         tallies.entry((*week, ALL.to_owned())).or_default();
-        let mut shown: BTreeMap<String, f64> = BTreeMap::new();
-        for ((_, group), t) in tallies
+        let groups: Vec<(&String, &Tally)> = tallies
             .range((*week, String::new())..)
             .take_while(|((w, _), _)| w == week)
-        {
-            let responded = t.respondents.len() as u64 + t.anonymous_respondents;
+            .map(|((_, group), t)| (group, t))
+            .collect();
+        let hidden = suppressed(
+            groups
+                .iter()
+                .map(|(group, t)| (group.as_str(), t.responded())),
+        );
+        let mut shown: BTreeMap<String, f64> = BTreeMap::new();
+        for (group, t) in groups {
+            let responded = t.responded();
             let asked = t.asked.len() as u64;
-            let suppressed = responded < MIN_RESPONDENTS;
             let mean = (t.scores > 0).then(|| t.sum / t.scores as f64);
-            let line = if suppressed {
+            let line = if hidden.contains(group.as_str()) {
                 PulseLine {
                     week: *week,
                     group: group.clone(),
@@ -327,7 +383,7 @@ impl PulseReport {
         );
         let _ = writeln!(
             out,
-            "Asked = caregivers the survey was started for; rate = responded / asked. Groups with fewer than {MIN_RESPONDENTS} respondents are suppressed (-).\n"
+            "Asked = caregivers the survey was started for; rate = responded / asked. Groups with fewer than {MIN_RESPONDENTS} respondents are suppressed (-), and so is the next-smallest group when the total would give them away.\n"
         );
         let width = self
             .answers
@@ -400,6 +456,37 @@ impl PulseReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn hidden(groups: &[(&'static str, u64)]) -> Vec<&'static str> {
+        let mut out: Vec<&str> = suppressed(groups.iter().copied()).into_iter().collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn a_lone_small_group_takes_the_next_smallest_with_it() {
+        // Peoria's one respondent would be (all) minus North minus South.
+        assert_eq!(
+            hidden(&[(ALL, 26), ("North", 12), ("South", 13), ("Peoria", 1)]),
+            ["North", "Peoria"]
+        );
+        // Two small groups hiding 4 between them: still too few, a third goes.
+        assert_eq!(
+            hidden(&[(ALL, 34), ("A", 1), ("B", 3), ("C", 9), ("D", 21)]),
+            ["A", "B", "C"]
+        );
+        // Hidden groups that hold 5 or more between them reveal no one's answer.
+        assert_eq!(
+            hidden(&[(ALL, 30), ("A", 2), ("B", 4), ("C", 24)]),
+            ["A", "B"]
+        );
+        // A group asked but with no respondent hides nobody's answer.
+        assert_eq!(hidden(&[(ALL, 20), ("A", 0), ("B", 20)]), ["A"]);
+        // Nothing small: nothing hidden.
+        assert!(hidden(&[(ALL, 10), ("A", 5), ("B", 5)]).is_empty());
+        // The all row small too: there is no total to subtract from.
+        assert_eq!(hidden(&[(ALL, 3), ("A", 3)]), [ALL, "A"]);
+    }
 
     #[test]
     fn the_median_is_a_value_someone_waited() {

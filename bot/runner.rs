@@ -17,7 +17,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::catalog::Catalog;
-use crate::consent::{self, Keyword};
+use crate::consent::{self, Keyword, Reading};
+use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel, Lang};
 use crate::flow::Flow;
 use crate::flow::definition::{Program, WhenBusy, WhenCapped};
@@ -253,7 +254,7 @@ impl<S: Store> Runner<S> {
         if raised.load(std::sync::atomic::Ordering::Relaxed)
             && let Err(e) = self.run_due_escalations(inbound.received_at).await
         {
-            tracing::error!(error = %e, "routing a new escalation failed; the scheduler will retry");
+            tracing::error!(error = %masked_error(&e), "routing a new escalation failed; the scheduler will retry");
         }
         Ok(outcome)
     }
@@ -504,17 +505,25 @@ impl<S: Store> Runner<S> {
         let mut plan = PlanBuilder::new(self, snap, inbound.received_at);
         plan.note_channel();
         let text = inbound.text.as_str();
-        let keyword_lang = consent::keyword_language(text).and_then(|l| l.parse::<Lang>().ok());
-        let lang = keyword_lang
+        let said_in = consent::language(text).and_then(|l| l.parse::<Lang>().ok());
+        let lang = said_in
             .or(snap.caregiver.as_ref().map(|c| c.language))
             .unwrap_or(Lang::En);
 
-        // Consent comes before any flow, for everyone who texts, on the roster or not.
-        let keyword = consent::classify(text).or_else(|| {
+        // Consent comes before any flow, for everyone who texts, on the roster or not. Whether
+        // a question is waiting decides what a request in plain words does (see consent.rs):
+        // it is the conversation the caregiver path below would hand this message to.
+        let question_waiting =
+            snap.conversation.is_some() && snap.caregiver.as_ref().is_some_and(|c| c.active);
+        let reading = consent::read(text, question_waiting);
+        let keyword = match reading {
+            Reading::Keyword(keyword) => Some(keyword),
+            // A clear request in plain words, with no question it could answer, is STOP.
+            Reading::StopNow => Some(Keyword::OptOut),
             // YES is an answer to questions; it means START only for someone opted out.
-            (snap.consent == ConsentStatus::OptedOut && consent::is_yes(text))
-                .then_some(Keyword::OptIn)
-        });
+            _ => (snap.consent == ConsentStatus::OptedOut && consent::is_yes(text))
+                .then_some(Keyword::OptIn),
+        };
         if consent::stops_everything(text) {
             plan.stop_everything(text, lang)?;
             return Ok(plan.finish());
@@ -524,7 +533,12 @@ impl<S: Store> Runner<S> {
                 if snap.consent != ConsentStatus::OptedOut {
                     plan.push(Write::Consent {
                         status: ConsentStatus::OptedOut,
-                        source: "keyword".into(),
+                        // The ledger tells a keyword from plain words.
+                        source: if reading == Reading::StopNow {
+                            "request".into()
+                        } else {
+                            "keyword".into()
+                        },
                         detail: text.trim().to_owned(),
                     });
                     // STOP stops this channel: a conversation running on another one goes on.
@@ -562,6 +576,10 @@ impl<S: Store> Runner<S> {
             }
             None => {}
         }
+        // The question "do you want to stop?" is a reply, not a consent confirmation: it must
+        // not reach someone who has opted out by the time it is sent, and the one message
+        // allowed after STOP is STOP's own confirmation.
+        let confirm = telegram::confirm_template(snap.address.channel);
 
         // A supervisor replying to an alert (ACK 14, CALL 14, NOTE 14 …, DONE 14). What is not
         // a reply to an alert goes on to the caregiver path when the sender is also a
@@ -595,6 +613,11 @@ impl<S: Store> Runner<S> {
             return Ok(shift_plan);
         }
         let Some(conv) = &snap.conversation else {
+            if reading == Reading::Confirm {
+                // Might mean stop, with nothing to answer: ask rather than guess either way.
+                plan.system(lang, confirm, OutboundKind::Reply)?;
+                return Ok(plan.finish());
+            }
             // A caregiver writing outside any conversation: say who we are, once a day.
             if !snap.stranger_replied_today {
                 let help = telegram::help_template(snap.address.channel);
@@ -627,7 +650,7 @@ impl<S: Store> Runner<S> {
             Err(e) => {
                 // A flow that fails at run time must not swallow the caregiver's messages in a
                 // retry loop: keep the message, close the conversation, and say so in the log.
-                tracing::error!(flow = %flow.id, conversation = conv.id, error = %e, "flow failed; conversation closed");
+                tracing::error!(flow = %flow.id, conversation = conv.id, error = %masked_error(&e), "flow failed; conversation closed");
                 plan.push(Write::UpdateConversation {
                     conversation: ConvRef::Existing(conv.id),
                     status: ConversationStatus::Interrupted,
@@ -635,6 +658,11 @@ impl<S: Store> Runner<S> {
                     wake_at: None,
                 });
             }
+        }
+        if reading == Reading::AnswerAndConfirm {
+            // The answer is kept like any other; asked last, so that the question read last
+            // is the one STOP answers.
+            plan.system(lang, confirm, OutboundKind::Reply)?;
         }
         Ok(plan.finish())
     }
@@ -1041,6 +1069,7 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                     value,
                     raw,
                     anonymous,
+                    free_text,
                 } => {
                     answers.insert(key.clone(), value.clone());
                     self.push(Write::Answer {
@@ -1051,6 +1080,7 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                         value,
                         raw,
                         anonymous,
+                        free_text,
                     });
                 }
                 Event::OptIn => {
@@ -1141,12 +1171,14 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
                     _ => ConversationStatus::Completed,
                 },
                 // An ended conversation keeps its answers, but not the anonymous ones: the
-                // conversation names its caregiver.
+                // conversation names its caregiver. Nor alerts that waited for a yes that never
+                // came: they quote the answer.
                 serde_json::to_value(prior.map(|mut s| {
                     s.answers = answers.clone();
                     for key in flow.anonymous_keys() {
                         s.answers.remove(key);
                     }
+                    s.consent = None;
                     s
                 }))
                 .expect("state serializes"),

@@ -16,7 +16,9 @@ use crate::channel::twilio::client::TwilioClient;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::dispatch::{DispatchSettings, Dispatcher};
+use crate::domain::phone::masked_error;
 use crate::metrics::Metrics;
+use crate::privacy::Retention;
 use crate::runner::Runner;
 use crate::scheduler::Scheduler;
 use crate::store::{AnyStore, Store};
@@ -108,6 +110,7 @@ pub async fn run_with_clock(
         wakes,
         shutdown.clone(),
         clock.clone(),
+        config.retention,
     ));
 
     let state = Arc::new(AppState {
@@ -203,7 +206,7 @@ fn start_telegram(
                 expected = %expected,
                 "Telegram's webhook is not this server's: run `carebot telegram set-webhook`"
             ),
-            Err(e) => tracing::warn!(error = %e, "cannot check Telegram's webhook"),
+            Err(e) => tracing::warn!(error = %masked_error(&e), "cannot check Telegram's webhook"),
         }
     });
     tracing::info!(
@@ -216,15 +219,18 @@ fn start_telegram(
 /// The one scheduler, once a second: shift offers (waves, deadlines), then
 /// [`crate::scheduler`]'s conversation timers, recurring and one-off starts and training
 /// assignments, then the follow-up clock of escalations, and once a minute the supervisors'
-/// daily digests. Every piece of due work is claimed in its own transaction (a start by a
-/// lease), so several instances can run this loop side by side.
+/// daily digests, and the retention sweep (every few minutes, or every tick while it has a
+/// backlog). Every piece of due work is claimed in its own transaction (a start by a lease),
+/// so several instances can run this loop side by side.
 async fn scheduler(
     runner: Arc<Runner<AnyStore>>,
     wakes: Vec<Arc<tokio::sync::Notify>>,
     mut shutdown: watch::Receiver<bool>,
     clock: Clock,
+    retention: Retention,
 ) {
     let mut last_digests: Option<DateTime<Utc>> = None;
+    let mut next_sweep: Option<DateTime<Utc>> = None;
     let scheduler = Scheduler::new(runner.clone(), clock.clone());
     loop {
         let now = clock.now();
@@ -235,7 +241,7 @@ async fn scheduler(
                 tracing::info!(offers = n, "shift offers sent a wave or expired");
                 queued = true;
             }
-            Err(e) => tracing::error!(error = %e, "shift offer tick failed"),
+            Err(e) => tracing::error!(error = %masked_error(&e), "shift offer tick failed"),
         }
         match scheduler.tick().await {
             Ok(tick) if tick.is_empty() => {}
@@ -248,7 +254,7 @@ async fn scheduler(
                 );
                 queued = true;
             }
-            Err(e) => tracing::error!(error = %e, "scheduler tick failed"),
+            Err(e) => tracing::error!(error = %masked_error(&e), "scheduler tick failed"),
         }
         match runner.run_due_escalations(now).await {
             Ok(0) => {}
@@ -256,15 +262,48 @@ async fn scheduler(
                 tracing::info!(escalations = n, "escalations routed or raised");
                 queued = true;
             }
-            Err(e) => tracing::error!(error = %e, "escalation follow-up failed"),
+            Err(e) => tracing::error!(error = %masked_error(&e), "escalation follow-up failed"),
         }
         // Once a minute (either way: a clock set back must not stop the digests).
         if last_digests.is_none_or(|t| (now - t).abs() >= chrono::Duration::minutes(1)) {
             last_digests = Some(now);
             if let Err(e) = runner.send_digests(now).await {
-                tracing::error!(error = %e, "daily digests failed");
+                tracing::error!(error = %masked_error(&e), "daily digests failed");
             }
             queued = true;
+        }
+        if next_sweep.is_none_or(|t| now >= t || t - now > SWEEP_EVERY) {
+            next_sweep = Some(now + SWEEP_EVERY);
+            match runner
+                .store
+                .sweep_retention(&retention, now, SWEEP_BATCH)
+                .await
+            {
+                Ok(swept) => {
+                    if swept.total() > 0 {
+                        tracing::info!(
+                            inbound = swept.inbound,
+                            outbound = swept.outbound,
+                            answers = swept.answers,
+                            conversations = swept.conversations,
+                            escalations = swept.escalations,
+                            notes = swept.notes,
+                            ledger = swept.ledger,
+                            other = swept.other,
+                            days = retention.days,
+                            "retention: removed text past its time"
+                        );
+                    }
+                    // A backlog (the first run on years of data) goes on at the next tick,
+                    // a batch at a time, so replies never wait behind it.
+                    if swept.more {
+                        next_sweep = Some(now);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %masked_error(&e), "retention sweep failed; will retry")
+                }
+            }
         }
         if queued {
             for w in &wakes {
@@ -277,6 +316,11 @@ async fn scheduler(
         }
     }
 }
+
+/// How often the retention sweep looks for text past its time when it has no backlog.
+const SWEEP_EVERY: chrono::Duration = chrono::Duration::minutes(10);
+/// Rows of each kind per sweep transaction.
+const SWEEP_BATCH: u32 = 1000;
 
 /// Says at start-up when the settings name a branch contact or program staff who is not on
 /// the supervisors roster (they would be skipped when alerts are routed).
@@ -294,7 +338,7 @@ async fn warn_about_unknown_contacts(store: &AnyStore, config: &Config) {
                 );
             }
         }
-        Err(e) => tracing::warn!(error = %e, "cannot check the escalation contacts"),
+        Err(e) => tracing::warn!(error = %masked_error(&e), "cannot check the escalation contacts"),
     }
 }
 

@@ -12,7 +12,7 @@ use carebot::store::{
     AnyStore, ConvRef, Desk, EscalationAction, EscalationSnapshot, EscalationStatus, Plan,
     PulseRow, Snapshot, Store, Write,
 };
-use chrono::{Duration, NaiveDate};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 use sqlx::Connection as _;
 use support::{at, caregiver, inbound, sms, supervisor};
@@ -371,6 +371,7 @@ async fn exports_stream_every_row_and_leave_anonymous_answers_out(store: AnyStor
                             value: json!(n),
                             raw: n.to_string(),
                             anonymous,
+                            free_text: false,
                         }],
                     })
                 },
@@ -455,6 +456,7 @@ async fn pulse_rows_place_answers_by_the_week_their_survey_started(store: AnySto
                         value: json!(4),
                         raw: "4".into(),
                         anonymous,
+                        free_text: false,
                     }],
                 })
             })
@@ -515,7 +517,7 @@ async fn pulse_rows_place_answers_by_the_week_their_survey_started(store: AnySto
 /// On both databases (with a connection of their own): an anonymous answer keeps no link to
 /// its caregiver, only its cohort, and the inbound message that carried it loses its words.
 #[tokio::test]
-async fn an_anonymous_answer_keeps_its_cohort_and_its_inbound_text_is_redacted() {
+async fn an_anonymous_answer_keeps_its_cohort_and_its_inbound_message_neither_words_nor_time() {
     for (kind, db) in support::stores().await {
         let store = &db.store;
         let conversation = setup(store).await;
@@ -532,30 +534,36 @@ async fn an_anonymous_answer_keeps_its_cohort_and_its_inbound_text_is_redacted()
                             value: json!("my client yells at me"),
                             raw: "my client yells at me".into(),
                             anonymous: true,
+                            free_text: false,
                         }],
                     })
                 },
             )
             .await
             .unwrap();
-        let query = "SELECT i.body, a.raw, a.cohort_branch, a.cohort_state, \
-                     a.caregiver_id IS NULL AND a.conversation_id IS NULL \
-                     FROM inbound_messages i, answers a";
-        let got: (String, String, Option<String>, Option<String>, bool) = if kind == "sqlite" {
+        // The answer is kept apart with its cohort only; its inbound message keeps neither
+        // its words nor a time finer than the day; nothing is in `answers`.
+        let query = "SELECT i.body, i.received_at, a.value, a.cohort_branch, \
+                     a.cohort_state, (SELECT COUNT(*) FROM answers) \
+                     FROM inbound_messages i, anonymous_answers a";
+        type Got = (String, DateTime<Utc>, String, String, Option<String>, i64);
+        let got: Got = if kind == "sqlite" {
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
             sqlx::query_as(query).fetch_one(&mut conn).await.unwrap()
         } else {
             let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
             sqlx::query_as(query).fetch_one(&mut conn).await.unwrap()
         };
+        let midnight = at(0);
         assert_eq!(
             got,
             (
                 "[anonymous answer]".into(),
-                "my client yells at me".into(),
-                Some("north".into()),
+                midnight,
+                "\"my client yells at me\"".into(),
+                "north".into(),
                 Some("IL".into()),
-                true
+                0
             ),
             "{kind}"
         );

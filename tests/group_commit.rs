@@ -41,6 +41,7 @@ fn decide(text: &str, s: &Snapshot) -> Result<Plan, String> {
                     value: json!(n + 1),
                     raw: text.into(),
                     anonymous: false,
+                    free_text: false,
                 },
                 Write::UpdateConversation {
                     conversation: ConvRef::Existing(conv.id),
@@ -79,6 +80,7 @@ fn decide(text: &str, s: &Snapshot) -> Result<Plan, String> {
                     value: json!(n + 1),
                     raw: text.into(),
                     anonymous: false,
+                    free_text: false,
                 },
                 Write::Outbound(NewOutbound {
                     address: s.address.clone(),

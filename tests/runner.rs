@@ -290,7 +290,8 @@ async fn every_consent_change_is_in_the_ledger(store: AnyStore) {
             s("opted_in", "import", ledger[0].2.as_str()),
             s("opted_out", "keyword", "STOP"),
             s("opted_in", "keyword", "START"),
-            s("opted_out", "keyword", "please cancel"),
+            // Plain words, not a keyword: the ledger says which (issue 16).
+            s("opted_out", "request", "please cancel"),
             s("opted_in", "keyword", "YES"),
         ]
     );

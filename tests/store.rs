@@ -553,6 +553,7 @@ async fn inbound_plan_creates_a_conversation_and_queues_a_reply(store: AnyStore)
             value: json!(4),
             raw: "4".into(),
             anonymous: false,
+            free_text: false,
         });
         let mut reply = message(&s.address, OutboundKind::Reply, "Thanks!", at(10));
         reply.caregiver_id = caregiver_id;
@@ -1369,6 +1370,7 @@ async fn answers_and_escalations_are_listed_with_filters(store: AnyStore) {
                 value: json!(score),
                 raw: score.to_string(),
                 anonymous,
+                free_text: false,
             }];
             if escalate {
                 writes.push(Write::Escalation {
@@ -1413,21 +1415,20 @@ async fn answers_and_escalations_are_listed_with_filters(store: AnyStore) {
             ("c2", "pulse", "3"),
             ("c1", "pulse", "1"),
             ("c1", "training", "5"),
-            ("", "pulse", "2")
         ],
-        "an anonymous answer does not name the caregiver"
+        "an anonymous answer is not listed: it is kept apart, with nothing that names anyone"
     );
     let pulse = store.answers(Some("pulse"), None).await.unwrap();
-    assert_eq!(pulse.len(), 3);
+    assert_eq!(pulse.len(), 2);
     let since = store.answers(None, Some(day(4))).await.unwrap();
     assert_eq!(
         since.iter().map(|a| a.raw.as_str()).collect::<Vec<_>>(),
-        ["1", "5", "2"]
+        ["1", "5"]
     );
     let both = store.answers(Some("pulse"), Some(day(4))).await.unwrap();
     assert_eq!(
         both.iter().map(|a| a.raw.as_str()).collect::<Vec<_>>(),
-        ["1", "2"]
+        ["1"]
     );
     assert_eq!(both[0].answered_at, march(4, 10));
 

@@ -74,6 +74,7 @@ telegram_tests!(webhook:
     an_alert_telegram_refuses_reaches_the_supervisor_by_sms,
     messages_to_one_chat_go_one_a_second_in_order,
     the_language_command_switches_to_spanish,
+    a_request_to_stop_is_asked_about_here_or_stops_an_unlinked_chat,
 );
 
 telegram_tests!(polling:
@@ -896,5 +897,53 @@ async fn long_polling_links_and_answers_by_buttons(app: TestApp) {
     assert!(polls.len() >= 3, "{}", polls.len());
     assert!(polls.iter().all(|c| c.params["timeout"] == 25));
     assert!(tg.calls_to("setWebhook").is_empty() && tg.calls_to("deleteWebhook").is_empty());
+    app.stop().await;
+}
+
+async fn a_request_to_stop_is_asked_about_here_or_stops_an_unlinked_chat(app: TestApp) {
+    roster(&app).await;
+    let maria = maria();
+    let tg = app.tg();
+    link(&app, &maria, MARIA).await;
+    start_pulse(&app).await;
+    tg.wait_for(maria.id, 3).await;
+    tg.say(&maria, "4").await;
+    tg.wait_for(maria.id, 4).await;
+    tg.say(&maria, "maybe").await;
+    tg.wait_for(maria.id, 5).await;
+    // The answer to "what would help?", which also asks to stop: kept, then asked about.
+    tg.say(&maria, "please stop texting me").await;
+    let got = tg.wait_for(maria.id, 7).await;
+    assert!(got[5].text.starts_with("Thank you, Maria!"), "{got:?}");
+    assert_eq!(
+        got[6].text,
+        "Do you want to stop all messages from Sunrise Home Care here? Send STOP to confirm."
+    );
+    assert_eq!(
+        answers(&app).await.last(),
+        Some(&("help".into(), Value::from("please stop texting me")))
+    );
+    assert_eq!(
+        last_consent(&app, &chat(&maria)).await.unwrap().0,
+        "opted_in"
+    );
+    // A chat linked to no one has no question waiting: a plain request stops it at once.
+    let ana = Person::new(7_002, "Ana");
+    tg.say(&ana, "Stop messaging me").await;
+    let got = tg.wait_for(ana.id, 1).await;
+    assert!(
+        got[0]
+            .text
+            .starts_with("You will get no more messages from Sunrise Home Care here."),
+        "{got:?}"
+    );
+    assert_eq!(
+        last_consent(&app, &chat(&ana)).await,
+        Some((
+            "opted_out".into(),
+            "request".into(),
+            "Stop messaging me".into()
+        ))
+    );
     app.stop().await;
 }

@@ -159,6 +159,133 @@ pub fn mask_address(raw: &str) -> String {
     format!("{scheme}{masked}")
 }
 
+/// Masks every run in free text that looks like a phone number or a chat id, for logs that
+/// must quote text carebot did not write (a provider's error message, an error's cause):
+/// Twilio's "The 'To' number +13125550123 is not a valid phone number." becomes "The 'To'
+/// number +1********23 is not a valid phone number.".
+///
+/// A run is digits with the punctuation people put in numbers (`+13125550123`,
+/// `(312) 555-0123`, `312.555.0123`, `whatsapp:+1…`, `-1001234567890`) holding at least
+/// [`MASKED_RUN_DIGITS`] digits. One that is a phone number is shown as [`Phone::masked`]
+/// shows it, whatever form it came in, so the same person reads the same in every line; any
+/// other (a Telegram chat id) as [`mask_address`] shows it. Shorter numbers (error codes, HTTP
+/// statuses, ids, ports), ISO dates and IPv4 addresses are left alone, and so are digits glued
+/// to letters (Twilio sids, a bot's id in `bot123:…`): they identify no one.
+pub fn mask_text(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !starts_run(bytes, i) {
+            i += 1;
+            continue;
+        }
+        let end = run_end(bytes, i);
+        // The bytes of a run are ASCII, so its ends are char boundaries.
+        let run = &text[i..end];
+        if let Some(date) = iso_date_prefix(run) {
+            i += date;
+            continue;
+        }
+        let digits = run.bytes().filter(u8::is_ascii_digit).count();
+        if digits >= MASKED_RUN_DIGITS && !is_ipv4(run) {
+            // "(12345678)": the bracket it did not close stays outside.
+            let start = if run.starts_with('(') && !run.contains(')') {
+                i + 1
+            } else {
+                i
+            };
+            out.push_str(&text[copied..start]);
+            out.push_str(&mask_run(&text[start..end]));
+            copied = end;
+        }
+        i = end;
+    }
+    out.push_str(&text[copied..]);
+    out
+}
+
+/// An error as a log line may show it: its text through [`mask_text`]. Errors quote what they
+/// failed on (PostgreSQL's `invalid input syntax … "…"`, serde's `invalid type: string "…"`,
+/// Telegram's "migrated to a supergroup with ID #…"), so carebot logs none as is.
+pub fn masked_error(e: &impl fmt::Display) -> String {
+    mask_text(&e.to_string())
+}
+
+/// The fewest digits a run needs to be masked: a local number (`555-0123`) has seven, and
+/// so do the shortest Telegram user ids; error codes (`21211`), statuses and ports have fewer.
+pub const MASKED_RUN_DIGITS: usize = 7;
+
+/// Whether a run starts at `i`: a digit that does not continue a word, or a `+`, `(` or a
+/// minus sign right before a digit.
+fn starts_run(b: &[u8], i: usize) -> bool {
+    let digit_at = |j: usize| b.get(j).is_some_and(u8::is_ascii_digit);
+    let after_word = i > 0 && b[i - 1].is_ascii_alphanumeric();
+    match b[i] {
+        b'0'..=b'9' => !after_word,
+        b'+' | b'(' => digit_at(i + 1),
+        b'-' => digit_at(i + 1) && !after_word,
+        _ => false,
+    }
+}
+
+/// Where the run starting at `start` ends: groups of digits joined by at most two of
+/// ` `, `-`, `.`, `(`, `)` (so `+1 (312) 555-0123` is one run, and a sentence's full stop
+/// after a number is not part of it).
+fn run_end(b: &[u8], start: usize) -> usize {
+    let mut i = start + usize::from(!b[start].is_ascii_digit());
+    loop {
+        while i < b.len() && b[i].is_ascii_digit() {
+            i += 1;
+        }
+        let mut j = i;
+        while j < b.len() && j - i < 2 && matches!(b[j], b' ' | b'-' | b'.' | b'(' | b')') {
+            j += 1;
+        }
+        if j > i && b.get(j).is_some_and(u8::is_ascii_digit) {
+            i = j;
+        } else {
+            return i;
+        }
+    }
+}
+
+/// The length of a `YYYY-MM-DD` the run starts with: a date in an error message is no one's
+/// number, and the time after it is a run of its own.
+fn iso_date_prefix(run: &str) -> Option<usize> {
+    let b = run.as_bytes();
+    let shape = b.len() >= 10
+        && b[..10].iter().enumerate().all(|(k, c)| {
+            if k == 4 || k == 7 {
+                *c == b'-'
+            } else {
+                c.is_ascii_digit()
+            }
+        });
+    shape.then_some(10)
+}
+
+/// `10.0.12.255`: a network error may name an address, which is no one's phone.
+fn is_ipv4(run: &str) -> bool {
+    let parts: Vec<&str> = run.split('.').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|c| c.is_ascii_digit()))
+}
+
+/// One run, masked: a phone number as [`Phone::masked`], anything else (a chat id, a number
+/// that does not validate) as [`mask_address`].
+fn mask_run(run: &str) -> String {
+    if !run.starts_with('-')
+        && let Ok(phone) = Phone::parse(run)
+    {
+        return phone.masked();
+    }
+    mask_address(run)
+}
+
 /// `tel:+1-201-555-0123;ext=1` (RFC 3966) -> `+1-201-555-0123`: the parameters after `;` are an
 /// extension or a phone-context, neither of which a text message can use.
 fn strip_tel_uri(input: &str) -> &str {
@@ -519,6 +646,74 @@ mod tests {
         assert_eq!(serde_json::from_str::<Phone>(&json).unwrap(), phone);
         assert!(serde_json::from_str::<Phone>(r#""123-456-7890""#).is_err());
         assert_eq!(Phone::try_from("3125550123".to_owned()).unwrap(), phone);
+    }
+
+    #[test]
+    fn mask_text_masks_a_number_in_every_form_a_person_or_provider_writes_it() {
+        for form in [
+            "+13125550123",
+            "13125550123",
+            "3125550123",
+            "(312) 555-0123",
+            "312-555-0123",
+            "312.555.0123",
+            "1-312-555-0123",
+            "+1 (312) 555-0123",
+        ] {
+            assert_eq!(
+                mask_text(&format!("to {form}, twice")),
+                "to +1********23, twice",
+                "{form:?}"
+            );
+        }
+        assert_eq!(
+            mask_text("The 'To' number +13125550123 is not a valid phone number."),
+            "The 'To' number +1********23 is not a valid phone number."
+        );
+        assert_eq!(
+            mask_text("whatsapp:+13125550123 and +44 20 7946 0958"),
+            "whatsapp:+1********23 and +44********58"
+        );
+        assert_eq!(mask_text("(3125550123)"), "(+1********23)");
+    }
+
+    #[test]
+    fn mask_text_masks_chat_ids_and_numbers_that_do_not_validate() {
+        assert_eq!(
+            mask_text("The group has been migrated to a supergroup with ID #-1001234567890"),
+            "The group has been migrated to a supergroup with ID #************90"
+        );
+        assert_eq!(
+            mask_text("chat 741396258 not found"),
+            "chat *******58 not found"
+        );
+        assert_eq!(mask_text("chat_id=5550123,"), "chat_id=*****23,");
+        assert_eq!(mask_text("+1312555012"), "*********12");
+        assert_eq!(mask_text("call 555-0123"), "call ******23");
+    }
+
+    #[test]
+    fn mask_text_leaves_codes_dates_addresses_and_sids_alone() {
+        for kept in [
+            "Twilio 429 Too Many Requests: code 21211, retry after 7s",
+            "raised 2026-01-15 10:00:00 UTC, due 2026-01-15T12:00:00Z",
+            "cannot connect to 192.168.100.200:443",
+            "sid SM00000000000000000000000000000001 in AC0123456789abcdef",
+            "bot123456789:<token> answered 500",
+            "outbox 42, attempt 3 of 6, 1500 ms",
+            "",
+        ] {
+            assert_eq!(mask_text(kept), kept);
+        }
+    }
+
+    #[test]
+    fn mask_text_keeps_the_text_around_a_number_whatever_its_script() {
+        assert_eq!(
+            mask_text("El número +13125550123 no es válido — ¿seguro?"),
+            "El número +1********23 no es válido — ¿seguro?"
+        );
+        assert_eq!(mask_text("№3125550123."), "№+1********23.");
     }
 
     #[test]

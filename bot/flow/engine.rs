@@ -123,6 +123,9 @@ pub enum Event {
         value: Value,
         raw: String,
         anonymous: bool,
+        /// The question takes free text (`expect: text`): the caregiver's own words, which
+        /// retention removes after `CAREBOT_RETENTION_DAYS`, unlike scores and choices.
+        free_text: bool,
     },
     /// The caregiver said yes to an `opt_in` question: record consent on this channel.
     OptIn,
@@ -316,6 +319,7 @@ impl Run<'_> {
             value: value.clone(),
             raw: text.trim().to_owned(),
             anonymous: ask.anonymous,
+            free_text: matches!(ask.expect, Expect::Text),
         });
         if ask.opt_in && value == Value::Bool(true) {
             self.events.push(Event::OptIn);
@@ -612,10 +616,11 @@ impl Run<'_> {
         if let Ok(t) = DateTime::parse_from_rfc3339(&text) {
             return Ok(t.with_timezone(&Utc));
         }
+        // Not quoted: the value may be what a caregiver typed, and this error ends up in the
+        // log (the runner closes the conversation and says why); the step and the expression
+        // are enough to find it.
         let date = NaiveDate::parse_from_str(&text, "%Y-%m-%d").map_err(|_| {
-            fail(format!(
-                "{text:?} is neither a date (YYYY-MM-DD) nor an RFC 3339 time"
-            ))
+            fail("the value it gave is neither a date (YYYY-MM-DD) nor an RFC 3339 time".into())
         })?;
         let tz: chrono_tz::Tz = self.person.timezone.parse().unwrap_or(chrono_tz::UTC);
         let end_of_day = date.and_hms_opt(23, 59, 59).expect("valid time");

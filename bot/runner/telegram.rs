@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::{PlanBuilder, RunError, Runner, person};
 use crate::channel::telegram::markup::{self, Tap};
-use crate::consent::{self, Keyword};
+use crate::consent::{self, Keyword, Reading};
 use crate::domain::{Address, Channel, Lang, Phone};
 use crate::flow::engine::{Person, State};
 use crate::render::{CaregiverView, FlowView, MessageContext, SupervisorView};
@@ -180,6 +180,15 @@ pub(super) fn help_template(channel: Channel) -> &'static str {
     match channel {
         Channel::Telegram => "telegram/help",
         _ => "system/help",
+    }
+}
+
+/// The question asked when a message may mean stop. On Telegram it says "here", as the
+/// confirmation of its STOP does: a STOP there stops that chat, not the caregiver's texts.
+pub(super) fn confirm_template(channel: Channel) -> &'static str {
+    match channel {
+        Channel::Telegram => "telegram/stop_confirm",
+        _ => "system/stop_confirm",
     }
 }
 
@@ -422,13 +431,17 @@ impl<S: Store> Runner<S> {
                     return as_typed(text);
                 }
                 // Not linked to a caregiver: consent words still work on the chat itself.
-                let keyword = consent::classify(text);
+                // A plain request to stop too: no question can be waiting in such a chat.
+                let reading = consent::read(text, false);
                 if consent::stops_everything(text)
-                    || matches!(keyword, Some(Keyword::OptOut | Keyword::Help))
+                    || matches!(
+                        reading,
+                        Reading::Keyword(Keyword::OptOut | Keyword::Help) | Reading::StopNow
+                    )
                 {
                     return as_typed(text);
                 }
-                if keyword == Some(Keyword::OptIn) {
+                if reading == Reading::Keyword(Keyword::OptIn) {
                     plan.start(lang, supervisor)?;
                 } else if !snap.stranger_replied_today && snap.consent != ConsentStatus::OptedOut {
                     // Once a day, so a chat that keeps writing is not answered every time.

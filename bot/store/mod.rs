@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::domain::{Address, Channel, Lang, Priority};
+use crate::privacy::{CaregiverExport, Erasure, Person, Retention, Swept};
 
 pub use postgres::PgStore;
 pub use shifts::{
@@ -32,7 +33,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    #[error("unsupported DATABASE_URL {0:?} (expected sqlite://… or postgres://…)")]
+    /// Holds the URL's scheme only: the rest may carry a password, and this error is printed.
+    #[error("unsupported DATABASE_URL scheme {0:?} (expected sqlite://… or postgres://…)")]
     UnsupportedUrl(String),
     /// The runner's decision failed; the transaction was rolled back.
     #[error("{0}")]
@@ -402,7 +404,8 @@ pub enum Write {
     /// Change consent for the snapshot's address and add a row to the consent ledger.
     Consent {
         status: ConsentStatus,
-        /// "keyword", "import", "flow", "provider_error", "cli".
+        /// "keyword", "request" (a request to stop in plain words), "import", "flow",
+        /// "provider_error", "cli".
         source: String,
         /// Free text for the ledger, for example the keyword or the provider's error code.
         detail: String,
@@ -428,7 +431,10 @@ pub enum Write {
         key: String,
         value: Value,
         raw: String,
+        /// Stored in `anonymous_answers`, with nothing that leads back to the caregiver.
         anonymous: bool,
+        /// Free text (`expect: text`): removed after the retention period, unlike a score.
+        free_text: bool,
     },
     Escalation {
         conversation: ConvRef,
@@ -522,6 +528,20 @@ pub enum Write {
         source: String,
         detail: String,
     },
+}
+
+impl Write {
+    /// An answer to a question marked `anonymous`: its inbound message keeps neither its
+    /// words nor its instant.
+    pub fn is_anonymous_answer(&self) -> bool {
+        matches!(
+            self,
+            Write::Answer {
+                anonymous: true,
+                ..
+            }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -1609,6 +1629,32 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<TrainingBatch>> + Send;
 
     fn training_assignments(&self) -> impl Future<Output = Result<Vec<TrainingRow>>> + Send;
+
+    // Personal data over time (see `crate::privacy`) ------------------------------------------
+
+    /// One batch of the retention sweep: up to `batch` rows of each kind past their retention
+    /// at `now` lose their text (or, for the consent ledger, are deleted).
+    fn sweep_retention(
+        &self,
+        retention: &Retention,
+        now: DateTime<Utc>,
+        batch: u32,
+    ) -> impl Future<Output = Result<Swept>> + Send;
+
+    /// Everything held about one caregiver, or `None` when nobody on the roster matches.
+    fn export_caregiver(
+        &self,
+        who: &Person,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<CaregiverExport>>> + Send;
+
+    /// Removes or anonymises every row about one caregiver, in one transaction: their waiting
+    /// conversations end and their queued messages are cancelled first.
+    fn erase_caregiver(
+        &self,
+        who: &Person,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Erasure>> + Send;
 }
 
 /// The store chosen by `DATABASE_URL`.
@@ -1626,7 +1672,8 @@ impl AnyStore {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Ok(AnyStore::Postgres(PgStore::connect(url).await?))
         } else {
-            Err(StoreError::UnsupportedUrl(url.to_owned()))
+            let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+            Err(StoreError::UnsupportedUrl(scheme.to_owned()))
         }
     }
 }
@@ -1730,4 +1777,9 @@ delegate! {
     fn run_training_batch(&self, flow_id: &str, program: &str, now: DateTime<Utc>, limit: u32,
         decide: &StartDecide<'_>) -> Result<TrainingBatch>;
     fn training_assignments(&self) -> Result<Vec<TrainingRow>>;
+    fn sweep_retention(&self, retention: &Retention, now: DateTime<Utc>, batch: u32)
+        -> Result<Swept>;
+    fn export_caregiver(&self, who: &Person, now: DateTime<Utc>)
+        -> Result<Option<CaregiverExport>>;
+    fn erase_caregiver(&self, who: &Person, now: DateTime<Utc>) -> Result<Erasure>;
 }

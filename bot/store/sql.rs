@@ -40,6 +40,9 @@ use serde_json::Value;
 /// Durable starts, schedules and training assignments: the batched, set-wise write path.
 mod starts;
 
+/// The retention sweep, and one caregiver's export and erasure.
+mod privacy;
+
 /// A store over one database: `SqlStore<Sqlite>` is [`super::SqliteStore`], and
 /// `SqlStore<Postgres>` is [`super::PgStore`].
 pub struct SqlStore<DB: Database> {
@@ -823,6 +826,9 @@ fn conversation_id(conv: ConvRef, created: Option<i64>) -> Result<i64> {
 /// (SQLite 32,766, PostgreSQL 65,535), many enough that 100,000 rows are 200 statements.
 const CHUNK: usize = 500;
 
+/// What an inbound message that answered an anonymous question keeps of its words.
+pub(crate) const ANONYMOUS_BODY: &str = "[anonymous answer]";
+
 // The bounds below are everything the shared code asks of a database; both SQLite and PostgreSQL
 // meet them. They appear twice (on the helpers and on the `Store` impl) because Rust does not
 // yet carry where-clauses along with a trait bound.
@@ -1098,69 +1104,67 @@ where
                     step,
                     key,
                     value,
-                    raw,
-                    anonymous,
+                    anonymous: true,
+                    ..
                 } => {
-                    // An anonymous answer keeps neither the caregiver nor the conversation
-                    // (which would lead back to the caregiver), only the coarse facts the
-                    // pulse report groups by.
+                    // Only what the pulse report groups by: the week its survey started, the
+                    // branch and the state. Not the caregiver, the conversation, the instant or
+                    // the words as typed; the id is random so that the order of the rows does
+                    // not match the order of the caregivers' messages. (Its inbound message
+                    // was written without its words: see `handle_inbound`.)
                     let caregiver = ctx.caregiver("Answer")?;
-                    let (conversation_id, caregiver_id, cohort) = if *anonymous {
-                        let started = match (conversation, &ctx.snapshot.conversation) {
-                            (ConvRef::Existing(id), Some(c)) if c.id == *id => c.started_at,
-                            _ => ctx.now.0,
-                        };
-                        let state = caregiver
-                            .fields
-                            .get("state")
-                            .and_then(|s| s.as_str())
-                            .map(str::to_owned);
-                        (
-                            None,
-                            None,
-                            Some((week_start(started), caregiver.branch.clone(), state)),
-                        )
-                    } else {
-                        (
-                            Some(conversation_id(*conversation, created)?),
-                            Some(caregiver.id),
-                            None,
-                        )
+                    let started = match (conversation, &ctx.snapshot.conversation) {
+                        (ConvRef::Existing(id), Some(c)) if c.id == *id => c.started_at,
+                        _ => ctx.now.0,
                     };
-                    let (week, branch, state) = match cohort {
-                        Some((w, b, s)) => (Some(w), Some(b), s),
-                        None => (None, None, None),
-                    };
+                    let state = caregiver
+                        .fields
+                        .get("state")
+                        .and_then(|s| s.as_str())
+                        .map(str::to_owned);
+                    sqlx::query(
+                        "INSERT INTO anonymous_answers (id, flow_id, step, key, value, \
+                         cohort_week, cohort_branch, cohort_state) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(rand::random::<i64>() & i64::MAX)
+                    .bind(flow_id.clone())
+                    .bind(step.clone())
+                    .bind(key.clone())
+                    .bind(to_json(value))
+                    .bind(week_start(started))
+                    .bind(caregiver.branch.clone())
+                    .bind(state)
+                    .execute(&mut *conn)
+                    .await?;
+                }
+                Write::Answer {
+                    conversation,
+                    flow_id,
+                    step,
+                    key,
+                    value,
+                    raw,
+                    free_text,
+                    ..
+                } => {
+                    let caregiver = ctx.caregiver("Answer")?;
                     sqlx::query(
                         "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, \
-                         value, raw, anonymous, answered_at, cohort_week, cohort_branch, \
-                         cohort_state) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                         value, raw, anonymous, answered_at, free_text) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $9)",
                     )
-                    .bind(conversation_id)
-                    .bind(caregiver_id)
+                    .bind(conversation_id(*conversation, created)?)
+                    .bind(caregiver.id)
                     .bind(flow_id.clone())
                     .bind(step.clone())
                     .bind(key.clone())
                     .bind(to_json(value))
                     .bind(raw.clone())
-                    .bind(*anonymous)
                     .bind(ctx.now)
-                    .bind(week)
-                    .bind(branch)
-                    .bind(state)
+                    .bind(*free_text)
                     .execute(&mut *conn)
                     .await?;
-                    // The inbound row names its sender: it keeps the message, not its words.
-                    if *anonymous && let Some(inbound_id) = ctx.inbound_id {
-                        sqlx::query(
-                            "UPDATE inbound_messages SET body = '[anonymous answer]' \
-                             WHERE id = $1",
-                        )
-                        .bind(inbound_id)
-                        .execute(&mut *conn)
-                        .await?;
-                    }
                 }
                 Write::Escalation {
                     conversation,
@@ -1840,6 +1844,47 @@ where
         }
     }
 
+    /// The phones of `rows` with no consent on record whose hash an erasure kept as opted out.
+    async fn erased_opt_outs(
+        conn: &mut DB::Connection,
+        rows: &[CaregiverRecord],
+        consent: &HashMap<String, ConsentStatus>,
+    ) -> Result<Vec<String>> {
+        let (kept,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM erased_opt_outs")
+            .fetch_one(&mut *conn)
+            .await?;
+        if kept == 0 {
+            return Ok(Vec::new());
+        }
+        let mut by_hash: HashMap<String, &str> = HashMap::new();
+        for r in rows.iter().filter(|r| !consent.contains_key(&r.phone)) {
+            by_hash.insert(crate::privacy::erasure_hash("sms", &r.phone), &r.phone);
+        }
+        let hashes: Vec<&String> = by_hash.keys().collect();
+        let mut found = Vec::new();
+        for chunk in hashes.chunks(CHUNK) {
+            let mut q = QueryBuilder::<DB>::new(
+                "SELECT address_sha256 FROM erased_opt_outs WHERE channel = 'sms' \
+                 AND address_sha256 IN (",
+            );
+            let mut list = q.separated(", ");
+            for h in chunk {
+                list.push_bind((*h).clone());
+            }
+            q.push(")");
+            for (hash,) in q
+                .build_query_as::<(String,)>()
+                .fetch_all(&mut *conn)
+                .await?
+            {
+                found.extend(by_hash.get(&hash).map(|p| (*p).to_owned()));
+            }
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
     async fn upsert_caregivers_in(
         conn: &mut DB::Connection,
         rows: &[CaregiverRecord],
@@ -1936,6 +1981,23 @@ where
         let mut consent: HashMap<String, ConsentStatus> = HashMap::new();
         for (address, status) in subscriptions {
             consent.insert(address, parse("consent status", &status)?);
+        }
+        // A number that was opted out when its caregiver was erased is opted out again when an
+        // import brings it back: the erasure kept its hash for exactly this.
+        for phone in Self::erased_opt_outs(conn, rows, &consent).await? {
+            let address = Address::new(Channel::Sms, phone.clone());
+            Self::write_consent(
+                conn,
+                &address,
+                None,
+                None,
+                ConsentStatus::OptedOut,
+                "erasure",
+                "opted out before the caregiver's data was erased",
+                now,
+            )
+            .await?;
+            consent.insert(phone, ConsentStatus::OptedOut);
         }
 
         // Decide every row against what is stored and what earlier rows of this batch did.
@@ -2306,37 +2368,55 @@ where
         };
         let now = Ts(inbound.received_at);
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
-        // The unique key absorbs a provider's retry; on PostgreSQL a concurrent retry waits here
-        // until this transaction ends, then finds the row (or inserts it, if this one rolled back).
-        let recorded: Option<(i64,)> = sqlx::query_as(
-            "INSERT INTO inbound_messages (channel, external_id, address, body, received_at) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (channel, external_id) DO NOTHING RETURNING id",
+        // A provider's retry of a message already recorded changes nothing and decides nothing.
+        let seen: Option<(i64,)> = sqlx::query_as(
+            "SELECT id FROM inbound_messages WHERE channel = $1 AND external_id = $2",
         )
         .bind(inbound.address.channel.as_str())
         .bind(inbound.external_id.clone())
-        .bind(inbound.address.value.clone())
-        .bind(inbound.text.clone())
-        .bind(now)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((inbound_id,)) = recorded else {
+        if seen.is_some() {
             tx.rollback().await?;
             return Ok(InboundOutcome::Duplicate);
-        };
+        }
         let mut snapshot = Self::snapshot(&mut *tx, &inbound.address, now).await?;
         if let Some(me) = Self::contact_at(&mut *tx, &inbound.address).await? {
             snapshot.desk = Some(Self::desk(&mut *tx, me, now, DeskFor::Reply).await?);
         }
         if let Some(caregiver) = &snapshot.caregiver {
             snapshot.shifts = Self::held_shifts(&mut *tx, caregiver.id, now).await?;
-            sqlx::query("UPDATE inbound_messages SET caregiver_id = $2 WHERE id = $1")
-                .bind(inbound_id)
-                .bind(caregiver.id)
-                .execute(&mut *tx)
-                .await?;
         }
         let plan = decide(&snapshot).map_err(StoreError::Decide)?;
+        // The message is recorded after the decision, so that an anonymous answer's words and
+        // instant are never written, not even to be overwritten in the same transaction (an
+        // overwritten value lingers in the database file until its space is reused).
+        let (body, received_at) = if plan.writes.iter().any(Write::is_anonymous_answer) {
+            (ANONYMOUS_BODY.to_owned(), Ts::start_of(now.0.date_naive()))
+        } else {
+            (inbound.text.clone(), now)
+        };
+        // The unique key absorbs a provider's retry; on PostgreSQL a concurrent retry waits here
+        // until this transaction ends, then finds the row (or inserts it, if this one rolled
+        // back). A retry decided in vain: nothing of its plan is written.
+        let recorded: Option<(i64,)> = sqlx::query_as(
+            "INSERT INTO inbound_messages \
+             (channel, external_id, address, caregiver_id, body, received_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (channel, external_id) DO NOTHING RETURNING id",
+        )
+        .bind(inbound.address.channel.as_str())
+        .bind(inbound.external_id.clone())
+        .bind(inbound.address.value.clone())
+        .bind(snapshot.caregiver.as_ref().map(|c| c.id))
+        .bind(body)
+        .bind(received_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((inbound_id,)) = recorded else {
+            tx.rollback().await?;
+            return Ok(InboundOutcome::Duplicate);
+        };
         let ctx = Ctx {
             snapshot: &snapshot,
             now,
@@ -3239,9 +3319,8 @@ where
         }
         drop(answered);
         let mut anonymous = sqlx::query_as::<_, PulseAnonymousDb>(
-            "SELECT cohort_week, COALESCE(cohort_branch, '') AS cohort_branch, cohort_state, \
-             value FROM answers WHERE flow_id = $1 AND key = $2 AND anonymous \
-             AND cohort_week >= $3",
+            "SELECT cohort_week, cohort_branch, cohort_state, value FROM anonymous_answers \
+             WHERE flow_id = $1 AND key = $2 AND cohort_week >= $3",
         )
         .bind(flow.to_owned())
         .bind(key.to_owned())
@@ -3390,5 +3469,30 @@ where
 
     async fn training_assignments(&self) -> Result<Vec<TrainingRow>> {
         self.training_assignments_in().await
+    }
+
+    async fn sweep_retention(
+        &self,
+        retention: &crate::privacy::Retention,
+        now: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<crate::privacy::Swept> {
+        self.sweep_in(retention, now, batch).await
+    }
+
+    async fn export_caregiver(
+        &self,
+        who: &crate::privacy::Person,
+        now: DateTime<Utc>,
+    ) -> Result<Option<crate::privacy::CaregiverExport>> {
+        self.export_caregiver_in(who, now).await
+    }
+
+    async fn erase_caregiver(
+        &self,
+        who: &crate::privacy::Person,
+        now: DateTime<Utc>,
+    ) -> Result<crate::privacy::Erasure> {
+        self.erase_caregiver_in(who, now).await
     }
 }

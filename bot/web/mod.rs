@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::Notify;
 
+use crate::domain::phone::mask_text;
 use crate::metrics::Metrics;
 use crate::runner::Runner;
 use crate::store::{AnyStore, Store};
@@ -74,7 +75,7 @@ impl IntoResponse for AppError {
             AppError::BadRequest(m) => (StatusCode::BAD_REQUEST, m.clone()),
             AppError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.clone()),
             AppError::Internal(e) => {
-                tracing::error!(error = %format!("{e:#}"), "request failed");
+                tracing::error!(error = %mask_text(&format!("{e:#}")), "request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error".to_owned(),

@@ -3,8 +3,9 @@
 //! (`{"ok":true,"result":…}` or `{"ok":false,"error_code":…,"description":…,"parameters":…}`),
 //! keeps the messages the bot sent as a chat would show them (edits and keyboards included),
 //! records every call, fails sendMessage on demand (429 with `retry_after`, 403 "bot was blocked
-//! by the user", 500), and plays the people: their updates reach carebot by its webhook (with
-//! the secret header) or by getUpdates. Shapes follow ../shared/conformance/telegram/.
+//! by the user", 500, 400 with `migrate_to_chat_id`), and plays the people: their updates reach
+//! carebot by its webhook (with the secret header) or by getUpdates. Shapes follow
+//! ../shared/conformance/telegram/.
 //!
 //! [`FakeTelegram::transcript`] is the conversation as a person would have seen it.
 
@@ -94,6 +95,9 @@ pub enum Reply {
     Blocked,
     /// 500.
     ServerError,
+    /// 400 "group chat was upgraded to a supergroup chat", with `parameters.migrate_to_chat_id`:
+    /// the one refusal whose parameters name a chat (teloxide: `RequestError::MigrateToChatId`).
+    Migrated { to: i64 },
 }
 
 /// A person on Telegram; their private chat with the bot has their id.
@@ -541,6 +545,13 @@ fn answer(inner: &mut Inner, method: &str, params: &Value) -> Response {
                     return error(403, "Forbidden: bot was blocked by the user", None);
                 }
                 Some(Reply::ServerError) => return error(500, "Internal Server Error", None),
+                Some(Reply::Migrated { to }) => {
+                    return error(
+                        400,
+                        "Bad Request: group chat was upgraded to a supergroup chat",
+                        Some(json!({ "migrate_to_chat_id": to })),
+                    );
+                }
                 None => {}
             }
             let sent = Sent {

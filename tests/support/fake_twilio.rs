@@ -48,6 +48,18 @@ pub enum Reply {
     Slow(Duration),
 }
 
+impl Reply {
+    /// Twilio's refusal of a `To` it cannot text (error 21211), worded as Twilio words it: the
+    /// message quotes the number.
+    pub fn invalid_to(to: &str) -> Reply {
+        Reply::Error {
+            status: 400,
+            code: 21211,
+            message: format!("The 'To' number {to} is not a valid phone number."),
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     received: Vec<Received>,

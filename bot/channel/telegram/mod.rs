@@ -18,6 +18,7 @@ use subtle::ConstantTimeEq;
 use teloxide::types::{Message, Update, UpdateKind, User};
 use tokio::sync::Notify;
 
+use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel, Lang, Phone, PhoneError};
 use crate::metrics::Metrics;
 use crate::runner::{RunError, Runner, TapVerdict, TelegramInbound, TelegramInput};
@@ -222,7 +223,7 @@ impl Telegram {
             let chat = inbound.chat.masked();
             tokio::spawn(async move {
                 if let Err(e) = show_tap(&client, &screen, outcome.tap.as_ref()).await {
-                    tracing::warn!(%chat, error = %e, "could not update the tapped message");
+                    tracing::warn!(%chat, error = %masked_error(&e), "could not update the tapped message");
                 }
             });
         }

@@ -14,6 +14,7 @@ use teloxide::{ApiError, RequestError};
 use tokio::sync::watch;
 
 use super::{Telegram, TelegramClient};
+use crate::domain::phone::{mask_text, masked_error};
 
 /// How long one `getUpdates` waits for something to arrive.
 pub const POLL_SECONDS: u32 = 25;
@@ -40,7 +41,7 @@ pub async fn run(
                         Ok(()) => offset = Some(update.id.0 as i32 + 1),
                         Err(e) => {
                             // Not confirmed: Telegram hands it (and those after it) over again.
-                            tracing::error!(update = update.id.0, error = %e, "cannot handle a Telegram update; will retry");
+                            tracing::error!(update = update.id.0, error = %masked_error(&e), "cannot handle a Telegram update; will retry");
                             pause = Some(Duration::from_secs(2));
                             break;
                         }
@@ -63,7 +64,7 @@ pub async fn run(
             Err(e) => {
                 failures += 1;
                 let wait = crate::dispatch::backoff(failures).min(Duration::from_secs(60));
-                tracing::warn!(error = %client.describe(&e), retry_in_s = wait.as_secs(), "getUpdates failed");
+                tracing::warn!(error = %mask_text(&client.describe(&e)), retry_in_s = wait.as_secs(), "getUpdates failed");
                 Some(wait)
             }
         };

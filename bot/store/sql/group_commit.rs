@@ -45,6 +45,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
 use super::{CaregiverDb, ConversationDb, Ts, json, parse, to_json};
+use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel};
 use crate::store::{
     ConsentStatus, ConvRef, Decide, Inbound, InboundOutcome, Plan, Result, Snapshot, StoreError,
@@ -300,7 +301,7 @@ fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.execute_batch(
         "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; \
          PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 0; \
-         PRAGMA mmap_size = 1073741824;",
+         PRAGMA mmap_size = 1073741824; PRAGMA secure_delete = FAST;",
     )?;
     conn.busy_handler(Some(super::super::sqlite::keep_waiting))?;
     conn.set_prepared_statement_cache_capacity(32);
@@ -403,7 +404,7 @@ fn checkpoint(conn: &Connection) -> Option<(i64, i64, i64)> {
     }) {
         Ok(result) => Some(result),
         Err(e) => {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
+            tracing::warn!(error = %masked_error(&e), "WAL checkpoint failed");
             None
         }
     }
@@ -525,10 +526,10 @@ impl Group {
                 if !conn.is_autocommit() {
                     // A failed COMMIT, or a statement that failed mid-group: undo it all.
                     if let Err(e) = conn.execute_batch("ROLLBACK") {
-                        tracing::error!(error = %e, "rolling back a failed group failed");
+                        tracing::error!(error = %masked_error(&e), "rolling back a failed group failed");
                     }
                 }
-                tracing::warn!(error = %e, messages = self.dones.len(), "group commit failed; handling its messages one by one");
+                tracing::warn!(error = %masked_error(&e), messages = self.dones.len(), "group commit failed; handling its messages one by one");
                 for done in self.dones {
                     send(done, Done::Alone, alone);
                 }
@@ -1053,6 +1054,7 @@ struct AnswerRow {
     key: String,
     value: String,
     raw: String,
+    free_text: bool,
 }
 
 struct OutboundRow {
@@ -1100,6 +1102,7 @@ impl Rows {
                     key,
                     value,
                     raw,
+                    free_text,
                     ..
                 } => rows.answers.push(AnswerRow {
                     conversation,
@@ -1108,6 +1111,7 @@ impl Rows {
                     key,
                     value: to_json(&value),
                     raw,
+                    free_text,
                 }),
                 Write::Outbound(o) => rows.outbound.push(OutboundRow {
                     channel: o.address.channel.as_str(),
@@ -1172,7 +1176,8 @@ fn write(conn: &Connection, inbound: &Inbound, rows: &Rows) -> GroupResult<()> {
     for a in &rows.answers {
         conn.prepare_cached(
             "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, value, \
-             raw, anonymous, answered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8)",
+             raw, anonymous, answered_at, free_text) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)",
         )?
         .execute(rusqlite::params![
             a.conversation,
@@ -1183,6 +1188,7 @@ fn write(conn: &Connection, inbound: &Inbound, rows: &Rows) -> GroupResult<()> {
             a.value,
             a.raw,
             rows.now,
+            a.free_text,
         ])?;
     }
     for o in &rows.outbound {

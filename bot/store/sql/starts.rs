@@ -21,6 +21,7 @@ use super::{
     CHUNK, CaregiverDb, ConversationDb, Ctx, Dialect, SqlStore, SqlValue, Ts, caregivers_select,
     conversation_id, json, parse, to_json,
 };
+use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel};
 use crate::store::{
     Audience, CAP_WINDOW, Caregiver, ConsentStatus, ConversationStatus, NewStart, Plan, Result,
@@ -522,7 +523,9 @@ where
             let mut conn = self.pool.acquire().await.ok()?;
             Self::prepare_after(&mut *conn, &start, false, after, now, limit, decide)
                 .await
-                .inspect_err(|e| tracing::debug!(start = id, error = %e, "no batch ahead"))
+                .inspect_err(
+                    |e| tracing::debug!(start = id, error = %masked_error(e), "no batch ahead"),
+                )
                 .ok()
                 .flatten()
         };

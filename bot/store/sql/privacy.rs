@@ -1,0 +1,918 @@
+//! Personal data over time, in SQL: the retention sweep the scheduler runs (message text, free
+//! text and notes removed after `CAREBOT_RETENTION_DAYS`, the consent ledger after its own
+//! period), and one caregiver's export and erasure (`carebot caregiver export|erase`).
+//!
+//! The sweep works in batches, one short transaction per kind of row, so replies keep flowing
+//! while years of backlog are removed. Through the large tables (messages, answers,
+//! conversations, escalation events, the ledger) it walks by id from where it stopped last time
+//! (`retention_progress`): ids grow with time, so the rows past the mark that are old enough
+//! are a prefix, found without an index on the time column that every inbound message would
+//! pay for.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{Value, json};
+use sqlx::migrate::Migrate;
+use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, Type};
+
+use super::{Dialect, SqlStore, SqlValue, Ts, json as parse_json, to_json};
+use crate::privacy::{
+    CaregiverExport, EXPORT_NOTE, Erased, Erasure, Person, Retention, Swept, erasure_hash,
+};
+use crate::store::Result;
+
+/// What erased text is replaced with.
+const ERASED: &str = "[erased]";
+
+/// What an erased caregiver's messages and conversations keep as their address.
+const ERASED_ADDRESS: &str = "erased";
+
+/// Supervisors' replies to an alert, whose `detail` is the supervisor's own words.
+const REPLY_ACTIONS: &str =
+    "(action = 'ack' OR action = 'call' OR action = 'note' OR action = 'done')";
+
+/// One large table the sweep walks by id: which rows are old enough, and what it does to them.
+struct Walk {
+    /// Its row in `retention_progress`.
+    name: &'static str,
+    /// `id` and the time that decides its age, past the mark `$1`, in id order, `$2` of them.
+    select: &'static str,
+    /// Changes (or deletes) rows `$1 < id <= $2` written before `$3`; `$4` is the marker and
+    /// `$5` the marker as a JSON string, for the statements that use them.
+    change: &'static str,
+    /// How many of those parameters `change` uses: 3, 4 or 5.
+    params: usize,
+}
+
+const WALKS: [Walk; 6] = [
+    Walk {
+        name: "inbound_messages",
+        select: "SELECT id, received_at FROM inbound_messages WHERE id > $1 ORDER BY id LIMIT $2",
+        change: "UPDATE inbound_messages SET body = $4 \
+                 WHERE id > $1 AND id <= $2 AND received_at < $3 AND body <> $4",
+        params: 4,
+    },
+    Walk {
+        name: "outbound_messages",
+        select: "SELECT id, created_at FROM outbound_messages WHERE id > $1 ORDER BY id LIMIT $2",
+        // Not a message still waiting to go out (a year in the queue is a bug to see, not text
+        // to remove); a provider's error text quotes the number, so it goes too.
+        change: "UPDATE outbound_messages SET body = $4, \
+                 error = CASE WHEN error IS NULL THEN NULL ELSE $4 END \
+                 WHERE id > $1 AND id <= $2 AND created_at < $3 AND body <> $4 \
+                 AND status <> 'queued' AND status <> 'sending'",
+        params: 4,
+    },
+    Walk {
+        name: "answers",
+        select: "SELECT id, answered_at FROM answers WHERE id > $1 ORDER BY id LIMIT $2",
+        // The words as typed go; the value only when it is the words (free text): a score or a
+        // choice is what the reports are made of and says nothing in the caregiver's voice.
+        change: "UPDATE answers SET raw = $4, \
+                 value = CASE WHEN free_text THEN $5 ELSE value END \
+                 WHERE id > $1 AND id <= $2 AND answered_at < $3 AND raw <> $4",
+        params: 5,
+    },
+    Walk {
+        name: "conversations",
+        select: "SELECT id, started_at FROM conversations WHERE id > $1 ORDER BY id LIMIT $2",
+        // An ended conversation's state holds its answers and variables; nothing reads it any
+        // more. A conversation still active a year on is left alone (timers end them long
+        // before).
+        change: "UPDATE conversations SET state = 'null' \
+                 WHERE id > $1 AND id <= $2 AND started_at < $3 AND status <> 'active' \
+                 AND state <> 'null'",
+        params: 3,
+    },
+    Walk {
+        name: "escalation_events",
+        select: "SELECT id, at FROM escalation_events WHERE id > $1 ORDER BY id LIMIT $2",
+        change: "UPDATE escalation_events SET detail = $4 \
+                 WHERE id > $1 AND id <= $2 AND at < $3 AND detail <> '' AND detail <> $4 \
+                 AND (action = 'ack' OR action = 'call' OR action = 'note' OR action = 'done')",
+        params: 4,
+    },
+    Walk {
+        name: "consent_ledger",
+        select: "SELECT id, at FROM consent_ledger WHERE id > $1 ORDER BY id LIMIT $2",
+        // `$3` here is the ledger's own cutoff (see `sweep_in`).
+        change: "DELETE FROM consent_ledger WHERE id > $1 AND id <= $2 AND at < $3",
+        params: 3,
+    },
+];
+
+#[derive(FromRow)]
+struct ProfileDb {
+    id: i64,
+    external_id: String,
+    first_name: String,
+    last_name: String,
+    phone: String,
+    language: String,
+    timezone: String,
+    branch: String,
+    supervisor_external_id: Option<String>,
+    consent_at: Option<NaiveDate>,
+    active: bool,
+    fields: String,
+    tags: String,
+    preferred_channel: Option<String>,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+#[derive(FromRow)]
+struct MessageDb {
+    id: i64,
+    channel: String,
+    address: String,
+    body: String,
+    at: Ts,
+    kind: Option<String>,
+    status: Option<String>,
+}
+
+#[derive(FromRow)]
+struct LedgerDb {
+    id: i64,
+    channel: String,
+    address: String,
+    status: String,
+    source: String,
+    detail: String,
+    at: Ts,
+}
+
+#[derive(FromRow)]
+struct ConversationDb {
+    id: i64,
+    flow_id: String,
+    channel: String,
+    status: String,
+    started_at: Ts,
+    ended_at: Option<Ts>,
+}
+
+#[derive(FromRow)]
+struct AnswerDb {
+    flow_id: String,
+    step: String,
+    key: String,
+    value: String,
+    raw: String,
+    answered_at: Ts,
+}
+
+#[derive(FromRow)]
+struct EscalationDb {
+    id: i64,
+    flow_id: String,
+    priority: String,
+    reason: String,
+    answer: String,
+    message: String,
+    status: String,
+    raised_at: Ts,
+    acknowledged_at: Option<Ts>,
+    closed_at: Option<Ts>,
+}
+
+#[derive(FromRow)]
+struct EventDb {
+    escalation_id: i64,
+    action: String,
+    supervisor: Option<String>,
+    detail: String,
+    at: Ts,
+}
+
+#[derive(FromRow)]
+struct OfferDb {
+    id: i64,
+    client_ref: String,
+    location: String,
+    starts_at: Ts,
+    ends_at: Ts,
+    status: String,
+    sent_at: Ts,
+    answer: Option<String>,
+    outcome: Option<String>,
+    answered_at: Option<Ts>,
+    won: bool,
+}
+
+#[derive(FromRow)]
+struct TrainingDb {
+    module: String,
+    link: String,
+    due_date: NaiveDate,
+    status: String,
+}
+
+fn at(t: &Ts) -> String {
+    t.0.to_rfc3339()
+}
+
+fn at_opt(t: &Option<Ts>) -> Value {
+    t.as_ref().map_or(Value::Null, |t| Value::from(at(t)))
+}
+
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    DB::Connection: Migrate,
+    DB::Arguments: IntoArguments<DB>,
+    for<'a> &'a str: Encode<'a, DB> + Type<DB> + ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+    i64: SqlValue<DB>,
+    bool: SqlValue<DB>,
+    String: SqlValue<DB>,
+    Ts: SqlValue<DB>,
+    NaiveDate: SqlValue<DB>,
+    Option<i64>: SqlValue<DB>,
+    Option<String>: SqlValue<DB>,
+    Option<Ts>: SqlValue<DB>,
+    Option<NaiveDate>: SqlValue<DB>,
+{
+    /// One batch of the retention sweep: up to `batch` rows of each kind.
+    pub(super) async fn sweep_in(
+        &self,
+        retention: &Retention,
+        now: DateTime<Utc>,
+        batch: u32,
+    ) -> Result<Swept> {
+        let marker = retention.marker();
+        let cutoff = Ts(retention.cutoff(now));
+        let consent_cutoff = Ts(retention.consent_cutoff(now));
+        let mut swept = Swept::default();
+        for walk in &WALKS {
+            let cut = if walk.name == "consent_ledger" {
+                consent_cutoff
+            } else {
+                cutoff
+            };
+            let (n, full) = self.walk(walk, cut, &marker, batch).await?;
+            swept.more |= full;
+            match walk.name {
+                "inbound_messages" => swept.inbound = n,
+                "outbound_messages" => swept.outbound = n,
+                "answers" => swept.answers = n,
+                "conversations" => swept.conversations = n,
+                "escalation_events" => swept.notes = n,
+                _ => swept.ledger = n,
+            }
+        }
+
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        // Escalations are few: found by their time index, and only once closed (an open one's
+        // text is still read when it is re-sent or listed in a digest).
+        let escalations = sqlx::query(
+            "UPDATE escalations SET answer = $2, message = $2, context = '{}' \
+             WHERE id IN (SELECT id FROM escalations WHERE raised_at < $1 \
+             AND status = 'done' AND answer <> $2 ORDER BY id LIMIT $3)",
+        )
+        .bind(cutoff)
+        .bind(marker.clone())
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?;
+        swept.escalations = DB::rows_affected(&escalations);
+        swept.more |= swept.escalations == u64::from(batch);
+        // Rows that exist only to keep a number: the once-a-day stranger reply, old invites.
+        let strangers = sqlx::query("DELETE FROM stranger_replies WHERE day < $1")
+            .bind(cutoff.0.date_naive())
+            .execute(&mut *tx)
+            .await?;
+        let invites = sqlx::query("DELETE FROM invites WHERE expires_at < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        swept.other = DB::rows_affected(&strangers) + DB::rows_affected(&invites);
+        tx.commit().await?;
+        Ok(swept)
+    }
+
+    /// One batch of one walk: returns the rows changed and whether the batch was full of rows
+    /// old enough (so more may be waiting).
+    async fn walk(&self, walk: &Walk, cutoff: Ts, marker: &str, batch: u32) -> Result<(u64, bool)> {
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let mark: Option<(i64,)> =
+            sqlx::query_as("SELECT last_id FROM retention_progress WHERE name = $1")
+                .bind(walk.name)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let mark = mark.map_or(0, |(m,)| m);
+        let rows: Vec<(i64, Ts)> = sqlx::query_as(walk.select)
+            .bind(mark)
+            .bind(i64::from(batch))
+            .fetch_all(&mut *tx)
+            .await?;
+        // The old-enough prefix: a row written after the cutoff ends it, and the walk resumes
+        // there next time.
+        let old = rows.iter().take_while(|(_, t)| *t < cutoff).count();
+        let Some(&(upto, _)) = rows[..old].last() else {
+            tx.rollback().await?;
+            return Ok((0, false));
+        };
+        let mut change = sqlx::query(walk.change).bind(mark).bind(upto).bind(cutoff);
+        if walk.params >= 4 {
+            change = change.bind(marker.to_owned());
+        }
+        if walk.params >= 5 {
+            change = change.bind(to_json(&marker));
+        }
+        let changed = change.execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO retention_progress (name, last_id) VALUES ($1, $2) \
+             ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id \
+             WHERE retention_progress.last_id < excluded.last_id",
+        )
+        .bind(walk.name)
+        .bind(upto)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok((
+            DB::rows_affected(&changed),
+            old == rows.len() && rows.len() == batch as usize,
+        ))
+    }
+
+    /// The roster row of `who`, if on the roster (an erased caregiver's placeholder never
+    /// matches: its phone and external id are `erased-…`).
+    async fn profile(conn: &mut DB::Connection, who: &Person) -> Result<Option<ProfileDb>> {
+        let column = match who {
+            Person::Phone(_) => "phone",
+            Person::ExternalId(_) => "external_id",
+        };
+        let sql = format!(
+            "SELECT id, external_id, first_name, last_name, phone, language, timezone, branch, \
+             supervisor_external_id, consent_at, active, fields, tags, preferred_channel, \
+             created_at, updated_at FROM caregivers \
+             WHERE {column} = $1 AND phone NOT LIKE 'erased-%'"
+        );
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(who.key().to_owned())
+            .fetch_optional(&mut *conn)
+            .await?)
+    }
+
+    /// Every channel address that is or was this caregiver's: their phone, their links, and
+    /// whatever their messages, conversations and ledger rows were kept under (an old number
+    /// after a change of phone).
+    async fn addresses_of(
+        conn: &mut DB::Connection,
+        id: i64,
+        phone: &str,
+    ) -> Result<BTreeSet<(String, String)>> {
+        let mut out = BTreeSet::new();
+        out.insert(("sms".to_owned(), phone.to_owned()));
+        for sql in [
+            "SELECT channel, address FROM caregiver_links WHERE caregiver_id = $1",
+            "SELECT DISTINCT channel, address FROM inbound_messages WHERE caregiver_id = $1",
+            "SELECT DISTINCT channel, address FROM conversations WHERE caregiver_id = $1",
+            "SELECT DISTINCT channel, address FROM consent_ledger WHERE caregiver_id = $1",
+            "SELECT DISTINCT channel, address FROM outbound_messages WHERE caregiver_id = $1",
+        ] {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as(sql).bind(id).fetch_all(&mut *conn).await?;
+            out.extend(rows);
+        }
+        out.retain(|(_, a)| a != ERASED_ADDRESS && !a.starts_with("sha256:"));
+        Ok(out)
+    }
+
+    pub(super) async fn export_caregiver_in(
+        &self,
+        who: &Person,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CaregiverExport>> {
+        // One read transaction, so the export is one consistent moment.
+        let mut tx = self.pool.begin().await?;
+        let Some(p) = Self::profile(&mut *tx, who).await? else {
+            return Ok(None);
+        };
+        let id = p.id;
+        let addresses = Self::addresses_of(&mut *tx, id, &p.phone).await?;
+        let groups: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM caregiver_groups WHERE caregiver_id = $1 ORDER BY name",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let links: Vec<(String, String, Ts)> = sqlx::query_as(
+            "SELECT channel, address, created_at FROM caregiver_links WHERE caregiver_id = $1 \
+             ORDER BY created_at",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let profile = json!({
+            "external_id": p.external_id,
+            "first_name": p.first_name,
+            "last_name": p.last_name,
+            "phone": p.phone,
+            "language": p.language,
+            "timezone": p.timezone,
+            "branch": p.branch,
+            "supervisor_id": p.supervisor_external_id,
+            "groups": groups.into_iter().map(|(g,)| g).collect::<Vec<_>>(),
+            "consent_at": p.consent_at.map(|d| d.to_string()),
+            "active": p.active,
+            "fields": parse_json::<Value>("caregiver fields", &p.fields)?,
+            "tags": parse_json::<Value>("caregiver tags", &p.tags)?,
+            "preferred_channel": p.preferred_channel,
+            "linked": links.iter().map(|(c, a, t)| json!({
+                "channel": c, "address": a, "since": at(t),
+            })).collect::<Vec<_>>(),
+            "on_roster_since": at(&p.created_at),
+            "updated_at": at(&p.updated_at),
+        });
+
+        let mut consent = Vec::new();
+        let mut messages: Vec<(Ts, i64, Value)> = Vec::new();
+        for (channel, address) in &addresses {
+            let status: Option<(String, Ts)> = sqlx::query_as(
+                "SELECT status, updated_at FROM subscriptions WHERE channel = $1 AND address = $2",
+            )
+            .bind(channel.clone())
+            .bind(address.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some((status, since)) = status {
+                consent.push(json!({
+                    "channel": channel, "address": address, "status": status, "since": at(&since),
+                }));
+            }
+        }
+        let ledger: Vec<LedgerDb> = sqlx::query_as(
+            "SELECT id, channel, address, status, source, detail, at FROM consent_ledger \
+             WHERE caregiver_id = $1",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut ledger_rows: BTreeMap<i64, Value> = BTreeMap::new();
+        let mut keep = |l: LedgerDb| {
+            ledger_rows.insert(
+                l.id,
+                json!({
+                    "channel": l.channel, "address": l.address, "status": l.status,
+                    "source": l.source, "detail": l.detail, "at": at(&l.at),
+                }),
+            );
+        };
+        ledger.into_iter().for_each(&mut keep);
+        for (channel, address) in &addresses {
+            // Rows written before the number was on the roster carry no caregiver id.
+            let rows: Vec<LedgerDb> = sqlx::query_as(
+                "SELECT id, channel, address, status, source, detail, at FROM consent_ledger \
+                 WHERE channel = $1 AND address = $2 AND caregiver_id IS NULL",
+            )
+            .bind(channel.clone())
+            .bind(address.clone())
+            .fetch_all(&mut *tx)
+            .await?;
+            rows.into_iter().for_each(&mut keep);
+            for (direction, sql) in [
+                (
+                    "in",
+                    "SELECT id, channel, address, body, received_at AS at, \
+                     CAST(NULL AS TEXT) AS kind, CAST(NULL AS TEXT) AS status \
+                     FROM inbound_messages WHERE channel = $1 AND address = $2",
+                ),
+                (
+                    "out",
+                    "SELECT id, channel, address, body, created_at AS at, kind, status \
+                     FROM outbound_messages WHERE channel = $1 AND address = $2",
+                ),
+            ] {
+                let rows: Vec<MessageDb> = sqlx::query_as(sql)
+                    .bind(channel.clone())
+                    .bind(address.clone())
+                    .fetch_all(&mut *tx)
+                    .await?;
+                for m in rows {
+                    let mut v = json!({
+                        "direction": direction, "channel": m.channel, "address": m.address,
+                        "text": m.body, "at": at(&m.at),
+                    });
+                    if let (Some(kind), Some(status)) = (m.kind, m.status) {
+                        v["kind"] = kind.into();
+                        v["status"] = status.into();
+                    }
+                    let order = if direction == "in" {
+                        m.id * 2
+                    } else {
+                        m.id * 2 + 1
+                    };
+                    messages.push((m.at, order, v));
+                }
+            }
+        }
+        // In the order they were written (an import's row carries the wall clock, a reply's
+        // the message's own time).
+        let consent_history: Vec<Value> = ledger_rows.into_values().collect();
+        messages.sort_by_key(|(t, order, _)| (*t, *order));
+
+        let conversations: Vec<ConversationDb> = sqlx::query_as(
+            "SELECT id, flow_id, channel, status, started_at, ended_at FROM conversations \
+             WHERE caregiver_id = $1 ORDER BY started_at, id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let answers: Vec<AnswerDb> = sqlx::query_as(
+            "SELECT flow_id, step, key, value, raw, answered_at FROM answers \
+             WHERE caregiver_id = $1 ORDER BY answered_at, id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let escalations: Vec<EscalationDb> = sqlx::query_as(
+            "SELECT id, flow_id, priority, reason, answer, message, status, raised_at, \
+             acknowledged_at, closed_at FROM escalations WHERE caregiver_id = $1 \
+             ORDER BY raised_at, id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let events: Vec<EventDb> = sqlx::query_as(
+            "SELECT ev.escalation_id, ev.action, s.external_id AS supervisor, ev.detail, ev.at \
+             FROM escalation_events ev LEFT JOIN supervisors s ON s.id = ev.supervisor_id \
+             WHERE ev.escalation_id IN (SELECT id FROM escalations WHERE caregiver_id = $1) \
+             ORDER BY ev.at, ev.id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let offers: Vec<OfferDb> = sqlx::query_as(
+            "SELECT o.id, o.client_ref, o.location, o.starts_at, o.ends_at, o.status, \
+             r.sent_at, r.answer, r.outcome, r.answered_at, \
+             (o.filled_by IS NOT NULL AND o.filled_by = r.caregiver_id) AS won \
+             FROM shift_offer_recipients r JOIN shift_offers o ON o.id = r.offer_id \
+             WHERE r.caregiver_id = $1 ORDER BY r.sent_at, o.id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let training: Vec<TrainingDb> = sqlx::query_as(
+            "SELECT module, link, due_date, status FROM training_assignments \
+             WHERE caregiver_id = $1 ORDER BY due_date, id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.rollback().await?;
+
+        Ok(Some(CaregiverExport {
+            exported_at: now,
+            profile,
+            consent,
+            consent_history,
+            messages: messages.into_iter().map(|(_, _, v)| v).collect(),
+            conversations: conversations
+                .into_iter()
+                .map(|c| {
+                    json!({
+                        "id": c.id, "flow": c.flow_id, "channel": c.channel, "status": c.status,
+                        "started_at": at(&c.started_at), "ended_at": at_opt(&c.ended_at),
+                    })
+                })
+                .collect(),
+            answers: answers
+                .into_iter()
+                .map(|a| {
+                    Ok(json!({
+                        "flow": a.flow_id, "step": a.step, "key": a.key,
+                        "answer": parse_json::<Value>("answer value", &a.value)?,
+                        "as_written": a.raw, "answered_at": at(&a.answered_at),
+                    }))
+                })
+                .collect::<Result<_>>()?,
+            escalations: escalations
+                .into_iter()
+                .map(|e| {
+                    json!({
+                        "id": e.id, "flow": e.flow_id, "priority": e.priority,
+                        "reason": e.reason, "answer": e.answer, "alert": e.message,
+                        "status": e.status, "raised_at": at(&e.raised_at),
+                        "acknowledged_at": at_opt(&e.acknowledged_at),
+                        "closed_at": at_opt(&e.closed_at),
+                        "history": events.iter().filter(|ev| ev.escalation_id == e.id)
+                            .map(|ev| json!({
+                                "action": ev.action, "supervisor": ev.supervisor,
+                                "detail": ev.detail, "at": at(&ev.at),
+                            })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+            shift_offers: offers
+                .into_iter()
+                .map(|o| {
+                    json!({
+                        "offer": o.id, "client": o.client_ref, "location": o.location,
+                        "starts_at": at(&o.starts_at), "ends_at": at(&o.ends_at),
+                        "offer_status": o.status, "texted_at": at(&o.sent_at),
+                        "answer": o.answer, "outcome": o.outcome,
+                        "answered_at": at_opt(&o.answered_at), "won": o.won,
+                    })
+                })
+                .collect(),
+            training: training
+                .into_iter()
+                .map(|t| {
+                    json!({
+                        "module": t.module, "link": t.link,
+                        "due_date": t.due_date.to_string(), "status": t.status,
+                    })
+                })
+                .collect(),
+            note: EXPORT_NOTE,
+        }))
+    }
+
+    pub(super) async fn erase_caregiver_in(
+        &self,
+        who: &Person,
+        now: DateTime<Utc>,
+    ) -> Result<Erasure> {
+        let now = Ts(now);
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        let Some(p) = Self::profile(&mut *tx, who).await? else {
+            let erased: Option<(Ts,)> =
+                sqlx::query_as("SELECT erased_at FROM erasures WHERE key_sha256 = $1")
+                    .bind(who.hash())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            tx.rollback().await?;
+            return Ok(match erased {
+                Some((t,)) => Erasure::AlreadyErased(t.0.date_naive()),
+                None => Erasure::NoMatch,
+            });
+        };
+        let id = p.id;
+        let mut done = Erased {
+            external_id: p.external_id.clone(),
+            ..Erased::default()
+        };
+        let addresses = Self::addresses_of(&mut *tx, id, &p.phone).await?;
+        let n = |r: &DB::QueryResult| DB::rows_affected(r);
+
+        // First, nothing more goes out to them: their waiting conversations end (so no timer
+        // wakes them) and their queued messages are cancelled.
+        let ended = sqlx::query(
+            "UPDATE conversations SET status = 'interrupted', wake_at = NULL, ended_at = $2, \
+             updated_at = $2 WHERE caregiver_id = $1 AND status = 'active'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        done.conversations_ended = n(&ended);
+        let cancelled = sqlx::query(
+            "UPDATE outbound_messages SET status = 'suppressed', updated_at = $2 \
+             WHERE caregiver_id = $1 AND status = 'queued'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        done.messages_cancelled += n(&cancelled);
+        for (channel, address) in &addresses {
+            let cancelled = sqlx::query(
+                "UPDATE outbound_messages SET status = 'suppressed', updated_at = $3 \
+                 WHERE channel = $1 AND address = $2 AND status = 'queued'",
+            )
+            .bind(channel.clone())
+            .bind(address.clone())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            done.messages_cancelled += n(&cancelled);
+        }
+
+        // Alerts about them that supervisors were sent (their text is the escalation's
+        // message), and the supervisors' replies (received when the reply's event was written,
+        // from the replying supervisor's phone or chat).
+        let alerts = sqlx::query(
+            "UPDATE outbound_messages SET body = $2, \
+             status = CASE WHEN status = 'queued' THEN 'suppressed' ELSE status END \
+             WHERE kind = 'alert' AND body IN (SELECT message FROM escalations \
+             WHERE caregiver_id = $1 AND message <> '')",
+        )
+        .bind(id)
+        .bind(ERASED)
+        .execute(&mut *tx)
+        .await?;
+        let replies = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE inbound_messages SET body = $2 WHERE caregiver_id IS NULL AND EXISTS ( \
+             SELECT 1 FROM escalation_events ev JOIN supervisors s ON s.id = ev.supervisor_id \
+             WHERE ev.escalation_id IN (SELECT id FROM escalations WHERE caregiver_id = $1) \
+             AND {REPLY_ACTIONS} AND ev.at = inbound_messages.received_at \
+             AND (inbound_messages.address = s.phone OR inbound_messages.address IN \
+             (SELECT l.address FROM supervisor_links l WHERE l.supervisor_id = s.id)))"
+        )))
+        .bind(id)
+        .bind(ERASED)
+        .execute(&mut *tx)
+        .await?;
+        done.alerts_scrubbed = n(&alerts) + n(&replies);
+        let notes = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE escalation_events SET detail = $2 WHERE detail <> '' AND {REPLY_ACTIONS} \
+             AND escalation_id IN (SELECT id FROM escalations WHERE caregiver_id = $1)"
+        )))
+        .bind(id)
+        .bind(ERASED)
+        .execute(&mut *tx)
+        .await?;
+        done.alerts_scrubbed += n(&notes);
+        // Open escalations about someone who no longer exists here are closed, with the reason
+        // in their history; every escalation keeps its events and times, for the reports.
+        sqlx::query(
+            "INSERT INTO escalation_events (escalation_id, action, supervisor_id, level, detail, at) \
+             SELECT id, 'done', NULL, level, 'caregiver erased', $2 FROM escalations \
+             WHERE caregiver_id = $1 AND status <> 'done'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let closed = sqlx::query(
+            "UPDATE escalations SET status = 'done', closed_at = $2, due_at = NULL \
+             WHERE caregiver_id = $1 AND status <> 'done'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        done.escalations_closed = n(&closed);
+        let escalations = sqlx::query(
+            "UPDATE escalations SET answer = $2, message = $2, context = '{}' \
+             WHERE caregiver_id = $1",
+        )
+        .bind(id)
+        .bind(ERASED)
+        .execute(&mut *tx)
+        .await?;
+        done.escalations_scrubbed = n(&escalations);
+
+        // Their words and addresses. Rows stay (unnamed) so that counts and rates do not change.
+        for table in ["inbound_messages", "outbound_messages"] {
+            let by_id = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE {table} SET body = $2, address = $3 WHERE caregiver_id = $1"
+            )))
+            .bind(id)
+            .bind(ERASED)
+            .bind(ERASED_ADDRESS)
+            .execute(&mut *tx)
+            .await?;
+            done.messages_scrubbed += n(&by_id);
+            for (channel, address) in &addresses {
+                let by_address = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE {table} SET body = $3, address = $4 \
+                     WHERE channel = $1 AND address = $2"
+                )))
+                .bind(channel.clone())
+                .bind(address.clone())
+                .bind(ERASED)
+                .bind(ERASED_ADDRESS)
+                .execute(&mut *tx)
+                .await?;
+                done.messages_scrubbed += n(&by_address);
+            }
+        }
+        sqlx::query(
+            "UPDATE outbound_messages SET error = NULL WHERE address = $1 AND error IS NOT NULL",
+        )
+        .bind(ERASED_ADDRESS)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE conversations SET state = 'null', address = $2 WHERE caregiver_id = $1",
+        )
+        .bind(id)
+        .bind(ERASED_ADDRESS)
+        .execute(&mut *tx)
+        .await?;
+        let answers = sqlx::query(
+            "UPDATE answers SET raw = $2, value = CASE WHEN free_text THEN $3 ELSE value END \
+             WHERE caregiver_id = $1",
+        )
+        .bind(id)
+        .bind(ERASED)
+        .bind(to_json(&ERASED))
+        .execute(&mut *tx)
+        .await?;
+        done.answers_scrubbed = n(&answers);
+
+        // Consent: the ledger keeps what happened and when, under a hash of the address; an
+        // opt-out is remembered (hashed) so that a later import of the number does not text it.
+        let supervisor_addresses: Vec<(String,)> = sqlx::query_as(
+            "SELECT phone FROM supervisors UNION SELECT address FROM supervisor_links",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (channel, address) in &addresses {
+            let hashed = format!("sha256:{}", erasure_hash(channel, address));
+            let ledger = sqlx::query(
+                "UPDATE consent_ledger SET address = $3, detail = $4 \
+                 WHERE channel = $1 AND address = $2",
+            )
+            .bind(channel.clone())
+            .bind(address.clone())
+            .bind(hashed)
+            .bind(ERASED)
+            .execute(&mut *tx)
+            .await?;
+            done.ledger_rows_anonymised += n(&ledger);
+            if supervisor_addresses.iter().any(|(a,)| a == address) {
+                // Also a supervisor's number: its consent is theirs too, and stays.
+                continue;
+            }
+            let status: Option<(String,)> = sqlx::query_as(
+                "SELECT status FROM subscriptions WHERE channel = $1 AND address = $2",
+            )
+            .bind(channel.clone())
+            .bind(address.clone())
+            .fetch_optional(&mut *tx)
+            .await?;
+            if status.is_some_and(|(s,)| s == "opted_out") {
+                sqlx::query(
+                    "INSERT INTO erased_opt_outs (channel, address_sha256, erased_at) \
+                     VALUES ($1, $2, $3) ON CONFLICT (channel, address_sha256) DO NOTHING",
+                )
+                .bind(channel.clone())
+                .bind(erasure_hash(channel, address))
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                done.opt_outs_kept += 1;
+            }
+            for sql in [
+                "DELETE FROM subscriptions WHERE channel = $1 AND address = $2",
+                "DELETE FROM stranger_replies WHERE channel = $1 AND address = $2",
+            ] {
+                let deleted = sqlx::query(sql)
+                    .bind(channel.clone())
+                    .bind(address.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                done.rows_deleted += n(&deleted);
+            }
+        }
+        let ledger = sqlx::query("UPDATE consent_ledger SET detail = $2 WHERE caregiver_id = $1")
+            .bind(id)
+            .bind(ERASED)
+            .execute(&mut *tx)
+            .await?;
+        done.ledger_rows_anonymised = done.ledger_rows_anonymised.max(n(&ledger));
+        for sql in [
+            "DELETE FROM caregiver_links WHERE caregiver_id = $1",
+            "DELETE FROM caregiver_groups WHERE caregiver_id = $1",
+            "DELETE FROM invites WHERE caregiver_id = $1",
+            "DELETE FROM start_waits WHERE caregiver_id = $1",
+        ] {
+            let deleted = sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            done.rows_deleted += n(&deleted);
+        }
+
+        // The roster row becomes a placeholder: no name, number or fields, inactive; its branch
+        // (and `state` field) stay so that last year's totals by branch stay the same.
+        let placeholder = format!("erased-{id}");
+        let fields: Value = parse_json("caregiver fields", &p.fields)?;
+        let kept = match fields.get("state") {
+            Some(state) => json!({ "state": state }),
+            None => json!({}),
+        };
+        sqlx::query(
+            "UPDATE caregivers SET external_id = $2, first_name = '', last_name = '', phone = $2, \
+             supervisor_external_id = NULL, consent_at = NULL, active = FALSE, fields = $3, \
+             tags = '[]', preferred_channel = NULL, last_channel = NULL, chosen_language = NULL, \
+             phone_invalid = FALSE, updated_at = $4 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(placeholder)
+        .bind(to_json(&kept))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for key in [
+            Person::ExternalId(p.external_id.clone()).hash(),
+            Person::Phone(p.phone.clone()).hash(),
+        ] {
+            sqlx::query(
+                "INSERT INTO erasures (key_sha256, erased_at) VALUES ($1, $2) \
+                 ON CONFLICT (key_sha256) DO NOTHING",
+            )
+            .bind(key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Erasure::Erased(done))
+    }
+}

@@ -1,0 +1,57 @@
+-- Issue 16: anonymous answers that cannot be traced, retention with an end, and erasure.
+
+-- An anonymous answer in a table of its own, with nothing that leads back to its caregiver:
+-- no caregiver, conversation or inbound message, no instant (only the ISO week its survey
+-- started in), no raw text. Its id is random (written by the store), so ordering by id does
+-- not replay the order answers came in, which the caregivers' inbound messages would match.
+CREATE TABLE anonymous_answers (
+    id            BIGINT PRIMARY KEY,
+    flow_id       TEXT NOT NULL,
+    step          TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    cohort_week   DATE NOT NULL,
+    cohort_branch TEXT NOT NULL,
+    cohort_state  TEXT
+);
+CREATE INDEX anonymous_answers_flow ON anonymous_answers (flow_id, key, cohort_week);
+
+-- The anonymous answers kept so far move over, with random ids; their inbound messages keep
+-- the day they came in, not the instant.
+INSERT INTO anonymous_answers (id, flow_id, step, key, value, cohort_week, cohort_branch,
+                               cohort_state)
+SELECT (random() * 9.2e18)::BIGINT, flow_id, step, key, value,
+       COALESCE(cohort_week, (date_trunc('week', answered_at AT TIME ZONE 'UTC'))::DATE),
+       COALESCE(cohort_branch, ''), cohort_state
+FROM answers WHERE anonymous;
+DELETE FROM answers WHERE anonymous;
+UPDATE inbound_messages
+SET received_at = date_trunc('day', received_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+WHERE body = '[anonymous answer]';
+
+-- Free text (an `expect: text` answer) is removed after CAREBOT_RETENTION_DAYS; scores and
+-- choices stay. Rows from before this column: free text when the stored value is the reply
+-- itself, as a JSON string (a choice or a keyword is stored as its option, not as typed).
+ALTER TABLE answers ADD COLUMN free_text BOOLEAN NOT NULL DEFAULT FALSE;
+UPDATE answers SET free_text = TRUE WHERE value = to_json(raw)::TEXT;
+
+-- How far the retention sweep has gone through each large table, by id, so that a sweep
+-- reads only the rows it has not passed yet instead of scanning years of messages.
+CREATE TABLE retention_progress (
+    name    TEXT PRIMARY KEY,
+    last_id BIGINT NOT NULL
+);
+
+-- `carebot caregiver erase`: the numbers an erased caregiver had opted out of, hashed, so a
+-- later import of the same number is opted out again instead of texted; and the hashed
+-- external id and phone of everyone erased, so a second erase says so instead of "no match".
+CREATE TABLE erased_opt_outs (
+    channel        TEXT NOT NULL,
+    address_sha256 TEXT NOT NULL,
+    erased_at      TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (channel, address_sha256)
+);
+CREATE TABLE erasures (
+    key_sha256 TEXT PRIMARY KEY,
+    erased_at  TIMESTAMPTZ NOT NULL
+);

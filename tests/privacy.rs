@@ -1,0 +1,702 @@
+//! The promises carebot makes about caregivers' data, end to end over real HTTP (the real
+//! server, a fake Twilio, SQLite always and PostgreSQL when CAREBOT_TEST_POSTGRES_URL is set):
+//! an anonymous answer cannot be tied back to its caregiver by someone holding the database;
+//! text past `CAREBOT_RETENTION_DAYS` is removed by the scheduler while scores and the consent
+//! ledger stay; `carebot caregiver export` hands over what is held and `carebot caregiver
+//! erase` removes it, keeps the totals, and remembers an opt-out only as a hash.
+
+mod support;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use carebot::store::{Audience, Store};
+use chrono::{DateTime, Duration, Utc};
+use clap::Parser;
+use sqlx::Connection as _;
+use support::TestStore;
+use support::app::{AppOptions, TestApp, spawn_app_with};
+
+const MARIA: &str = "+13125550123";
+const ANA: &str = "+13125550124";
+const ROSA: &str = "+13125550125";
+const DANA: &str = "+13125550142";
+
+macro_rules! app_tests {
+    ($($test:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    super::$test(crate::support::sqlite().await).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(db) = crate::support::postgres().await else { return };
+                    super::$test(db).await;
+                }
+            )+
+        }
+    };
+}
+
+app_tests!(
+    an_anonymous_answer_cannot_be_tied_back_with_the_database_in_hand,
+    retention_removes_old_words_and_keeps_scores_and_the_ledger,
+    export_hands_over_everything_and_erase_removes_it_keeping_totals,
+    erasing_someone_mid_conversation_stops_every_message_to_them,
+);
+
+/// Tuesday 2026-11-17, 10:00 in Chicago.
+fn tuesday_morning() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-17T16:00:00Z")
+        .unwrap()
+        .to_utc()
+}
+
+/// A server on Tuesday morning with Dana (supervisor) and Maria, Ana and Rosa (caregivers in
+/// Chicago North, consent on file) imported.
+async fn app(db: TestStore, settings: &[(&'static str, &str)]) -> TestApp {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let options = AppOptions {
+        settings: settings
+            .iter()
+            .map(|(k, v)| (*k, (*v).to_owned()))
+            .collect(),
+        extra_flows: vec![root.join("tests/fixtures/flows/anonymous-feedback.yaml")],
+        starts_at: Some(tuesday_morning()),
+    };
+    let app = spawn_app_with(db, options).await;
+    let sups = format!(
+        "external_id,name,phone,email,branch,timezone\n\
+         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n"
+    );
+    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
+        .await
+        .unwrap();
+    import_caregivers(
+        &app,
+        &[
+            ("C1", "Maria", "Gonzalez", MARIA),
+            ("C2", "Ana", "Lopez", ANA),
+            ("C3", "Rosa", "Diaz", ROSA),
+        ],
+    )
+    .await;
+    app
+}
+
+async fn import_caregivers(app: &TestApp, rows: &[(&str, &str, &str, &str)]) {
+    let mut csv = String::from(
+        "external_id,first_name,last_name,phone,language,timezone,branch,supervisor_id,groups,consent_at\n",
+    );
+    for (id, first, last, phone) in rows {
+        csv.push_str(&format!(
+            "{id},{first},{last},{phone},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n"
+        ));
+    }
+    let summary = carebot::roster::import_caregivers(app.store(), csv.as_bytes(), false)
+        .await
+        .unwrap();
+    assert!(summary.rejected.is_empty(), "{summary}");
+}
+
+async fn start(app: &TestApp, flow: &str, phones: &[&str]) -> carebot::runner::StartReport {
+    app.runner
+        .start(
+            flow,
+            &Audience::Phones(phones.iter().map(|p| (*p).to_owned()).collect()),
+            Default::default(),
+            app.clock.now(),
+        )
+        .await
+        .unwrap()
+}
+
+/// Texts `body` from `from` and waits for the `n`th message to `to`; returns it.
+async fn text_and_wait(app: &TestApp, from: &str, body: &str, to: &str, n: usize) -> String {
+    let sid = format!("SM{:032x}", rand::random::<u128>());
+    let (status, _) = app.post_sms(from, body, &sid).await;
+    assert_eq!(status, 200);
+    app.twilio.wait_for(to, n).await[n - 1].clone()
+}
+
+/// Texts `body` from `from` and waits for a new message to `to` that contains `needle` (other
+/// messages may arrive meanwhile: an alert taken up tells the caregiver so); returns it.
+async fn text_and_expect(app: &TestApp, from: &str, body: &str, to: &str, needle: &str) -> String {
+    let matching = || {
+        app.twilio
+            .delivered_to(to)
+            .into_iter()
+            .filter(|m| m.contains(needle))
+            .collect::<Vec<_>>()
+    };
+    let before = matching().len();
+    let sid = format!("SM{:032x}", rand::random::<u128>());
+    let (status, _) = app.post_sms(from, body, &sid).await;
+    assert_eq!(status, 200);
+    for _ in 0..200 {
+        if let Some(m) = matching().get(before) {
+            return m.clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "no message to {to} with {needle:?}: {:?}",
+        app.twilio.delivered_to(to)
+    );
+}
+
+/// What `carebot caregiver ARGS` prints and returns on the test's database, parsed as the
+/// binary parses its command line.
+async fn caregiver_cmd(app: &TestApp, args: &[&str]) -> (ExitCode, String, String) {
+    let mut argv = vec!["carebot", "--database-url", &app.db.url, "caregiver"];
+    argv.extend_from_slice(args);
+    let cli = carebot::cli::Cli::try_parse_from(argv).unwrap();
+    let carebot::cli::Command::Caregiver(cmd) = &cli.command else {
+        unreachable!()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = carebot::cli::caregiver::run(app.store(), cmd, &mut out, &mut err)
+        .await
+        .unwrap();
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+/// Rows of a query on the test's database, every column read as text, whichever the database.
+async fn rows(db: &TestStore, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::{Row, ValueRef};
+    fn read<R: Row>(row: &R) -> Vec<Option<String>>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        (0..row.columns().len())
+            .map(|i| {
+                if row.try_get_raw(i).unwrap().is_null() {
+                    None
+                } else {
+                    row.try_get::<String, _>(i)
+                        .or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string()))
+                        .ok()
+                }
+            })
+            .collect()
+    }
+    if db.url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        rows.iter().map(read).collect()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        rows.iter().map(read).collect()
+    }
+}
+
+/// Every text column of every table that can hold a person's words or numbers, as one list of
+/// (table.column, value): what someone with a dump of the database can read.
+async fn all_text(db: &TestStore) -> Vec<(String, String)> {
+    let columns = [
+        ("inbound_messages", "body"),
+        ("inbound_messages", "address"),
+        ("outbound_messages", "body"),
+        ("outbound_messages", "address"),
+        ("outbound_messages", "error"),
+        ("conversations", "state"),
+        ("conversations", "address"),
+        ("answers", "raw"),
+        ("answers", "value"),
+        ("anonymous_answers", "value"),
+        ("escalations", "answer"),
+        ("escalations", "message"),
+        ("escalations", "context"),
+        ("escalation_events", "detail"),
+        ("consent_ledger", "address"),
+        ("consent_ledger", "detail"),
+        ("subscriptions", "address"),
+        ("caregivers", "external_id"),
+        ("caregivers", "first_name"),
+        ("caregivers", "last_name"),
+        ("caregivers", "phone"),
+        ("caregivers", "fields"),
+        ("caregiver_links", "address"),
+        ("stranger_replies", "address"),
+    ];
+    let mut out = Vec::new();
+    for (table, column) in columns {
+        for row in rows(db, &format!("SELECT {column} FROM {table}")).await {
+            if let Some(v) = &row[0] {
+                out.push((format!("{table}.{column}"), v.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// Where `needle` appears in [`all_text`].
+async fn found(db: &TestStore, needle: &str) -> Vec<String> {
+    all_text(db)
+        .await
+        .into_iter()
+        .filter(|(_, v)| v.contains(needle))
+        .map(|(at, v)| format!("{at}: {v}"))
+        .collect()
+}
+
+/// The SQLite file itself, every page checkpointed into it, as bytes.
+async fn sqlite_file(db: &TestStore) -> Vec<u8> {
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let path = db.url.strip_prefix("sqlite://").unwrap();
+    std::fs::read(path).unwrap()
+}
+
+fn occurrences(haystack: &[u8], needle: &str) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle.as_bytes())
+        .count()
+}
+
+async fn an_anonymous_answer_cannot_be_tied_back_with_the_database_in_hand(db: TestStore) {
+    let app = app(db, &[]).await;
+    let report = start(&app, "anonymous-feedback", &[MARIA, ANA, ROSA]).await;
+    assert_eq!(report.started, 3, "{report:?}");
+    let words = [
+        (MARIA, "more hours near Evanston please"),
+        (ANA, "the new scheduling app is confusing"),
+        (ROSA, "mileage pay arrives late every month"),
+    ];
+    for (phone, text) in words {
+        app.twilio.wait_for(phone, 1).await;
+        let thanks = text_and_wait(&app, phone, text, phone, 2).await;
+        assert!(thanks.starts_with("Thank you"), "{thanks}");
+    }
+    app.clock.advance(Duration::hours(1));
+
+    // Each answer is held once, in anonymous_answers, and nowhere else: not in the inbound
+    // message, the conversation, an alert or the answers that name people.
+    for (_, text) in words {
+        assert_eq!(
+            found(&app.db, text).await,
+            [format!("anonymous_answers.value: \"{text}\"")]
+        );
+    }
+    // What each of those rows keeps: nothing that points at a person, a message or an instant.
+    let columns = if app.db.url.starts_with("sqlite:") {
+        rows(
+            &app.db,
+            "SELECT name FROM pragma_table_info('anonymous_answers') ORDER BY cid",
+        )
+        .await
+    } else {
+        rows(
+            &app.db,
+            "SELECT column_name::TEXT FROM information_schema.columns \
+             WHERE table_name = 'anonymous_answers' ORDER BY ordinal_position",
+        )
+        .await
+    };
+    let columns: Vec<String> = columns.into_iter().map(|r| r[0].clone().unwrap()).collect();
+    assert_eq!(
+        columns,
+        [
+            "id",
+            "flow_id",
+            "step",
+            "key",
+            "value",
+            "cohort_week",
+            "cohort_branch",
+            "cohort_state"
+        ]
+    );
+    let kept = rows(
+        &app.db,
+        "SELECT CAST(cohort_week AS TEXT), cohort_branch, id FROM anonymous_answers",
+    )
+    .await;
+    assert_eq!(kept.len(), 3);
+    for row in &kept {
+        assert_eq!(
+            row[0].as_deref(),
+            Some("2026-11-16"),
+            "the ISO week, a Monday"
+        );
+        assert_eq!(row[1].as_deref(), Some("Chicago North"));
+        // Random ids: their order is not the order the answers came in.
+        let id: i64 = row[2].as_deref().unwrap().parse().unwrap();
+        assert!(
+            id > 1 << 32,
+            "an id that counts rows would replay their order: {id}"
+        );
+    }
+    // The three inbound messages keep who sent them (a message is never lost), but not the
+    // words or a time finer than the day: each of the three is as likely to be any answer.
+    let inbound = rows(
+        &app.db,
+        "SELECT i.address, i.body FROM inbound_messages i \
+         WHERE i.body = '[anonymous answer]' ORDER BY i.id",
+    )
+    .await;
+    assert_eq!(inbound.len(), 3);
+    let times = app
+        .store()
+        .export_caregiver(
+            &carebot::privacy::Person::Phone(MARIA.into()),
+            app.clock.now(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let mine: Vec<&serde_json::Value> = times
+        .messages
+        .iter()
+        .filter(|m| m["direction"] == "in")
+        .collect();
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0]["text"], "[anonymous answer]");
+    assert_eq!(mine[0]["at"], "2026-11-17T00:00:00+00:00", "the day only");
+    assert!(
+        times.answers.is_empty(),
+        "nothing links her to an answer: {:?}",
+        times.answers
+    );
+    // The file itself: each answer's words are on disk exactly once (the anonymous row),
+    // not left behind in the free space of a page that held them before.
+    if app.db.url.starts_with("sqlite:") {
+        let file = sqlite_file(&app.db).await;
+        for (_, text) in words {
+            assert_eq!(occurrences(&file, text), 1, "{text}");
+        }
+    }
+    app.stop().await;
+}
+
+async fn retention_removes_old_words_and_keeps_scores_and_the_ledger(db: TestStore) {
+    let app = app(
+        db,
+        &[
+            ("CAREBOT_RETENTION_DAYS", "30"),
+            ("CAREBOT_CONSENT_RETENTION_DAYS", "60"),
+        ],
+    )
+    .await;
+    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.twilio.wait_for(MARIA, 1).await;
+    text_and_expect(&app, MARIA, "1", MARIA, "6 months from now").await;
+    let alert = app.twilio.wait_for(DANA, 1).await[0].clone();
+    let id: i64 = alert.split_whitespace().nth(1).unwrap().parse().unwrap();
+    text_and_expect(&app, MARIA, "2", MARIA, "make your work better").await;
+    text_and_expect(
+        &app,
+        MARIA,
+        "a rota that changes less often",
+        MARIA,
+        "Thank you",
+    )
+    .await;
+    let note = format!("NOTE {id} spoke with Maria about her rota");
+    text_and_expect(&app, DANA, &note, DANA, "Note added").await;
+    let done = format!("DONE {id} she is fine now");
+    text_and_expect(&app, DANA, &done, DANA, "is closed").await;
+    let marker = "[removed after 30 days]";
+    assert!(found(&app.db, marker).await.is_empty());
+
+    // A month and a day later the scheduler's sweep has removed the words, not the facts.
+    app.clock.advance(Duration::days(31));
+    let gone = [
+        "rota that changes less often",
+        "spoke with Maria",
+        "she is fine now",
+        "rated the work week",
+    ];
+    let left = || async {
+        let mut all = Vec::new();
+        for text in gone {
+            all.extend(found(&app.db, text).await);
+        }
+        all
+    };
+    for _ in 0..150 {
+        if left().await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(left().await.is_empty(), "{:?}", left().await);
+    let removed = rows(&app.db, "SELECT body FROM inbound_messages ORDER BY id").await;
+    assert_eq!(
+        removed,
+        vec![vec![Some(marker.to_owned())]; 5],
+        "every old inbound message"
+    );
+    // What is written now is kept, through the next sweeps.
+    text_and_wait(&app, ANA, "hello, is this the agency?", ANA, 1).await;
+    app.clock.advance(Duration::minutes(11));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(found(&app.db, "hello, is this the agency?").await.len(), 1);
+    // Scores and choices stay: they are what the reports are made of.
+    let answers = rows(
+        &app.db,
+        "SELECT key, value, raw FROM answers WHERE caregiver_id = \
+         (SELECT id FROM caregivers WHERE external_id = 'C1') ORDER BY id",
+    )
+    .await;
+    let answers: Vec<Vec<&str>> = answers
+        .iter()
+        .map(|r| r.iter().map(|c| c.as_deref().unwrap()).collect())
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            vec!["week_score", "1", marker],
+            vec!["stay", "\"unsure\"", marker],
+            vec!["help", &format!("\"{marker}\""), marker],
+        ]
+    );
+    // The escalation keeps its history (who acted and when), not what was said.
+    let events = rows(
+        &app.db,
+        "SELECT action, detail FROM escalation_events ORDER BY id",
+    )
+    .await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e[0].as_deref() == Some("note") && e[1].as_deref() == Some(marker)),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e[0].as_deref() == Some("done")),
+        "{events:?}"
+    );
+    // The consent ledger is kept for its own 60 days, then goes; the consent in force stays.
+    let ledger = || async {
+        rows(&app.db, "SELECT status FROM consent_ledger")
+            .await
+            .len()
+    };
+    assert_eq!(ledger().await, 3, "the import opted the three in");
+    // (The import wrote its rows on the wall clock, not the test's: move past both.)
+    let later = Utc::now().max(app.clock.now()) + Duration::days(61);
+    app.clock.advance(later - app.clock.now());
+    wait_until(|| async { ledger().await == 0 }).await;
+    let subs = rows(
+        &app.db,
+        "SELECT status FROM subscriptions WHERE address = '+13125550123'",
+    )
+    .await;
+    assert_eq!(subs, [vec![Some("opted_in".to_owned())]]);
+    app.stop().await;
+}
+
+/// Polls `check` (the scheduler ticks every second) for up to 15 s.
+async fn wait_until<F, Fut>(check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("not reached within 15 s");
+}
+
+async fn export_hands_over_everything_and_erase_removes_it_keeping_totals(db: TestStore) {
+    let app = app(db, &[]).await;
+    start(&app, "weekly-pulse", &[MARIA, ANA]).await;
+    app.twilio.wait_for(MARIA, 1).await;
+    app.twilio.wait_for(ANA, 1).await;
+    text_and_expect(&app, MARIA, "1", MARIA, "6 months from now").await;
+    let alert = app.twilio.wait_for(DANA, 1).await[0].clone();
+    let id: i64 = alert.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let note = format!("NOTE {id} called Maria, her car broke down");
+    text_and_expect(&app, DANA, &note, DANA, "Note added").await;
+    text_and_expect(&app, MARIA, "3", MARIA, "make your work better").await;
+    text_and_expect(
+        &app,
+        MARIA,
+        "a car allowance would help me",
+        MARIA,
+        "Thank you",
+    )
+    .await;
+    text_and_expect(&app, ANA, "4", ANA, "6 months from now").await;
+    // Then Maria says STOP.
+    let bye = text_and_expect(&app, MARIA, "STOP", MARIA, "no more messages").await;
+    assert!(bye.contains("no more messages"), "{bye}");
+    let pulse_before = report(&app).await;
+
+    // Export: by phone or by external id, the same person.
+    let (code, json, _) = caregiver_cmd(&app, &["export", MARIA]).await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    let export: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let (_, by_id, _) = caregiver_cmd(&app, &["export", "C1"]).await;
+    let by_id: serde_json::Value = serde_json::from_str(&by_id).unwrap();
+    assert_eq!(export["profile"], by_id["profile"]);
+    assert_eq!(export["profile"]["first_name"], "Maria");
+    assert_eq!(export["profile"]["phone"], MARIA);
+    let texts: Vec<&str> = export["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "in")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["1", "3", "a car allowance would help me", "STOP"]);
+    let answers: Vec<(&str, &serde_json::Value)> = export["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["key"].as_str().unwrap(), &a["answer"]))
+        .collect();
+    assert_eq!(answers.len(), 3);
+    assert_eq!(answers[0], ("week_score", &serde_json::json!(1)));
+    let history: Vec<&str> = export["consent_history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(history, ["opted_in", "opted_out"]);
+    let escalation = &export["escalations"][0];
+    assert_eq!(escalation["reason"], "low week score");
+    assert!(
+        escalation["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["detail"] == "called Maria, her car broke down"),
+        "{escalation}"
+    );
+    assert!(export["note"].as_str().unwrap().contains("anonymous"));
+
+    // Without --confirm: refused, nothing changed.
+    let (code, _, err) = caregiver_cmd(&app, &["erase", "C1"]).await;
+    assert_eq!(code, ExitCode::from(2));
+    assert!(err.contains("--confirm"), "{err}");
+    // (Her message, the answer as typed and as stored, and her ended conversation's state.)
+    assert_eq!(found(&app.db, "car allowance").await.len(), 4);
+    // Nobody by that name: exit 1, nothing changed.
+    let everything = all_text(&app.db).await;
+    let (code, _, err) = caregiver_cmd(&app, &["erase", "+13125559999", "--confirm"]).await;
+    assert_eq!(code, ExitCode::FAILURE);
+    assert!(err.starts_with("no caregiver matches phone"), "{err}");
+    assert_eq!(all_text(&app.db).await, everything);
+
+    let (code, out, _) = caregiver_cmd(&app, &["erase", MARIA, "--confirm"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    assert!(out.starts_with("erased caregiver C1:"), "{out}");
+    for trace in [
+        MARIA,
+        "Maria",
+        "Gonzalez",
+        "car allowance",
+        "her car broke down",
+        "Maria G.",
+    ] {
+        assert!(
+            found(&app.db, trace).await.is_empty(),
+            "{trace}: {:?}",
+            found(&app.db, trace).await
+        );
+    }
+    // Ana is untouched; the week's totals are the same.
+    assert!(!found(&app.db, ANA).await.is_empty());
+    let pulse_after = report(&app).await;
+    assert_eq!(pulse_after["answers"], pulse_before["answers"]);
+    assert_eq!(
+        pulse_after["escalations"][0]["raised"],
+        pulse_before["escalations"][0]["raised"]
+    );
+    // Her two open alerts were closed: nobody is left to follow up with.
+    assert_eq!(pulse_after["escalations"][0]["closed"], 2);
+    // Idempotent.
+    let (code, out, _) = caregiver_cmd(&app, &["erase", "C1", "--confirm"]).await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    // (The CLI runs on the wall clock, not the test's.)
+    let today = Utc::now().date_naive();
+    assert_eq!(
+        out,
+        format!("external id C1 was erased on {today}; nothing left to erase\n")
+    );
+    let (code, _, _) = caregiver_cmd(&app, &["export", MARIA]).await;
+    assert_eq!(code, ExitCode::FAILURE);
+
+    // She had said STOP: the same row imported again is opted out, and a survey skips her.
+    import_caregivers(&app, &[("C1", "Maria", "Gonzalez", MARIA)]).await;
+    let report = start(&app, "weekly-pulse", &[MARIA]).await;
+    assert_eq!(report.started, 0);
+    assert_eq!(report.skipped.get("opted out"), Some(&1), "{report:?}");
+    app.stop().await;
+}
+
+/// `report pulse` as JSON: the figures an erasure must not change.
+async fn report(app: &TestApp) -> serde_json::Value {
+    let options = carebot::report::PulseOptions {
+        flow: "weekly-pulse".into(),
+        key: "week_score".into(),
+        by: None,
+        weeks: 1,
+        now: app.clock.now(),
+    };
+    let report = carebot::report::pulse(app.store(), &options, &Default::default())
+        .await
+        .unwrap();
+    serde_json::to_value(report).unwrap()
+}
+
+async fn erasing_someone_mid_conversation_stops_every_message_to_them(db: TestStore) {
+    let app = app(db, &[]).await;
+    start(&app, "weekly-pulse", &[ROSA]).await;
+    app.twilio.wait_for(ROSA, 1).await;
+    let (code, out, _) = caregiver_cmd(&app, &["erase", "C3", "--confirm"]).await;
+    assert_eq!(code, ExitCode::SUCCESS);
+    assert!(out.contains("conversations ended: 1"), "{out}");
+    // The question's reminder was due in 24 h and its expiry in 72 h: neither comes.
+    app.clock.advance(Duration::hours(25));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    app.clock.advance(Duration::hours(48));
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(app.twilio.delivered_to(ROSA).len(), 1);
+    // Her reply, if she still writes, reaches no conversation and names nobody.
+    let (status, _) = app.post_sms(ROSA, "hi?", "SMerased1").await;
+    assert_eq!(status, 200);
+    let conversations = rows(
+        &app.db,
+        "SELECT status, address FROM conversations ORDER BY id LIMIT 1",
+    )
+    .await;
+    assert_eq!(
+        conversations,
+        [vec![
+            Some("interrupted".to_owned()),
+            Some("erased".to_owned())
+        ]]
+    );
+    app.stop().await;
+}
