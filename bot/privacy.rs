@@ -93,6 +93,11 @@ pub struct Swept {
     pub ledger: u64,
     /// Other rows deleted: once-a-day stranger replies and expired invites (they keep a number).
     pub other: u64,
+    /// Anonymous free-text answers that lost their words.
+    pub anonymous: u64,
+    /// Anonymous answers of days now over that joined the others in random order (not a
+    /// removal: see migration 0011).
+    pub mixed: u64,
     /// True when some kind filled its batch: more is due at once.
     pub more: bool,
 }
@@ -107,6 +112,7 @@ impl Swept {
             + self.notes
             + self.ledger
             + self.other
+            + self.anonymous
     }
 }
 

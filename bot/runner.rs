@@ -58,6 +58,20 @@ pub struct Pressure {
     pub priority: Vec<Program>,
 }
 
+/// What a conversation ended from outside its flow (STOP, a failure, another flow, an erase)
+/// keeps of its engine state: not the answers so far (the named ones are in `answers`; an
+/// anonymous one must not stay beside its caregiver) nor alerts waiting for a yes, which quote
+/// them.
+pub(crate) fn interrupted_state(state: &Value) -> Value {
+    let mut state = state.clone();
+    if let Some(fields) = state.as_object_mut() {
+        // Emptied rather than removed: the state still reads as the engine's `State`.
+        fields.insert("answers".into(), Value::Object(Default::default()));
+        fields.remove("consent");
+    }
+    state
+}
+
 impl Default for Pressure {
     fn default() -> Self {
         Pressure {
@@ -550,7 +564,7 @@ impl<S: Store> Runner<S> {
                         plan.push(Write::UpdateConversation {
                             conversation: ConvRef::Existing(conv.id),
                             status: ConversationStatus::Interrupted,
-                            state: conv.state.clone(),
+                            state: interrupted_state(&conv.state),
                             wake_at: None,
                         });
                     }
@@ -654,7 +668,7 @@ impl<S: Store> Runner<S> {
                 plan.push(Write::UpdateConversation {
                     conversation: ConvRef::Existing(conv.id),
                     status: ConversationStatus::Interrupted,
-                    state: conv.state.clone(),
+                    state: interrupted_state(&conv.state),
                     wake_at: None,
                 });
             }
@@ -735,7 +749,7 @@ impl<S: Store> Runner<S> {
                 WhenBusy::Interrupt => plan.push(Write::UpdateConversation {
                     conversation: ConvRef::Existing(conv.id),
                     status: ConversationStatus::Interrupted,
-                    state: conv.state.clone(),
+                    state: interrupted_state(&conv.state),
                     wake_at: None,
                 }),
             }
@@ -779,7 +793,7 @@ impl<S: Store> Runner<S> {
             plan.push(Write::UpdateConversation {
                 conversation: plan.conv,
                 status: ConversationStatus::Interrupted,
-                state: conv.state.clone(),
+                state: interrupted_state(&conv.state),
                 wake_at: None,
             });
             return Ok(plan.finish());

@@ -290,8 +290,15 @@ async fn scheduler(
                             notes = swept.notes,
                             ledger = swept.ledger,
                             other = swept.other,
+                            anonymous = swept.anonymous,
                             days = retention.days,
                             "retention: removed text past its time"
+                        );
+                    }
+                    if swept.mixed > 0 {
+                        tracing::info!(
+                            answers = swept.mixed,
+                            "anonymous answers of past days joined the others"
                         );
                     }
                     // A backlog (the first run on years of data) goes on at the next tick,

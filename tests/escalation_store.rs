@@ -541,11 +541,12 @@ async fn an_anonymous_answer_keeps_its_cohort_and_its_inbound_message_neither_wo
             )
             .await
             .unwrap();
-        // The answer is kept apart with its cohort only; its inbound message keeps neither
-        // its words nor a time finer than the day; nothing is in `answers`.
+        // The answer is kept apart with its cohort only (waiting for its day to be over before
+        // it joins the others); its inbound message keeps neither its words nor a time finer
+        // than the day; nothing is in `answers`.
         let query = "SELECT i.body, i.received_at, a.value, a.cohort_branch, \
                      a.cohort_state, (SELECT COUNT(*) FROM answers) \
-                     FROM inbound_messages i, anonymous_answers a";
+                     FROM inbound_messages i, anonymous_pending a";
         type Got = (String, DateTime<Utc>, String, String, Option<String>, i64);
         let got: Got = if kind == "sqlite" {
             let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();

@@ -53,6 +53,8 @@ support::store_tests! {
     caregiver_fields_and_tags_are_replaced,
     start_for_an_audience_skips_those_already_in_a_conversation,
     upsert_of_100000_caregivers_is_fast,
+    retention_waits_for_a_message_in_flight_and_never_skips_its_text,
+    retention_empties_the_ledger_and_still_sweeps_what_comes_after,
 }
 
 /// SQLite alone: the file is in WAL mode, and instants are stored as fixed-width UTC text, so
@@ -1641,5 +1643,81 @@ async fn upsert_of_100000_caregivers_is_fast(store: AnyStore) {
         "{name}: upserted 100,000 caregivers in {:.2} s (added), {:.2} s (unchanged re-import)",
         first.as_secs_f64(),
         again.as_secs_f64()
+    );
+}
+
+/// A message still going out when its text is due for removal: the sweep leaves it alone (it
+/// is being sent) and comes back for it once it has gone, instead of passing it for good.
+async fn retention_waits_for_a_message_in_flight_and_never_skips_its_text(store: AnyStore) {
+    let retention = carebot::privacy::Retention {
+        days: 30,
+        consent_days: 60,
+    };
+    let marker = "[removed after 30 days]";
+    queue(
+        &store,
+        message(&sms(1), OutboundKind::Program, "slow one", at(9)),
+    )
+    .await;
+    queue(
+        &store,
+        message(&sms(2), OutboundKind::Program, "quick one", at(9)),
+    )
+    .await;
+    let claimed = claim_sms(&store, at(10), 10).await;
+    let quick = claimed.iter().find(|m| m.body == "quick one").unwrap();
+    store.mark_outbound_accepted(quick.id, "SM2").await.unwrap();
+
+    let later = at(10) + Duration::days(31);
+    store.sweep_retention(&retention, later, 100).await.unwrap();
+    let bodies_to = |n| {
+        let store = &store;
+        async move {
+            let sent = store.outbound_to(&sms(n)).await.unwrap();
+            sent.into_iter().map(|(_, body)| body).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(bodies_to(1).await, ["slow one"], "still being sent");
+    assert_eq!(bodies_to(2).await, ["quick one"], "behind it in the walk");
+
+    let slow = claimed.iter().find(|m| m.body == "slow one").unwrap();
+    store.mark_outbound_accepted(slow.id, "SM1").await.unwrap();
+    store
+        .sweep_retention(&retention, later + Duration::minutes(10), 100)
+        .await
+        .unwrap();
+    assert_eq!(bodies_to(1).await, [marker]);
+    assert_eq!(bodies_to(2).await, [marker]);
+}
+
+/// The ledger is the one table the sweep deletes from; emptied, it must not lose track of the
+/// rows written after (SQLite numbers them from 1 again).
+async fn retention_empties_the_ledger_and_still_sweeps_what_comes_after(store: AnyStore) {
+    let retention = carebot::privacy::Retention {
+        days: 30,
+        consent_days: 60,
+    };
+    for n in 1..=3 {
+        store
+            .set_consent(&sms(n), ConsentStatus::OptedOut, "keyword", "STOP", at(9))
+            .await
+            .unwrap();
+    }
+    let later = at(9) + Duration::days(61);
+    store.sweep_retention(&retention, later, 100).await.unwrap();
+    assert!(store.consent_ledger(&sms(1)).await.unwrap().is_empty());
+
+    store
+        .set_consent(&sms(4), ConsentStatus::OptedOut, "keyword", "STOP", later)
+        .await
+        .unwrap();
+    assert_eq!(store.consent_ledger(&sms(4)).await.unwrap().len(), 1);
+    store
+        .sweep_retention(&retention, later + Duration::days(61), 100)
+        .await
+        .unwrap();
+    assert!(
+        store.consent_ledger(&sms(4)).await.unwrap().is_empty(),
+        "a row written after the table was emptied is swept in its turn"
     );
 }

@@ -523,7 +523,7 @@ impl<S: Store> PlanBuilder<'_, S> {
             self.push(Write::UpdateConversation {
                 conversation: ConvRef::Existing(conv.id),
                 status: ConversationStatus::Interrupted,
-                state: conv.state.clone(),
+                state: crate::runner::interrupted_state(&conv.state),
                 wake_at: None,
             });
         }
@@ -551,7 +551,7 @@ impl<S: Store> PlanBuilder<'_, S> {
             self.push(Write::UpdateConversation {
                 conversation: ConvRef::Existing(conv.id),
                 status: ConversationStatus::Interrupted,
-                state: conv.state.clone(),
+                state: crate::runner::interrupted_state(&conv.state),
                 wake_at: None,
             });
         }

@@ -431,7 +431,8 @@ pub enum Write {
         key: String,
         value: Value,
         raw: String,
-        /// Stored in `anonymous_answers`, with nothing that leads back to the caregiver.
+        /// Stored apart (`anonymous_pending`, then `anonymous_answers`), with nothing that
+        /// leads back to the caregiver.
         anonymous: bool,
         /// Free text (`expect: text`): removed after the retention period, unlike a score.
         free_text: bool,

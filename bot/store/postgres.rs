@@ -68,6 +68,21 @@ impl Dialect for Postgres {
         "FOR UPDATE"
     );
 
+    // One statement: a row another instance commits between a copy and a delete would be
+    // deleted without being copied.
+    const MIX_ANONYMOUS: &'static [&'static str] = &[
+        "WITH moved AS (DELETE FROM anonymous_pending WHERE held_on < $1 \
+         RETURNING flow_id, step, key, value, cohort_week, cohort_branch, cohort_state, \
+         free_text) \
+         INSERT INTO anonymous_answers (id, flow_id, step, key, value, cohort_week, \
+         cohort_branch, cohort_state, free_text) \
+         SELECT (random() * 9.2e18)::BIGINT, flow_id, step, key, value, cohort_week, \
+         cohort_branch, cohort_state, free_text FROM moved ORDER BY random()",
+    ];
+
+    const INTERRUPTED_STATE: &'static str =
+        "((state::jsonb || '{\"answers\": {}}'::jsonb) - 'consent')::TEXT";
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }

@@ -93,6 +93,13 @@ pub trait Dialect: Database {
     /// [`conversation_sql!`] for the latest active conversation of caregiver `$1` on any
     /// channel, locked: a conversation continues on whichever channel its caregiver answers.
     const ACTIVE_CONVERSATION_OF_CAREGIVER: &'static str;
+    /// Moves the anonymous answers held on days before `$1` from `anonymous_pending` into
+    /// `anonymous_answers`, in random order with random ids, in as many statements as the
+    /// dialect needs to lose none written meanwhile (run in one write transaction).
+    const MIX_ANONYMOUS: &'static [&'static str];
+    /// A conversation's `state` as SQL, without the answers so far or alerts waiting for a
+    /// yes: what a conversation ended by the store keeps (`runner::interrupted_state`).
+    const INTERRUPTED_STATE: &'static str;
 
     fn migrator() -> &'static Migrator;
 
@@ -1105,13 +1112,16 @@ where
                     key,
                     value,
                     anonymous: true,
+                    free_text,
                     ..
                 } => {
                     // Only what the pulse report groups by: the week its survey started, the
                     // branch and the state. Not the caregiver, the conversation, the instant or
-                    // the words as typed; the id is random so that the order of the rows does
-                    // not match the order of the caregivers' messages. (Its inbound message
-                    // was written without its words: see `handle_inbound`.)
+                    // the words as typed. It waits in `anonymous_pending` until its day is
+                    // over, then joins the others in a random order (`mix_anonymous`), so that
+                    // neither where it is stored nor the transaction that wrote it matches the
+                    // caregiver's message. (That message was written without its words: see
+                    // `handle_inbound`.)
                     let caregiver = ctx.caregiver("Answer")?;
                     let started = match (conversation, &ctx.snapshot.conversation) {
                         (ConvRef::Existing(id), Some(c)) if c.id == *id => c.started_at,
@@ -1123,11 +1133,11 @@ where
                         .and_then(|s| s.as_str())
                         .map(str::to_owned);
                     sqlx::query(
-                        "INSERT INTO anonymous_answers (id, flow_id, step, key, value, \
-                         cohort_week, cohort_branch, cohort_state) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        "INSERT INTO anonymous_pending (held_on, flow_id, step, key, value, \
+                         cohort_week, cohort_branch, cohort_state, free_text) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     )
-                    .bind(rand::random::<i64>() & i64::MAX)
+                    .bind(ctx.now.0.date_naive())
                     .bind(flow_id.clone())
                     .bind(step.clone())
                     .bind(key.clone())
@@ -1135,6 +1145,7 @@ where
                     .bind(week_start(started))
                     .bind(caregiver.branch.clone())
                     .bind(state)
+                    .bind(*free_text)
                     .execute(&mut *conn)
                     .await?;
                 }
@@ -2785,11 +2796,12 @@ where
         .await?;
         if status == ConsentStatus::OptedOut {
             // Nothing more can reach this address: a conversation waiting on it is over.
-            sqlx::query(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE conversations SET status = 'interrupted', wake_at = NULL, \
-                 updated_at = $3, ended_at = $3 \
+                 updated_at = $3, ended_at = $3, state = {} \
                  WHERE channel = $1 AND address = $2 AND status = 'active'",
-            )
+                DB::INTERRUPTED_STATE
+            )))
             .bind(address.channel.as_str())
             .bind(address.value.clone())
             .bind(Ts(at))
@@ -3320,6 +3332,9 @@ where
         drop(answered);
         let mut anonymous = sqlx::query_as::<_, PulseAnonymousDb>(
             "SELECT cohort_week, cohort_branch, cohort_state, value FROM anonymous_answers \
+             WHERE flow_id = $1 AND key = $2 AND cohort_week >= $3 \
+             UNION ALL \
+             SELECT cohort_week, cohort_branch, cohort_state, value FROM anonymous_pending \
              WHERE flow_id = $1 AND key = $2 AND cohort_week >= $3",
         )
         .bind(flow.to_owned())

@@ -146,6 +146,19 @@ impl Dialect for Sqlite {
         ""
     );
 
+    // The write transaction keeps every other writer out between the copy and the delete.
+    const MIX_ANONYMOUS: &'static [&'static str] = &[
+        "INSERT INTO anonymous_answers (id, flow_id, step, key, value, cohort_week, \
+         cohort_branch, cohort_state, free_text) \
+         SELECT random() & 9223372036854775807, flow_id, step, key, value, cohort_week, \
+         cohort_branch, cohort_state, free_text FROM anonymous_pending WHERE held_on < $1 \
+         ORDER BY random()",
+        "DELETE FROM anonymous_pending WHERE held_on < $1",
+    ];
+
+    const INTERRUPTED_STATE: &'static str =
+        "json_remove(json_set(state, '$.answers', json('{}')), '$.consent')";
+
     fn migrator() -> &'static Migrator {
         &MIGRATOR
     }

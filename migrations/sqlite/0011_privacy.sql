@@ -3,7 +3,7 @@
 
 -- An anonymous answer in a table of its own, with nothing that leads back to its caregiver:
 -- no caregiver, conversation or inbound message, no instant (only the ISO week its survey
--- started in), no raw text. Its id is random (written by the store), so ordering by id, or
+-- started in), no raw text. Its id is random (see anonymous_pending below), so ordering by id, or
 -- reading the table in its stored order, does not replay the order answers came in, which the
 -- caregivers' inbound messages would match.
 CREATE TABLE anonymous_answers (
@@ -14,27 +14,54 @@ CREATE TABLE anonymous_answers (
     value         TEXT NOT NULL,
     cohort_week   TEXT NOT NULL,
     cohort_branch TEXT NOT NULL,
-    cohort_state  TEXT
+    cohort_state  TEXT,
+    -- Words as typed (an `expect: text` answer) until the retention sweep removes them.
+    free_text     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX anonymous_answers_flow ON anonymous_answers (flow_id, key, cohort_week);
+-- The retention sweep finds the free text still to remove by week; a swept row leaves it.
+CREATE INDEX anonymous_answers_free_text ON anonymous_answers (cohort_week) WHERE free_text;
+
+-- Where an anonymous answer waits, until the day it came in is over, before it joins the
+-- others. Written in the transaction that records the caregiver's message, a row here could be
+-- tied to that message by the order rows are stored in, or on PostgreSQL by the transaction id
+-- every row of one transaction shares (`xmin`). The retention sweep moves each day's rows in
+-- one transaction, in random order, with random ids: what is left says the day, no more, as
+-- the inbound message does.
+CREATE TABLE anonymous_pending (
+    id            INTEGER PRIMARY KEY,
+    held_on       TEXT NOT NULL,
+    flow_id       TEXT NOT NULL,
+    step          TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    cohort_week   TEXT NOT NULL,
+    cohort_branch TEXT NOT NULL,
+    cohort_state  TEXT,
+    free_text     INTEGER NOT NULL
+) STRICT;
+CREATE INDEX anonymous_pending_day ON anonymous_pending (held_on);
 
 -- The anonymous answers kept so far move over, with random ids; their inbound messages keep
 -- the day they came in, not the instant.
 INSERT INTO anonymous_answers (id, flow_id, step, key, value, cohort_week, cohort_branch,
-                               cohort_state)
+                               cohort_state, free_text)
 SELECT random() & 9223372036854775807, flow_id, step, key, value,
        COALESCE(cohort_week, date(substr(answered_at, 1, 10), '-6 days', 'weekday 1')),
-       COALESCE(cohort_branch, ''), cohort_state
-FROM answers WHERE anonymous;
+       COALESCE(cohort_branch, ''), cohort_state,
+       value = json_quote(raw) AND instr(raw, ' ') > 0
+FROM answers WHERE anonymous ORDER BY random();
 DELETE FROM answers WHERE anonymous;
 UPDATE inbound_messages SET received_at = substr(received_at, 1, 10) || 'T00:00:00.000000Z'
 WHERE body = '[anonymous answer]';
 
 -- Free text (an `expect: text` answer) is removed after CAREBOT_RETENTION_DAYS; scores and
 -- choices stay. Rows from before this column: free text when the stored value is the reply
--- itself, as a JSON string (a choice or a keyword is stored as its option, not as typed).
+-- itself, as a JSON string, and is more than one word: a choice or a keyword is stored as its
+-- option, an identifier such as `IL` or `under_1000` that a caregiver may have typed exactly,
+-- and must not lose its value. (A one-word free-text answer from before this keeps its value.)
 ALTER TABLE answers ADD COLUMN free_text INTEGER NOT NULL DEFAULT 0;
-UPDATE answers SET free_text = 1 WHERE value = json_quote(raw);
+UPDATE answers SET free_text = 1 WHERE value = json_quote(raw) AND instr(raw, ' ') > 0;
 
 -- How far the retention sweep has gone through each large table, by id, so that a sweep
 -- reads only the rows it has not passed yet instead of scanning years of messages.

@@ -20,7 +20,7 @@ use super::{Dialect, SqlStore, SqlValue, Ts, json as parse_json, to_json};
 use crate::privacy::{
     CaregiverExport, EXPORT_NOTE, Erased, Erasure, Person, Retention, Swept, erasure_hash,
 };
-use crate::store::Result;
+use crate::store::{Result, week_start};
 
 /// What erased text is replaced with.
 const ERASED: &str = "[erased]";
@@ -36,7 +36,9 @@ const REPLY_ACTIONS: &str =
 struct Walk {
     /// Its row in `retention_progress`.
     name: &'static str,
-    /// `id` and the time that decides its age, past the mark `$1`, in id order, `$2` of them.
+    /// `id`, the time that decides its age, and whether the row may be changed yet (not a
+    /// message still waiting to go out, not a conversation still running), past the mark `$1`,
+    /// in id order, `$2` of them.
     select: &'static str,
     /// Changes (or deletes) rows `$1 < id <= $2` written before `$3`; `$4` is the marker and
     /// `$5` the marker as a JSON string, for the statements that use them.
@@ -48,16 +50,19 @@ struct Walk {
 const WALKS: [Walk; 6] = [
     Walk {
         name: "inbound_messages",
-        select: "SELECT id, received_at FROM inbound_messages WHERE id > $1 ORDER BY id LIMIT $2",
+        select: "SELECT id, received_at, TRUE FROM inbound_messages \
+                 WHERE id > $1 ORDER BY id LIMIT $2",
         change: "UPDATE inbound_messages SET body = $4 \
                  WHERE id > $1 AND id <= $2 AND received_at < $3 AND body <> $4",
         params: 4,
     },
     Walk {
         name: "outbound_messages",
-        select: "SELECT id, created_at FROM outbound_messages WHERE id > $1 ORDER BY id LIMIT $2",
+        select: "SELECT id, created_at, (status <> 'queued' AND status <> 'sending') \
+                 FROM outbound_messages WHERE id > $1 ORDER BY id LIMIT $2",
         // Not a message still waiting to go out (a year in the queue is a bug to see, not text
-        // to remove); a provider's error text quotes the number, so it goes too.
+        // to remove: the walk waits for it); a provider's error text quotes the number, so it
+        // goes too.
         change: "UPDATE outbound_messages SET body = $4, \
                  error = CASE WHEN error IS NULL THEN NULL ELSE $4 END \
                  WHERE id > $1 AND id <= $2 AND created_at < $3 AND body <> $4 \
@@ -66,7 +71,7 @@ const WALKS: [Walk; 6] = [
     },
     Walk {
         name: "answers",
-        select: "SELECT id, answered_at FROM answers WHERE id > $1 ORDER BY id LIMIT $2",
+        select: "SELECT id, answered_at, TRUE FROM answers WHERE id > $1 ORDER BY id LIMIT $2",
         // The words as typed go; the value only when it is the words (free text): a score or a
         // choice is what the reports are made of and says nothing in the caregiver's voice.
         change: "UPDATE answers SET raw = $4, \
@@ -76,10 +81,11 @@ const WALKS: [Walk; 6] = [
     },
     Walk {
         name: "conversations",
-        select: "SELECT id, started_at FROM conversations WHERE id > $1 ORDER BY id LIMIT $2",
+        select: "SELECT id, started_at, status <> 'active' FROM conversations \
+                 WHERE id > $1 ORDER BY id LIMIT $2",
         // An ended conversation's state holds its answers and variables; nothing reads it any
-        // more. A conversation still active a year on is left alone (timers end them long
-        // before).
+        // more. The walk waits at a conversation still active past the retention period
+        // (timers end them long before; one without an expiry is named in the log).
         change: "UPDATE conversations SET state = 'null' \
                  WHERE id > $1 AND id <= $2 AND started_at < $3 AND status <> 'active' \
                  AND state <> 'null'",
@@ -87,7 +93,7 @@ const WALKS: [Walk; 6] = [
     },
     Walk {
         name: "escalation_events",
-        select: "SELECT id, at FROM escalation_events WHERE id > $1 ORDER BY id LIMIT $2",
+        select: "SELECT id, at, TRUE FROM escalation_events WHERE id > $1 ORDER BY id LIMIT $2",
         change: "UPDATE escalation_events SET detail = $4 \
                  WHERE id > $1 AND id <= $2 AND at < $3 AND detail <> '' AND detail <> $4 \
                  AND (action = 'ack' OR action = 'call' OR action = 'note' OR action = 'done')",
@@ -95,7 +101,7 @@ const WALKS: [Walk; 6] = [
     },
     Walk {
         name: "consent_ledger",
-        select: "SELECT id, at FROM consent_ledger WHERE id > $1 ORDER BY id LIMIT $2",
+        select: "SELECT id, at, TRUE FROM consent_ledger WHERE id > $1 ORDER BY id LIMIT $2",
         // `$3` here is the ledger's own cutoff (see `sweep_in`).
         change: "DELETE FROM consent_ledger WHERE id > $1 AND id <= $2 AND at < $3",
         params: 3,
@@ -247,6 +253,31 @@ where
         let cutoff = Ts(retention.cutoff(now));
         let consent_cutoff = Ts(retention.consent_cutoff(now));
         let mut swept = Swept::default();
+
+        // First the anonymous answers of days that are over join the others (see
+        // migration 0011), so that what follows sees them where they stay.
+        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
+        for statement in DB::MIX_ANONYMOUS {
+            let moved = sqlx::query(*statement)
+                .bind(now.date_naive())
+                .execute(&mut *tx)
+                .await?;
+            swept.mixed = swept.mixed.max(DB::rows_affected(&moved));
+        }
+        // Anonymous free text past its time, by the week its survey started (all it keeps).
+        let anonymous = sqlx::query(
+            "UPDATE anonymous_answers SET value = $2, free_text = FALSE \
+             WHERE id IN (SELECT id FROM anonymous_answers \
+             WHERE free_text AND cohort_week < $1 LIMIT $3)",
+        )
+        .bind(week_start(cutoff.0))
+        .bind(to_json(&marker))
+        .bind(i64::from(batch))
+        .execute(&mut *tx)
+        .await?;
+        swept.anonymous = DB::rows_affected(&anonymous);
+        swept.more |= swept.anonymous == u64::from(batch);
+        tx.commit().await?;
         for walk in &WALKS {
             let cut = if walk.name == "consent_ledger" {
                 consent_cutoff
@@ -304,15 +335,29 @@ where
                 .fetch_optional(&mut *tx)
                 .await?;
         let mark = mark.map_or(0, |(m,)| m);
-        let rows: Vec<(i64, Ts)> = sqlx::query_as(walk.select)
+        let rows: Vec<(i64, Ts, bool)> = sqlx::query_as(walk.select)
             .bind(mark)
             .bind(i64::from(batch))
             .fetch_all(&mut *tx)
             .await?;
         // The old-enough prefix: a row written after the cutoff ends it, and the walk resumes
-        // there next time.
-        let old = rows.iter().take_while(|(_, t)| *t < cutoff).count();
-        let Some(&(upto, _)) = rows[..old].last() else {
+        // there next time. So does an old row still in use: passing it would leave its text
+        // behind for good once it is done.
+        let old = rows
+            .iter()
+            .take_while(|(_, t, ready)| *t < cutoff && *ready)
+            .count();
+        if let Some((id, t, false)) = rows.get(old)
+            && *t < cutoff
+        {
+            tracing::warn!(
+                table = walk.name,
+                id,
+                "retention: a row past its time is still in use; the sweep of this table \
+                 waits for it"
+            );
+        }
+        let Some(&(upto, _, _)) = rows[..old].last() else {
             tx.rollback().await?;
             return Ok((0, false));
         };
@@ -333,6 +378,24 @@ where
         .bind(upto)
         .execute(&mut *tx)
         .await?;
+        // A walk that deletes (the ledger) can empty its table, and SQLite then numbers the
+        // next row 1 again, below the mark, where the walk would never look: start over.
+        // (PostgreSQL's sequences never go back; there the table is only empty until the next
+        // row, which is past the mark.)
+        if walk.change.starts_with("DELETE") {
+            let left: Option<(i64,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM {} LIMIT 1",
+                walk.name
+            )))
+            .fetch_optional(&mut *tx)
+            .await?;
+            if left.is_none() {
+                sqlx::query("DELETE FROM retention_progress WHERE name = $1")
+                    .bind(walk.name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
         tx.commit().await?;
         Ok((
             DB::rows_affected(&changed),
