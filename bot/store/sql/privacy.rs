@@ -760,9 +760,13 @@ where
         done.escalations_scrubbed = n(&escalations);
 
         // Their words and addresses. Rows stay (unnamed) so that counts and rates do not change.
-        for table in ["inbound_messages", "outbound_messages"] {
+        // A provider's error text quotes the number, so it goes too.
+        for (table, also) in [
+            ("inbound_messages", ""),
+            ("outbound_messages", ", error = NULL"),
+        ] {
             let by_id = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {table} SET body = $2, address = $3 WHERE caregiver_id = $1"
+                "UPDATE {table} SET body = $2, address = $3{also} WHERE caregiver_id = $1"
             )))
             .bind(id)
             .bind(ERASED)
@@ -772,7 +776,7 @@ where
             done.messages_scrubbed += n(&by_id);
             for (channel, address) in &addresses {
                 let by_address = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE {table} SET body = $3, address = $4 \
+                    "UPDATE {table} SET body = $3, address = $4{also} \
                      WHERE channel = $1 AND address = $2"
                 )))
                 .bind(channel.clone())
@@ -784,12 +788,6 @@ where
                 done.messages_scrubbed += n(&by_address);
             }
         }
-        sqlx::query(
-            "UPDATE outbound_messages SET error = NULL WHERE address = $1 AND error IS NOT NULL",
-        )
-        .bind(ERASED_ADDRESS)
-        .execute(&mut *tx)
-        .await?;
         sqlx::query(
             "UPDATE conversations SET state = 'null', address = $2 WHERE caregiver_id = $1",
         )
