@@ -49,6 +49,7 @@ app_tests!(
     retention_removes_old_words_and_keeps_scores_and_the_ledger,
     export_hands_over_everything_and_erase_removes_it_keeping_totals,
     erasing_someone_mid_conversation_stops_every_message_to_them,
+    erase_leaves_alone_what_others_got_at_numbers_she_once_had,
 );
 
 /// Tuesday 2026-11-17, 10:00 in Chicago.
@@ -698,5 +699,145 @@ async fn erasing_someone_mid_conversation_stops_every_message_to_them(db: TestSt
             Some("erased".to_owned())
         ]]
     );
+    app.stop().await;
+}
+
+/// The roster id of the caregiver with `external_id`.
+async fn caregiver_id(app: &TestApp, external_id: &str) -> i64 {
+    let found = rows(
+        &app.db,
+        &format!("SELECT id FROM caregivers WHERE external_id = '{external_id}'"),
+    )
+    .await;
+    found[0][0].as_deref().unwrap().parse().unwrap()
+}
+
+/// Waits (bounded) until `to` has been sent a message containing `needle`; returns it.
+async fn delivered_with(app: &TestApp, to: &str, needle: &str) -> String {
+    for _ in 0..200 {
+        if let Some(m) = app
+            .twilio
+            .delivered_to(to)
+            .into_iter()
+            .find(|m| m.contains(needle))
+        {
+            return m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "no message to {to} with {needle:?}: {:?}",
+        app.twilio.delivered_to(to)
+    );
+}
+
+/// The text column(s) of a query, every value present.
+fn texts(rows: Vec<Vec<Option<String>>>) -> Vec<Vec<String>> {
+    rows.into_iter()
+        .map(|r| r.into_iter().map(Option::unwrap).collect())
+        .collect()
+}
+
+async fn erase_leaves_alone_what_others_got_at_numbers_she_once_had(db: TestStore) {
+    const SECOND: &str = "+13125550126";
+    const THIRD: &str = "+13125550127";
+    let app = app(db, &[]).await;
+    let maria_id = caregiver_id(&app, "C1").await;
+    // Maria answers a survey from three numbers in turn.
+    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.twilio.wait_for(MARIA, 1).await;
+    text_and_expect(&app, MARIA, "4", MARIA, "6 months from now").await;
+    import_caregivers(&app, &[("C1", "Maria", "Gonzalez", SECOND)]).await;
+    text_and_expect(&app, SECOND, "2", SECOND, "make your work better").await;
+    import_caregivers(&app, &[("C1", "Maria", "Gonzalez", THIRD)]).await;
+    text_and_expect(&app, THIRD, "more hours please", THIRD, "Thank you").await;
+    // Her first number is Lucia's now, and her second a new supervisor's.
+    import_caregivers(&app, &[("C4", "Lucia", "Perez", MARIA)]).await;
+    let sups = format!(
+        "external_id,name,phone,email,branch,timezone\n\
+         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n\
+         S3,Sam Lee,{SECOND},sam@example.org,Chicago North,America/Chicago\n"
+    );
+    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
+        .await
+        .unwrap();
+    let (mark,): (i64,) = {
+        let max = rows(&app.db, "SELECT MAX(id) FROM outbound_messages").await;
+        (max[0][0].as_deref().unwrap().parse().unwrap(),)
+    };
+    start(&app, "weekly-pulse", &[MARIA]).await;
+    delivered_with(&app, MARIA, "Hi Lucia").await;
+    text_and_expect(&app, MARIA, "5", MARIA, "6 months from now").await;
+    text_and_expect(&app, SECOND, "hello", SECOND, "To answer an alert").await;
+    let lucia_id = caregiver_id(&app, "C4").await;
+    let at = |address: &str| {
+        format!(
+            "SELECT body FROM outbound_messages WHERE address = '{address}' AND id > {mark} \
+             ORDER BY id"
+        )
+    };
+    let lucia_sent = texts(rows(&app.db, &at(MARIA)).await);
+    assert_eq!(lucia_sent.len(), 2, "{lucia_sent:?}");
+    let sam_sent = texts(rows(&app.db, &at(SECOND)).await);
+    assert_eq!(sam_sent.len(), 1, "{sam_sent:?}");
+
+    let (code, out, _) = caregiver_cmd(&app, &["erase", THIRD, "--confirm"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+
+    // Her words are gone, at every number.
+    let hers = texts(
+        rows(
+            &app.db,
+            &format!("SELECT body, address FROM inbound_messages WHERE caregiver_id = {maria_id}"),
+        )
+        .await,
+    );
+    assert_eq!(hers.len(), 3);
+    assert!(
+        hers.iter().all(|r| r == &["[erased]", "erased"]),
+        "{hers:?}"
+    );
+    assert!(found(&app.db, "more hours please").await.is_empty());
+    // Lucia's messages at the number Maria once had, and her consent there, are hers still.
+    assert_eq!(texts(rows(&app.db, &at(MARIA)).await), lucia_sent);
+    let lucia_wrote = texts(
+        rows(
+            &app.db,
+            &format!("SELECT body, caregiver_id FROM inbound_messages WHERE address = '{MARIA}'"),
+        )
+        .await,
+    );
+    assert_eq!(lucia_wrote, [vec!["5".to_owned(), lucia_id.to_string()]]);
+    let consent = texts(
+        rows(
+            &app.db,
+            &format!("SELECT status FROM subscriptions WHERE address = '{MARIA}'"),
+        )
+        .await,
+    );
+    assert_eq!(consent, [vec!["opted_in".to_owned()]]);
+    // (The ledger rows of Maria's own consent there keep what happened, under a hash.)
+    let ledger = texts(
+        rows(
+            &app.db,
+            &format!("SELECT address FROM consent_ledger WHERE caregiver_id = {maria_id}"),
+        )
+        .await,
+    );
+    assert!(!ledger.is_empty());
+    assert!(
+        ledger.iter().all(|r| r[0].starts_with("sha256:")),
+        "{ledger:?}"
+    );
+    // Sam's, at her second number, too.
+    assert_eq!(texts(rows(&app.db, &at(SECOND)).await), sam_sent);
+    let sam_wrote = texts(
+        rows(
+            &app.db,
+            &format!("SELECT body FROM inbound_messages WHERE address = '{SECOND}'"),
+        )
+        .await,
+    );
+    assert_eq!(sam_wrote, [vec!["hello".to_owned()]]);
     app.stop().await;
 }

@@ -658,7 +658,21 @@ where
             external_id: p.external_id.clone(),
             ..Erased::default()
         };
-        let addresses = Self::addresses_of(&mut *tx, id, &p.phone).await?;
+        // An old number of theirs may be someone else's now (another caregiver's, or a
+        // supervisor's): that person's rows at it are not theirs to erase. Such addresses are
+        // left out of every by-address change; their own rows there are still found by
+        // caregiver_id. At the addresses that are theirs alone, only rows that are theirs or
+        // nobody's (caregiver_id NULL: sent before the number was on the roster) change: a
+        // number can have had an owner before them.
+        let mut own = BTreeSet::new();
+        let mut held_by_others = BTreeSet::new();
+        for (channel, address) in Self::addresses_of(&mut *tx, id, &p.phone).await? {
+            if Self::held_by_someone_else(&mut *tx, id, &channel, &address).await? {
+                held_by_others.insert((channel, address));
+            } else {
+                own.insert((channel, address));
+            }
+        }
         let n = |r: &DB::QueryResult| DB::rows_affected(r);
 
         // First, nothing more goes out to them: their waiting conversations end (so no timer
@@ -681,10 +695,11 @@ where
         .execute(&mut *tx)
         .await?;
         done.messages_cancelled += n(&cancelled);
-        for (channel, address) in &addresses {
+        for (channel, address) in &own {
             let cancelled = sqlx::query(
                 "UPDATE outbound_messages SET status = 'suppressed', updated_at = $3 \
-                 WHERE channel = $1 AND address = $2 AND status = 'queued'",
+                 WHERE channel = $1 AND address = $2 AND status = 'queued' \
+                 AND caregiver_id IS NULL",
             )
             .bind(channel.clone())
             .bind(address.clone())
@@ -774,10 +789,10 @@ where
             .execute(&mut *tx)
             .await?;
             done.messages_scrubbed += n(&by_id);
-            for (channel, address) in &addresses {
+            for (channel, address) in &own {
                 let by_address = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE {table} SET body = $3, address = $4{also} \
-                     WHERE channel = $1 AND address = $2"
+                     WHERE channel = $1 AND address = $2 AND caregiver_id IS NULL"
                 )))
                 .bind(channel.clone())
                 .bind(address.clone())
@@ -808,26 +823,32 @@ where
 
         // Consent: the ledger keeps what happened and when, under a hash of the address; an
         // opt-out is remembered (hashed) so that a later import of the number does not text it.
-        let supervisor_addresses: Vec<(String,)> = sqlx::query_as(
-            "SELECT phone FROM supervisors UNION SELECT address FROM supervisor_links",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for (channel, address) in &addresses {
+        // At a number someone else holds now, only their own ledger rows change, and the
+        // consent in force there is the new holder's.
+        for ((channel, address), theirs_alone) in own
+            .iter()
+            .map(|a| (a, true))
+            .chain(held_by_others.iter().map(|a| (a, false)))
+        {
             let hashed = format!("sha256:{}", erasure_hash(channel, address));
-            let ledger = sqlx::query(
+            let whose = if theirs_alone {
+                "(caregiver_id = $5 OR caregiver_id IS NULL)"
+            } else {
+                "caregiver_id = $5"
+            };
+            let ledger = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE consent_ledger SET address = $3, detail = $4 \
-                 WHERE channel = $1 AND address = $2",
-            )
+                 WHERE channel = $1 AND address = $2 AND {whose}"
+            )))
             .bind(channel.clone())
             .bind(address.clone())
             .bind(hashed)
             .bind(ERASED)
+            .bind(id)
             .execute(&mut *tx)
             .await?;
             done.ledger_rows_anonymised += n(&ledger);
-            if supervisor_addresses.iter().any(|(a,)| a == address) {
-                // Also a supervisor's number: its consent is theirs too, and stays.
+            if !theirs_alone {
                 continue;
             }
             let status: Option<(String,)> = sqlx::query_as(
@@ -912,5 +933,33 @@ where
         }
         tx.commit().await?;
         Ok(Erasure::Erased(done))
+    }
+
+    /// Whether `address` on `channel` belongs to someone other than caregiver `id` now: another
+    /// caregiver's phone or link, or a supervisor's.
+    async fn held_by_someone_else(
+        conn: &mut DB::Connection,
+        id: i64,
+        channel: &str,
+        address: &str,
+    ) -> Result<bool> {
+        // SMS and the console reach a caregiver or supervisor by their phone; other channels
+        // through a link.
+        let by_phone = channel == "sms" || channel == "console";
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT \
+             (SELECT COUNT(*) FROM caregivers WHERE $4 AND phone = $2 AND id <> $3) + \
+             (SELECT COUNT(*) FROM supervisors WHERE $4 AND phone = $2) + \
+             (SELECT COUNT(*) FROM caregiver_links \
+              WHERE channel = $1 AND address = $2 AND caregiver_id <> $3) + \
+             (SELECT COUNT(*) FROM supervisor_links WHERE channel = $1 AND address = $2)",
+        )
+        .bind(channel.to_owned())
+        .bind(address.to_owned())
+        .bind(id)
+        .bind(by_phone)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(n > 0)
     }
 }
