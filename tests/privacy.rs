@@ -21,6 +21,7 @@ const MARIA: &str = "+13125550123";
 const ANA: &str = "+13125550124";
 const ROSA: &str = "+13125550125";
 const DANA: &str = "+13125550142";
+const OMAR: &str = "+13125550143";
 
 macro_rules! app_tests {
     ($($test:ident),+ $(,)?) => {
@@ -49,6 +50,7 @@ app_tests!(
     retention_removes_old_words_and_keeps_scores_and_the_ledger,
     export_hands_over_everything_and_erase_removes_it_keeping_totals,
     erasing_someone_mid_conversation_stops_every_message_to_them,
+    erase_empties_what_supervisors_were_told_about_her_and_takes_her_out_of_audiences,
     erase_leaves_alone_what_others_got_at_numbers_she_once_had,
 );
 
@@ -731,11 +733,145 @@ async fn delivered_with(app: &TestApp, to: &str, needle: &str) -> String {
     );
 }
 
+fn alert_number(alert: &str) -> i64 {
+    alert.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 /// The text column(s) of a query, every value present.
 fn texts(rows: Vec<Vec<Option<String>>>) -> Vec<Vec<String>> {
     rows.into_iter()
         .map(|r| r.into_iter().map(Option::unwrap).collect())
         .collect()
+}
+
+async fn erase_empties_what_supervisors_were_told_about_her_and_takes_her_out_of_audiences(
+    db: TestStore,
+) {
+    let app = app(db, &[("CAREBOT_BRANCH_CONTACTS", "Chicago North=S2")]).await;
+    let sups = format!(
+        "external_id,name,phone,email,branch,timezone\n\
+         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n\
+         S2,Omar Reyes,{OMAR},omar@example.org,Chicago North,America/Chicago\n"
+    );
+    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
+        .await
+        .unwrap();
+    // A survey for Maria and Ana by number, with variables that name them.
+    let vars = std::collections::BTreeMap::from([
+        ("buddies".to_owned(), serde_json::json!(["C1", "C2"])),
+        ("callback".to_owned(), serde_json::json!(MARIA)),
+    ]);
+    app.runner
+        .start(
+            "weekly-pulse",
+            &Audience::Phones(vec![MARIA.into(), ANA.into()]),
+            vars,
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+    app.twilio.wait_for(MARIA, 1).await;
+    app.twilio.wait_for(ANA, 1).await;
+    let maria = alert_number(&text_and_expect(&app, MARIA, "1", DANA, "Maria G.").await);
+    let ana = alert_number(&text_and_expect(&app, ANA, "2", DANA, "Ana L.").await);
+    // Nobody acknowledges within two hours: Dana is reminded, Omar gets both.
+    app.clock.advance(Duration::minutes(121));
+    delivered_with(
+        &app,
+        DANA,
+        &format!("Reminder, still not acknowledged: ALERT {maria}"),
+    )
+    .await;
+    delivered_with(&app, OMAR, &format!("so it comes to you: ALERT {maria}")).await;
+    delivered_with(&app, OMAR, &format!("so it comes to you: ALERT {ana}")).await;
+    // Omar takes both up; Dana hears each is in hand.
+    text_and_expect(&app, OMAR, &format!("ACK {maria}"), OMAR, "is yours").await;
+    delivered_with(&app, DANA, &format!("ALERT {maria} (Maria G.)")).await;
+    text_and_expect(&app, OMAR, &format!("CALL {ana}"), OMAR, "you will call").await;
+    delivered_with(&app, DANA, &format!("ALERT {ana} (Ana L.)")).await;
+    // A shift offered to the two of them by number: Maria takes it.
+    let args = carebot::shifts::OfferArgs {
+        client_ref: "CL-7".into(),
+        start: "2026-11-20 08:00".into(),
+        end: "12:00".into(),
+        location: "Evanston, IL".into(),
+        to: format!("phone:{MARIA},{ANA}"),
+        supervisor: Some("S1".into()),
+        ..Default::default()
+    };
+    app.runner
+        .offer_shift(&args, app.clock.now())
+        .await
+        .unwrap();
+    delivered_with(&app, MARIA, "open shift").await;
+    text_and_expect(&app, MARIA, "YES", MARIA, "It's yours").await;
+    delivered_with(&app, DANA, "Shift filled: Maria G. (C1)").await;
+    // Wednesday 08:05 in Chicago: both get the digest of what is open.
+    let wednesday = DateTime::parse_from_rfc3339("2026-11-18T14:05:00Z")
+        .unwrap()
+        .to_utc();
+    app.clock.advance(wednesday - app.clock.now());
+    let digest = delivered_with(&app, DANA, "Your open alerts").await;
+    assert!(
+        digest.contains("Maria G.") && digest.contains("Ana L."),
+        "{digest}"
+    );
+    delivered_with(&app, OMAR, "Your open alerts").await;
+
+    let to_supervisors = format!(
+        "SELECT id, body FROM outbound_messages WHERE address IN ('{DANA}', '{OMAR}') ORDER BY id"
+    );
+    let before = texts(rows(&app.db, &to_supervisors).await);
+    let (code, out, _) = caregiver_cmd(&app, &["erase", "C1", "--confirm"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    assert!(out.contains("audiences that listed them: 2"), "{out}");
+
+    // Every text to a supervisor that named her is emptied: the alert, its reminder and
+    // re-escalation, Omar's confirmation, the notice to Dana, the shift-filled alert and both
+    // digests (which named Ana too: emptied whole). The texts about Ana alone are unchanged.
+    let after = texts(rows(&app.db, &to_supervisors).await);
+    assert_eq!(after.len(), before.len());
+    let mut emptied = 0;
+    for (was, is) in before.iter().zip(&after) {
+        if was[1].contains("Maria G.") {
+            assert_eq!(is[1], "[erased]", "was: {}", was[1]);
+            emptied += 1;
+        } else {
+            assert_eq!(is[1], was[1]);
+        }
+    }
+    assert_eq!(emptied, 8, "{before:?}");
+    assert!(
+        after.iter().any(|r| r[1].starts_with(&format!(
+            "Not acknowledged by Dana Smith in 2h, so it comes to you: ALERT {ana}"
+        ))),
+        "{after:?}"
+    );
+    // Omar's reply about her, not the one about Ana.
+    let replies = texts(
+        rows(
+            &app.db,
+            &format!("SELECT body FROM inbound_messages WHERE address = '{OMAR}' ORDER BY id"),
+        )
+        .await,
+    );
+    assert_eq!(
+        replies,
+        [vec!["[erased]".to_owned()], vec![format!("CALL {ana}")]]
+    );
+    // The survey's audience and variables and the offer's audience keep Ana only.
+    let start = texts(rows(&app.db, "SELECT audience, vars FROM flow_starts").await);
+    assert_eq!(
+        start,
+        [vec![
+            format!("phone:{ANA}"),
+            r#"{"buddies":["C2"],"callback":"[erased]"}"#.to_owned()
+        ]]
+    );
+    let offer = texts(rows(&app.db, "SELECT audience FROM shift_offers").await);
+    assert_eq!(offer, [vec![format!("phone:{ANA}")]]);
+    assert!(found(&app.db, "Maria G.").await.is_empty());
+    app.stop().await;
 }
 
 async fn erase_leaves_alone_what_others_got_at_numbers_she_once_had(db: TestStore) {
