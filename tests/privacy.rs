@@ -52,6 +52,8 @@ app_tests!(
     erasing_someone_mid_conversation_stops_every_message_to_them,
     erase_empties_what_supervisors_were_told_about_her_and_takes_her_out_of_audiences,
     erase_leaves_alone_what_others_got_at_numbers_she_once_had,
+    erase_cancels_what_is_queued_and_nothing_in_flight_goes_out_afterwards,
+    erase_waits_for_a_transaction_writing_about_her_and_erases_what_it_wrote,
 );
 
 /// Tuesday 2026-11-17, 10:00 in Chicago.
@@ -975,5 +977,192 @@ async fn erase_leaves_alone_what_others_got_at_numbers_she_once_had(db: TestStor
         .await,
     );
     assert_eq!(sam_wrote, [vec!["hello".to_owned()]]);
+    app.stop().await;
+}
+
+async fn erase_cancels_what_is_queued_and_nothing_in_flight_goes_out_afterwards(db: TestStore) {
+    // Caregivers are texted 08:00-12:00, supervisors 18:00-20:00 (an alert of normal
+    // priority waits for that).
+    let app = app(
+        db,
+        &[
+            ("CAREBOT_SEND_WINDOW", "08:00-12:00"),
+            ("CAREBOT_SUPERVISOR_WINDOW", "18:00-20:00"),
+        ],
+    )
+    .await;
+    let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.twilio.wait_for(MARIA, 1).await;
+    text_and_expect(&app, MARIA, "3", MARIA, "6 months from now").await;
+    // "No" to staying: an alert for Dana, held until 18:00.
+    text_and_expect(&app, MARIA, "no", MARIA, "make your work better").await;
+    let queued_to = |to: &'static str| {
+        let db = &app.db;
+        async move {
+            texts(
+                rows(
+                    db,
+                    &format!(
+                        "SELECT id, body FROM outbound_messages \
+                         WHERE address = '{to}' AND status = 'queued' ORDER BY id"
+                    ),
+                )
+                .await,
+            )
+        }
+    };
+    wait_until(|| async { queued_to(DANA).await.len() == 1 }).await;
+    let alert: i64 = queued_to(DANA).await[0][0].parse().unwrap();
+    // At 12:30 a shift is offered to her: its text waits for tomorrow 08:00.
+    app.clock
+        .advance(at("2026-11-17T18:30:00Z") - app.clock.now());
+    let args = carebot::shifts::OfferArgs {
+        client_ref: "CL-9".into(),
+        start: "2026-11-20 08:00".into(),
+        end: "12:00".into(),
+        location: "Evanston, IL".into(),
+        to: format!("phone:{MARIA}"),
+        ..Default::default()
+    };
+    let report = app
+        .runner
+        .offer_shift(&args, app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(report.wave.sent, 1, "{:?}", report.wave);
+    let offer_text = queued_to(MARIA).await;
+    assert_eq!(offer_text.len(), 1, "{offer_text:?}");
+    // A dispatcher claims Dana's alert at 18:00 and is calling Twilio when the erase runs.
+    let claimed = app
+        .store()
+        .claim_outbound(
+            carebot::domain::Channel::Sms,
+            at("2026-11-18T00:00:00Z"),
+            500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [alert],
+        "{claimed:?}"
+    );
+    let sent_before = app.twilio.received().len();
+
+    let (code, out, _) = caregiver_cmd(&app, &["erase", "C1", "--confirm"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    assert!(
+        out.contains("conversations ended: 1, queued messages cancelled: 1"),
+        "{out}"
+    );
+    // The waiting survey ended first; the offer text will never be sent; the alert in the
+    // dispatcher's hands lost its text (the dispatcher holds its own copy).
+    let conversation = texts(rows(&app.db, "SELECT status FROM conversations").await);
+    assert_eq!(conversation, [vec!["interrupted".to_owned()]]);
+    let row = |id: &str| {
+        let db = &app.db;
+        let sql = format!("SELECT status, body, address FROM outbound_messages WHERE id = {id}");
+        async move { texts(rows(db, &sql).await).remove(0) }
+    };
+    assert_eq!(
+        row(&offer_text[0][0]).await,
+        ["suppressed", "[erased]", "erased"]
+    );
+    assert_eq!(row(&alert.to_string()).await, ["sending", "[erased]", DANA]);
+    // Twilio answered 503: the dispatcher puts it back for a retry, and at 18:05 the next
+    // claim finds nothing to say.
+    app.store()
+        .mark_outbound_retry(alert, at("2026-11-18T00:00:00Z"), "HTTP 503")
+        .await
+        .unwrap();
+    app.clock
+        .advance(at("2026-11-18T00:05:00Z") - app.clock.now());
+    wait_until(|| async { row(&alert.to_string()).await[0] == "suppressed" }).await;
+    // Nor does anything reach her when her window opens on Wednesday.
+    app.clock
+        .advance(at("2026-11-18T14:05:00Z") - app.clock.now());
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let after: Vec<_> = app.twilio.received()[sent_before..]
+        .iter()
+        .map(|r| (r.to.clone(), r.body.clone()))
+        .collect();
+    assert!(after.is_empty(), "sent after the erase: {after:?}");
+    app.stop().await;
+}
+
+async fn erase_waits_for_a_transaction_writing_about_her_and_erases_what_it_wrote(db: TestStore) {
+    use sqlx::Executor as _;
+    let app = app(db, &[]).await;
+    let id = caregiver_id(&app, "C1").await;
+    let sqlite = app.db.url.starts_with("sqlite:");
+    let (now, tomorrow) = if sqlite {
+        (
+            "'2026-11-17T16:00:00.000000Z'",
+            "'2026-11-18T14:00:00.000000Z'",
+        )
+    } else {
+        ("'2026-11-17T16:00:00Z'", "'2026-11-18T14:00:00Z'")
+    };
+    // What an inbound message of hers writes, in a transaction still open when the erase
+    // starts: her words, and a text queued for her.
+    let writes = [
+        format!(
+            "INSERT INTO inbound_messages (channel, external_id, address, caregiver_id, body, \
+             received_at) VALUES ('sms', 'SMinflight', '{MARIA}', {id}, 'my knee hurts again', \
+             {now})"
+        ),
+        format!(
+            "INSERT INTO outbound_messages (channel, address, caregiver_id, kind, body, encoding, \
+             segments, status, not_before, created_at, updated_at) VALUES ('sms', '{MARIA}', \
+             {id}, 'program', 'Maria, about your knee: call the nurse line', 'gsm7', 1, \
+             'queued', {tomorrow}, {now}, {now})"
+        ),
+    ];
+    let erase = async {
+        // Started once the other transaction holds its locks.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        caregiver_cmd(&app, &["erase", "C1", "--confirm"]).await
+    };
+    let ((code, out, _), ()) = if sqlite {
+        let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+        conn.execute("BEGIN IMMEDIATE").await.unwrap();
+        for sql in &writes {
+            conn.execute(sqlx::AssertSqlSafe(sql.clone()))
+                .await
+                .unwrap();
+        }
+        tokio::join!(erase, async {
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            conn.execute("COMMIT").await.unwrap();
+        })
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        conn.execute("BEGIN").await.unwrap();
+        for sql in &writes {
+            conn.execute(sqlx::AssertSqlSafe(sql.clone()))
+                .await
+                .unwrap();
+        }
+        tokio::join!(erase, async {
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            conn.execute("COMMIT").await.unwrap();
+        })
+    };
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    assert!(out.contains("queued messages cancelled: 1"), "{out}");
+    assert!(
+        found(&app.db, "knee").await.is_empty(),
+        "{:?}",
+        found(&app.db, "knee").await
+    );
+    let queued = texts(
+        rows(
+            &app.db,
+            &format!("SELECT status FROM outbound_messages WHERE caregiver_id = {id}"),
+        )
+        .await,
+    );
+    assert!(queued.iter().all(|r| r[0] != "queued"), "{queued:?}");
     app.stop().await;
 }

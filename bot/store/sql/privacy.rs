@@ -23,7 +23,8 @@ use crate::privacy::{
 };
 use crate::store::Result;
 
-/// What erased text is replaced with.
+/// What erased text is replaced with (`suppress_sql!` in `store/sql.rs` spells it too: an
+/// outbound message with this text is never sent).
 const ERASED: &str = "[erased]";
 
 /// What an erased caregiver's messages and conversations keep as their address.
@@ -342,8 +343,13 @@ where
     }
 
     /// The roster row of `who`, if on the roster (an erased caregiver's placeholder never
-    /// matches: its phone and external id are `erased-…`).
-    async fn profile(conn: &mut DB::Connection, who: &Person) -> Result<Option<ProfileDb>> {
+    /// matches: its phone and external id are `erased-…`), locked with `lock` (a row-lock
+    /// clause, or nothing).
+    async fn profile(
+        conn: &mut DB::Connection,
+        who: &Person,
+        lock: &str,
+    ) -> Result<Option<ProfileDb>> {
         let column = match who {
             Person::Phone(_) => "phone",
             Person::ExternalId(_) => "external_id",
@@ -352,7 +358,7 @@ where
             "SELECT id, external_id, first_name, last_name, phone, language, timezone, branch, \
              supervisor_external_id, consent_at, active, fields, tags, preferred_channel, \
              created_at, updated_at FROM caregivers \
-             WHERE {column} = $1 AND phone NOT LIKE 'erased-%'"
+             WHERE {column} = $1 AND phone NOT LIKE 'erased-%' {lock}"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(who.key().to_owned())
@@ -392,7 +398,7 @@ where
     ) -> Result<Option<CaregiverExport>> {
         // One read transaction, so the export is one consistent moment.
         let mut tx = self.pool.begin().await?;
-        let Some(p) = Self::profile(&mut *tx, who).await? else {
+        let Some(p) = Self::profile(&mut *tx, who, "").await? else {
             return Ok(None);
         };
         let id = p.id;
@@ -642,7 +648,14 @@ where
     ) -> Result<Erasure> {
         let now = Ts(now);
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
-        let Some(p) = Self::profile(&mut *tx, who).await? else {
+        // On PostgreSQL their roster row is locked (FOR UPDATE) before anything else is read. A
+        // transaction that has already written a row referring to them (an inbound message, a
+        // text queued to them) holds a key-share lock on that row, so the erase waits for it to
+        // commit and then reads what it wrote; unlocked, the erase would read past those rows
+        // and wait only at its last statement (the roster row), leaving them behind. One that
+        // writes about them after this point waits until the erase has committed. On SQLite
+        // BEGIN IMMEDIATE already serialises every writer.
+        let Some(p) = Self::profile(&mut *tx, who, DB::LOCK_ROWS).await? else {
             let erased: Option<(Ts,)> =
                 sqlx::query_as("SELECT erased_at FROM erasures WHERE key_sha256 = $1")
                     .bind(who.hash())
@@ -677,7 +690,11 @@ where
         let n = |r: &DB::QueryResult| DB::rows_affected(r);
 
         // First, nothing more goes out to them: their waiting conversations end (so no timer
-        // wakes them) and their queued messages are cancelled.
+        // wakes them) and their queued messages are cancelled ('suppressed': the dispatcher
+        // claims only 'queued' rows). A message the dispatcher has already claimed ('sending')
+        // is in its hands, text and number in memory, and may still reach them; it loses its
+        // text and address below with the rest, and should the send fail and be put back in the
+        // queue, the claim suppresses it (its text is ERASED, see `suppress_sql!`).
         let ended = sqlx::query(
             "UPDATE conversations SET status = 'interrupted', wake_at = NULL, ended_at = $2, \
              updated_at = $2 WHERE caregiver_id = $1 AND status = 'active'",
