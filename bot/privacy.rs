@@ -168,6 +168,68 @@ pub fn erasure_hash(kind: &str, value: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// `audience` as an erasure leaves it: a phone list (`phone:+1…,+1…`, as `carebot start` and
+/// `carebot shifts offer` store what the operator typed) without `phones`, the other numbers
+/// kept in their order. `None` when nothing changes, which is always the case for `all`,
+/// `group:…` and `branch:…`: they name nobody. A list left empty stays `phone:` (a start or an
+/// offer for nobody), which the stored form reads back as no one (`Audience::parse_stored`).
+pub fn audience_without(audience: &str, phones: &[&str]) -> Option<String> {
+    let list = audience.strip_prefix("phone:")?;
+    let items: Vec<&str> = list.split(',').collect();
+    let kept: Vec<&str> = items
+        .iter()
+        .copied()
+        .filter(|p| !phones.contains(&p.trim()))
+        .collect();
+    (kept.len() != items.len()).then(|| format!("phone:{}", kept.join(",")))
+}
+
+/// Takes a person out of a start's variables, in place, and says whether anything changed. A
+/// list loses the elements that are one of `keys` (their phone numbers, their external id), and
+/// so does a comma-separated string ("C1,C7" becomes "C7"). A string that is one of `alone`
+/// (their phone numbers: nobody else's) becomes `marker` rather than disappearing, because a
+/// template that reads the variable must still render for the rest of the audience; an
+/// external id standing alone is left, since "C1" on its own may as well be a module's code.
+/// Objects and lists are walked to any depth.
+pub fn vars_without(vars: &mut Value, keys: &[&str], alone: &[&str], marker: &str) -> bool {
+    match vars {
+        Value::String(s) if alone.contains(&s.trim()) => {
+            *s = marker.to_owned();
+            true
+        }
+        Value::String(s) if s.contains(',') => {
+            let items: Vec<&str> = s.split(',').collect();
+            let kept: Vec<&str> = items
+                .iter()
+                .copied()
+                .filter(|i| !keys.contains(&i.trim()))
+                .collect();
+            if kept.len() == items.len() {
+                return false;
+            }
+            *s = kept.join(",");
+            true
+        }
+        Value::Array(items) => {
+            let before = items.len();
+            items.retain(|v| !v.as_str().is_some_and(|s| keys.contains(&s.trim())));
+            let mut changed = items.len() != before;
+            for v in items.iter_mut() {
+                changed |= vars_without(v, keys, alone, marker);
+            }
+            changed
+        }
+        Value::Object(map) => {
+            let mut changed = false;
+            for v in map.values_mut() {
+                changed |= vars_without(v, keys, alone, marker);
+            }
+            changed
+        }
+        _ => false,
+    }
+}
+
 /// Everything carebot holds about one caregiver, as `carebot caregiver export` prints it.
 /// Answers to anonymous questions are not here: nothing links them to anyone, which is the
 /// point of them.
@@ -217,8 +279,13 @@ pub struct Erased {
     /// Escalations about them that lost their text (open ones closed).
     pub escalations_scrubbed: u64,
     pub escalations_closed: u64,
-    /// Alerts sent to supervisors about them, and supervisors' replies, that lost their text.
+    /// Texts to supervisors about them (alerts, reminders and re-escalations, confirmations,
+    /// "taken up" notices, shift-filled alerts, digests that name them; those still queued are
+    /// cancelled), and supervisors' replies, that lost their text.
     pub alerts_scrubbed: u64,
+    /// Start and shift-offer audiences (and start variables) that listed their number or
+    /// external id, which now list the others only.
+    pub audiences_edited: u64,
     /// Consent ledger rows whose address is now a hash and whose detail is gone.
     pub ledger_rows_anonymised: u64,
     /// Channel addresses that had opted out: kept as hashes, so a later import of the number
@@ -243,8 +310,13 @@ impl std::fmt::Display for Erased {
         )?;
         writeln!(
             f,
-            "  escalations emptied: {} (closed: {}), alerts and supervisor replies emptied: {}",
+            "  escalations emptied: {} (closed: {}), texts to and from supervisors about them emptied: {}",
             self.escalations_scrubbed, self.escalations_closed, self.alerts_scrubbed
+        )?;
+        writeln!(
+            f,
+            "  start and shift-offer audiences that listed them: {}",
+            self.audiences_edited
         )?;
         writeln!(
             f,
@@ -281,6 +353,51 @@ mod tests {
             "{message}"
         );
         assert_eq!(Retention::default().marker(), "[removed after 365 days]");
+    }
+
+    #[test]
+    fn an_erased_number_leaves_a_phone_list_and_nothing_else() {
+        let maria = ["+13125550123"];
+        assert_eq!(
+            audience_without("phone:+13125550124,+13125550123,+13125550125", &maria),
+            Some("phone:+13125550124,+13125550125".into())
+        );
+        assert_eq!(
+            audience_without("phone:+13125550123", &maria),
+            Some("phone:".into())
+        );
+        assert_eq!(audience_without("phone:+13125550124", &maria), None);
+        assert_eq!(audience_without("group:pulse", &maria), None);
+        assert_eq!(audience_without("all", &maria), None);
+        // Another number that merely starts the same way is someone else.
+        assert_eq!(audience_without("phone:+131255501234", &maria), None);
+    }
+
+    #[test]
+    fn an_erased_key_leaves_start_variables_and_the_rest_stays() {
+        let mut vars = serde_json::json!({
+            "buddies": ["C1", "C10", "C2"],
+            "cc": "C2,C1",
+            "callback": "+13125550123",
+            "module": "C1",
+            "nested": { "who": ["+13125550123"] },
+        });
+        let (keys, alone) = (["C1", "+13125550123"], ["+13125550123"]);
+        assert!(vars_without(&mut vars, &keys, &alone, "[erased]"));
+        assert_eq!(
+            vars,
+            serde_json::json!({
+                "buddies": ["C10", "C2"],
+                "cc": "C2",
+                "callback": "[erased]",
+                "module": "C1",
+                "nested": { "who": [] },
+            })
+        );
+        assert!(
+            !vars_without(&mut vars, &keys, &alone, "[erased]"),
+            "idempotent"
+        );
     }
 
     #[test]

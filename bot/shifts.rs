@@ -863,7 +863,9 @@ impl<S: Store> Runner<S> {
                 ShiftTrigger::Cancel => false,
             };
         let audience = if wave_due {
-            let audience = crate::cli::parse_audience(&offer.audience)
+            // As stored: its numbers were checked when the offer was made, and an erasure may
+            // since have taken the last one out (`phone:`, nobody).
+            let audience = crate::store::Audience::parse_stored(&offer.audience)
                 .map_err(|e| invalid(format!("offer {}: {e}", offer.id)))?;
             self.store.audience(&audience).await?
         } else {

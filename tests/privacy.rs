@@ -21,6 +21,7 @@ const MARIA: &str = "+13125550123";
 const ANA: &str = "+13125550124";
 const ROSA: &str = "+13125550125";
 const DANA: &str = "+13125550142";
+const OMAR: &str = "+13125550143";
 
 macro_rules! app_tests {
     ($($test:ident),+ $(,)?) => {
@@ -49,6 +50,10 @@ app_tests!(
     retention_removes_old_words_and_keeps_scores_and_the_ledger,
     export_hands_over_everything_and_erase_removes_it_keeping_totals,
     erasing_someone_mid_conversation_stops_every_message_to_them,
+    erase_empties_what_supervisors_were_told_about_her_and_takes_her_out_of_audiences,
+    erase_leaves_alone_what_others_got_at_numbers_she_once_had,
+    erase_cancels_what_is_queued_and_nothing_in_flight_goes_out_afterwards,
+    erase_waits_for_a_transaction_writing_about_her_and_erases_what_it_wrote,
 );
 
 /// Tuesday 2026-11-17, 10:00 in Chicago.
@@ -750,5 +755,466 @@ async fn erasing_someone_mid_conversation_stops_every_message_to_them(db: TestSt
             Some("erased".to_owned())
         ]]
     );
+    app.stop().await;
+}
+
+/// The roster id of the caregiver with `external_id`.
+async fn caregiver_id(app: &TestApp, external_id: &str) -> i64 {
+    let found = rows(
+        &app.db,
+        &format!("SELECT id FROM caregivers WHERE external_id = '{external_id}'"),
+    )
+    .await;
+    found[0][0].as_deref().unwrap().parse().unwrap()
+}
+
+/// Waits (bounded) until `to` has been sent a message containing `needle`; returns it.
+async fn delivered_with(app: &TestApp, to: &str, needle: &str) -> String {
+    for _ in 0..200 {
+        if let Some(m) = app
+            .twilio
+            .delivered_to(to)
+            .into_iter()
+            .find(|m| m.contains(needle))
+        {
+            return m;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!(
+        "no message to {to} with {needle:?}: {:?}",
+        app.twilio.delivered_to(to)
+    );
+}
+
+fn alert_number(alert: &str) -> i64 {
+    alert.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// The text column(s) of a query, every value present.
+fn texts(rows: Vec<Vec<Option<String>>>) -> Vec<Vec<String>> {
+    rows.into_iter()
+        .map(|r| r.into_iter().map(Option::unwrap).collect())
+        .collect()
+}
+
+async fn erase_empties_what_supervisors_were_told_about_her_and_takes_her_out_of_audiences(
+    db: TestStore,
+) {
+    let app = app(db, &[("CAREBOT_BRANCH_CONTACTS", "Chicago North=S2")]).await;
+    let sups = format!(
+        "external_id,name,phone,email,branch,timezone\n\
+         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n\
+         S2,Omar Reyes,{OMAR},omar@example.org,Chicago North,America/Chicago\n"
+    );
+    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
+        .await
+        .unwrap();
+    // A survey for Maria and Ana by number, with variables that name them.
+    let vars = std::collections::BTreeMap::from([
+        ("buddies".to_owned(), serde_json::json!(["C1", "C2"])),
+        ("callback".to_owned(), serde_json::json!(MARIA)),
+    ]);
+    app.runner
+        .start(
+            "weekly-pulse",
+            &Audience::Phones(vec![MARIA.into(), ANA.into()]),
+            vars,
+            app.clock.now(),
+        )
+        .await
+        .unwrap();
+    app.twilio.wait_for(MARIA, 1).await;
+    app.twilio.wait_for(ANA, 1).await;
+    let maria = alert_number(&text_and_expect(&app, MARIA, "1", DANA, "Maria G.").await);
+    let ana = alert_number(&text_and_expect(&app, ANA, "2", DANA, "Ana L.").await);
+    // Nobody acknowledges within two hours: Dana is reminded, Omar gets both.
+    app.clock.advance(Duration::minutes(121));
+    delivered_with(
+        &app,
+        DANA,
+        &format!("Reminder, still not acknowledged: ALERT {maria}"),
+    )
+    .await;
+    delivered_with(&app, OMAR, &format!("so it comes to you: ALERT {maria}")).await;
+    delivered_with(&app, OMAR, &format!("so it comes to you: ALERT {ana}")).await;
+    // Omar takes both up; Dana hears each is in hand.
+    text_and_expect(&app, OMAR, &format!("ACK {maria}"), OMAR, "is yours").await;
+    delivered_with(&app, DANA, &format!("ALERT {maria} (Maria G.)")).await;
+    text_and_expect(&app, OMAR, &format!("CALL {ana}"), OMAR, "you will call").await;
+    delivered_with(&app, DANA, &format!("ALERT {ana} (Ana L.)")).await;
+    // A shift offered to the two of them by number: Maria takes it.
+    let args = carebot::shifts::OfferArgs {
+        client_ref: "CL-7".into(),
+        start: "2026-11-20 08:00".into(),
+        end: "12:00".into(),
+        location: "Evanston, IL".into(),
+        to: format!("phone:{MARIA},{ANA}"),
+        supervisor: Some("S1".into()),
+        ..Default::default()
+    };
+    app.runner
+        .offer_shift(&args, app.clock.now())
+        .await
+        .unwrap();
+    delivered_with(&app, MARIA, "open shift").await;
+    text_and_expect(&app, MARIA, "YES", MARIA, "It's yours").await;
+    delivered_with(&app, DANA, "Shift filled: Maria G. (C1)").await;
+    // Wednesday 08:05 in Chicago: both get the digest of what is open.
+    let wednesday = DateTime::parse_from_rfc3339("2026-11-18T14:05:00Z")
+        .unwrap()
+        .to_utc();
+    app.clock.advance(wednesday - app.clock.now());
+    let digest = delivered_with(&app, DANA, "Your open alerts").await;
+    assert!(
+        digest.contains("Maria G.") && digest.contains("Ana L."),
+        "{digest}"
+    );
+    delivered_with(&app, OMAR, "Your open alerts").await;
+
+    let to_supervisors = format!(
+        "SELECT id, body FROM outbound_messages WHERE address IN ('{DANA}', '{OMAR}') ORDER BY id"
+    );
+    let before = texts(rows(&app.db, &to_supervisors).await);
+    let (code, out, _) = caregiver_cmd(&app, &["erase", "C1", "--confirm"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    assert!(out.contains("audiences that listed them: 2"), "{out}");
+
+    // Every text to a supervisor that named her is emptied: the alert, its reminder and
+    // re-escalation, Omar's confirmation, the notice to Dana, the shift-filled alert and both
+    // digests (which named Ana too: emptied whole). The texts about Ana alone are unchanged.
+    let after = texts(rows(&app.db, &to_supervisors).await);
+    assert_eq!(after.len(), before.len());
+    let mut emptied = 0;
+    for (was, is) in before.iter().zip(&after) {
+        if was[1].contains("Maria G.") {
+            assert_eq!(is[1], "[erased]", "was: {}", was[1]);
+            emptied += 1;
+        } else {
+            assert_eq!(is[1], was[1]);
+        }
+    }
+    assert_eq!(emptied, 8, "{before:?}");
+    assert!(
+        after.iter().any(|r| r[1].starts_with(&format!(
+            "Not acknowledged by Dana Smith in 2h, so it comes to you: ALERT {ana}"
+        ))),
+        "{after:?}"
+    );
+    // Omar's reply about her, not the one about Ana.
+    let replies = texts(
+        rows(
+            &app.db,
+            &format!("SELECT body FROM inbound_messages WHERE address = '{OMAR}' ORDER BY id"),
+        )
+        .await,
+    );
+    assert_eq!(
+        replies,
+        [vec!["[erased]".to_owned()], vec![format!("CALL {ana}")]]
+    );
+    // The survey's audience and variables and the offer's audience keep Ana only.
+    let start = texts(rows(&app.db, "SELECT audience, vars FROM flow_starts").await);
+    assert_eq!(
+        start,
+        [vec![
+            format!("phone:{ANA}"),
+            r#"{"buddies":["C2"],"callback":"[erased]"}"#.to_owned()
+        ]]
+    );
+    let offer = texts(rows(&app.db, "SELECT audience FROM shift_offers").await);
+    assert_eq!(offer, [vec![format!("phone:{ANA}")]]);
+    assert!(found(&app.db, "Maria G.").await.is_empty());
+    app.stop().await;
+}
+
+async fn erase_leaves_alone_what_others_got_at_numbers_she_once_had(db: TestStore) {
+    const SECOND: &str = "+13125550126";
+    const THIRD: &str = "+13125550127";
+    let app = app(db, &[]).await;
+    let maria_id = caregiver_id(&app, "C1").await;
+    // Maria answers a survey from three numbers in turn.
+    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.twilio.wait_for(MARIA, 1).await;
+    text_and_expect(&app, MARIA, "4", MARIA, "6 months from now").await;
+    import_caregivers(&app, &[("C1", "Maria", "Gonzalez", SECOND)]).await;
+    text_and_expect(&app, SECOND, "2", SECOND, "make your work better").await;
+    import_caregivers(&app, &[("C1", "Maria", "Gonzalez", THIRD)]).await;
+    text_and_expect(&app, THIRD, "more hours please", THIRD, "Thank you").await;
+    // Her first number is Lucia's now, and her second a new supervisor's.
+    import_caregivers(&app, &[("C4", "Lucia", "Perez", MARIA)]).await;
+    let sups = format!(
+        "external_id,name,phone,email,branch,timezone\n\
+         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n\
+         S3,Sam Lee,{SECOND},sam@example.org,Chicago North,America/Chicago\n"
+    );
+    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
+        .await
+        .unwrap();
+    let (mark,): (i64,) = {
+        let max = rows(&app.db, "SELECT MAX(id) FROM outbound_messages").await;
+        (max[0][0].as_deref().unwrap().parse().unwrap(),)
+    };
+    start(&app, "weekly-pulse", &[MARIA]).await;
+    delivered_with(&app, MARIA, "Hi Lucia").await;
+    text_and_expect(&app, MARIA, "5", MARIA, "6 months from now").await;
+    text_and_expect(&app, SECOND, "hello", SECOND, "To answer an alert").await;
+    let lucia_id = caregiver_id(&app, "C4").await;
+    let at = |address: &str| {
+        format!(
+            "SELECT body FROM outbound_messages WHERE address = '{address}' AND id > {mark} \
+             ORDER BY id"
+        )
+    };
+    let lucia_sent = texts(rows(&app.db, &at(MARIA)).await);
+    assert_eq!(lucia_sent.len(), 2, "{lucia_sent:?}");
+    let sam_sent = texts(rows(&app.db, &at(SECOND)).await);
+    assert_eq!(sam_sent.len(), 1, "{sam_sent:?}");
+
+    let (code, out, _) = caregiver_cmd(&app, &["erase", THIRD, "--confirm"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+
+    // Her words are gone, at every number.
+    let hers = texts(
+        rows(
+            &app.db,
+            &format!("SELECT body, address FROM inbound_messages WHERE caregiver_id = {maria_id}"),
+        )
+        .await,
+    );
+    assert_eq!(hers.len(), 3);
+    assert!(
+        hers.iter().all(|r| r == &["[erased]", "erased"]),
+        "{hers:?}"
+    );
+    assert!(found(&app.db, "more hours please").await.is_empty());
+    // Lucia's messages at the number Maria once had, and her consent there, are hers still.
+    assert_eq!(texts(rows(&app.db, &at(MARIA)).await), lucia_sent);
+    let lucia_wrote = texts(
+        rows(
+            &app.db,
+            &format!("SELECT body, caregiver_id FROM inbound_messages WHERE address = '{MARIA}'"),
+        )
+        .await,
+    );
+    assert_eq!(lucia_wrote, [vec!["5".to_owned(), lucia_id.to_string()]]);
+    let consent = texts(
+        rows(
+            &app.db,
+            &format!("SELECT status FROM subscriptions WHERE address = '{MARIA}'"),
+        )
+        .await,
+    );
+    assert_eq!(consent, [vec!["opted_in".to_owned()]]);
+    // (The ledger rows of Maria's own consent there keep what happened, under a hash.)
+    let ledger = texts(
+        rows(
+            &app.db,
+            &format!("SELECT address FROM consent_ledger WHERE caregiver_id = {maria_id}"),
+        )
+        .await,
+    );
+    assert!(!ledger.is_empty());
+    assert!(
+        ledger.iter().all(|r| r[0].starts_with("sha256:")),
+        "{ledger:?}"
+    );
+    // Sam's, at her second number, too.
+    assert_eq!(texts(rows(&app.db, &at(SECOND)).await), sam_sent);
+    let sam_wrote = texts(
+        rows(
+            &app.db,
+            &format!("SELECT body FROM inbound_messages WHERE address = '{SECOND}'"),
+        )
+        .await,
+    );
+    assert_eq!(sam_wrote, [vec!["hello".to_owned()]]);
+    app.stop().await;
+}
+
+async fn erase_cancels_what_is_queued_and_nothing_in_flight_goes_out_afterwards(db: TestStore) {
+    // Caregivers are texted 08:00-12:00, supervisors 18:00-20:00 (an alert of normal
+    // priority waits for that).
+    let app = app(
+        db,
+        &[
+            ("CAREBOT_SEND_WINDOW", "08:00-12:00"),
+            ("CAREBOT_SUPERVISOR_WINDOW", "18:00-20:00"),
+        ],
+    )
+    .await;
+    let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
+    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.twilio.wait_for(MARIA, 1).await;
+    text_and_expect(&app, MARIA, "3", MARIA, "6 months from now").await;
+    // "No" to staying: an alert for Dana, held until 18:00.
+    text_and_expect(&app, MARIA, "no", MARIA, "make your work better").await;
+    let queued_to = |to: &'static str| {
+        let db = &app.db;
+        async move {
+            texts(
+                rows(
+                    db,
+                    &format!(
+                        "SELECT id, body FROM outbound_messages \
+                         WHERE address = '{to}' AND status = 'queued' ORDER BY id"
+                    ),
+                )
+                .await,
+            )
+        }
+    };
+    wait_until(|| async { queued_to(DANA).await.len() == 1 }).await;
+    let alert: i64 = queued_to(DANA).await[0][0].parse().unwrap();
+    // At 12:30 a shift is offered to her: its text waits for tomorrow 08:00.
+    app.clock
+        .advance(at("2026-11-17T18:30:00Z") - app.clock.now());
+    let args = carebot::shifts::OfferArgs {
+        client_ref: "CL-9".into(),
+        start: "2026-11-20 08:00".into(),
+        end: "12:00".into(),
+        location: "Evanston, IL".into(),
+        to: format!("phone:{MARIA}"),
+        ..Default::default()
+    };
+    let report = app
+        .runner
+        .offer_shift(&args, app.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(report.wave.sent, 1, "{:?}", report.wave);
+    let offer_text = queued_to(MARIA).await;
+    assert_eq!(offer_text.len(), 1, "{offer_text:?}");
+    // A dispatcher claims Dana's alert at 18:00 and is calling Twilio when the erase runs.
+    let claimed = app
+        .store()
+        .claim_outbound(
+            carebot::domain::Channel::Sms,
+            at("2026-11-18T00:00:00Z"),
+            500,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        claimed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        [alert],
+        "{claimed:?}"
+    );
+    let sent_before = app.twilio.received().len();
+
+    let (code, out, _) = caregiver_cmd(&app, &["erase", "C1", "--confirm"]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    assert!(
+        out.contains("conversations ended: 1, queued messages cancelled: 1"),
+        "{out}"
+    );
+    // The waiting survey ended first; the offer text will never be sent; the alert in the
+    // dispatcher's hands lost its text (the dispatcher holds its own copy).
+    let conversation = texts(rows(&app.db, "SELECT status FROM conversations").await);
+    assert_eq!(conversation, [vec!["interrupted".to_owned()]]);
+    let row = |id: &str| {
+        let db = &app.db;
+        let sql = format!("SELECT status, body, address FROM outbound_messages WHERE id = {id}");
+        async move { texts(rows(db, &sql).await).remove(0) }
+    };
+    assert_eq!(
+        row(&offer_text[0][0]).await,
+        ["suppressed", "[erased]", "erased"]
+    );
+    assert_eq!(row(&alert.to_string()).await, ["sending", "[erased]", DANA]);
+    // Twilio answered 503: the dispatcher puts it back for a retry, and at 18:05 the next
+    // claim finds nothing to say.
+    app.store()
+        .mark_outbound_retry(alert, at("2026-11-18T00:00:00Z"), "HTTP 503")
+        .await
+        .unwrap();
+    app.clock
+        .advance(at("2026-11-18T00:05:00Z") - app.clock.now());
+    wait_until(|| async { row(&alert.to_string()).await[0] == "suppressed" }).await;
+    // Nor does anything reach her when her window opens on Wednesday.
+    app.clock
+        .advance(at("2026-11-18T14:05:00Z") - app.clock.now());
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let after: Vec<_> = app.twilio.received()[sent_before..]
+        .iter()
+        .map(|r| (r.to.clone(), r.body.clone()))
+        .collect();
+    assert!(after.is_empty(), "sent after the erase: {after:?}");
+    app.stop().await;
+}
+
+async fn erase_waits_for_a_transaction_writing_about_her_and_erases_what_it_wrote(db: TestStore) {
+    use sqlx::Executor as _;
+    let app = app(db, &[]).await;
+    let id = caregiver_id(&app, "C1").await;
+    let sqlite = app.db.url.starts_with("sqlite:");
+    let (now, tomorrow) = if sqlite {
+        (
+            "'2026-11-17T16:00:00.000000Z'",
+            "'2026-11-18T14:00:00.000000Z'",
+        )
+    } else {
+        ("'2026-11-17T16:00:00Z'", "'2026-11-18T14:00:00Z'")
+    };
+    // What an inbound message of hers writes, in a transaction still open when the erase
+    // starts: her words, and a text queued for her.
+    let writes = [
+        format!(
+            "INSERT INTO inbound_messages (channel, external_id, address, caregiver_id, body, \
+             received_at) VALUES ('sms', 'SMinflight', '{MARIA}', {id}, 'my knee hurts again', \
+             {now})"
+        ),
+        format!(
+            "INSERT INTO outbound_messages (channel, address, caregiver_id, kind, body, encoding, \
+             segments, status, not_before, created_at, updated_at) VALUES ('sms', '{MARIA}', \
+             {id}, 'program', 'Maria, about your knee: call the nurse line', 'gsm7', 1, \
+             'queued', {tomorrow}, {now}, {now})"
+        ),
+    ];
+    let erase = async {
+        // Started once the other transaction holds its locks.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        caregiver_cmd(&app, &["erase", "C1", "--confirm"]).await
+    };
+    let ((code, out, _), ()) = if sqlite {
+        let mut conn = sqlx::SqliteConnection::connect(&app.db.url).await.unwrap();
+        conn.execute("BEGIN IMMEDIATE").await.unwrap();
+        for sql in &writes {
+            conn.execute(sqlx::AssertSqlSafe(sql.clone()))
+                .await
+                .unwrap();
+        }
+        tokio::join!(erase, async {
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            conn.execute("COMMIT").await.unwrap();
+        })
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&app.db.url).await.unwrap();
+        conn.execute("BEGIN").await.unwrap();
+        for sql in &writes {
+            conn.execute(sqlx::AssertSqlSafe(sql.clone()))
+                .await
+                .unwrap();
+        }
+        tokio::join!(erase, async {
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            conn.execute("COMMIT").await.unwrap();
+        })
+    };
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    assert!(out.contains("queued messages cancelled: 1"), "{out}");
+    assert!(
+        found(&app.db, "knee").await.is_empty(),
+        "{:?}",
+        found(&app.db, "knee").await
+    );
+    let queued = texts(
+        rows(
+            &app.db,
+            &format!("SELECT status FROM outbound_messages WHERE caregiver_id = {id}"),
+        )
+        .await,
+    );
+    assert!(queued.iter().all(|r| r[0] != "queued"), "{queued:?}");
     app.stop().await;
 }

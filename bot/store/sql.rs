@@ -217,10 +217,14 @@ macro_rules! supervisor_telegram {
 
 /// Why a queued message must not go out after all; see [`Store::claim_outbound`]. A consent
 /// confirmation goes out even after STOP (it is the one message allowed), and an alert to a
-/// supervisor does not depend on the caregiver it is about still being active.
+/// supervisor does not depend on the caregiver it is about still being active. A message
+/// whose text is '[erased]' was being sent to or about a caregiver when they were erased
+/// (`carebot caregiver erase`), and was then put back by a retry or a quiet-hours deferral:
+/// whatever its kind, it has nothing left to say.
 macro_rules! suppress_sql {
     () => {
-        "((kind <> 'consent' AND EXISTS (SELECT 1 FROM subscriptions s \
+        "(outbound_messages.body = '[erased]' \
+        OR (kind <> 'consent' AND EXISTS (SELECT 1 FROM subscriptions s \
             WHERE s.channel = outbound_messages.channel \
             AND s.address = outbound_messages.address AND s.status = 'opted_out')) \
         OR (kind IN ('reply', 'program') AND EXISTS (SELECT 1 FROM caregivers c \

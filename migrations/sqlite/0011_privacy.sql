@@ -83,3 +83,19 @@ CREATE TABLE erasures (
     key_sha256 TEXT PRIMARY KEY,
     erased_at  TEXT NOT NULL
 );
+
+-- `carebot caregiver erase` finds a caregiver's rows by caregiver_id, inside one write
+-- transaction: on SQLite that holds the only write lock, so a scan of the messages tables
+-- would stall every inbound message and every send for as long as it reads. One index per table
+-- erase filters by caregiver_id, where none leads with it yet (conversations, caregiver_links,
+-- caregiver_groups, training_assignments and shift_offer_recipients have one; the by-address
+-- filters use inbound_messages_address, outbound_messages_address and consent_ledger_address).
+-- Each is one more B-tree insert per row written, paid on the inbound and outbound paths, which
+-- is why there is no second index per table (the by-address ones are the existing ones).
+CREATE INDEX inbound_messages_caregiver ON inbound_messages (caregiver_id);
+CREATE INDEX outbound_messages_caregiver ON outbound_messages (caregiver_id);
+CREATE INDEX consent_ledger_caregiver ON consent_ledger (caregiver_id);
+CREATE INDEX answers_caregiver ON answers (caregiver_id);
+CREATE INDEX escalations_caregiver ON escalations (caregiver_id);
+CREATE INDEX start_waits_caregiver ON start_waits (caregiver_id);
+CREATE INDEX invites_caregiver ON invites (caregiver_id) WHERE caregiver_id IS NOT NULL;

@@ -123,17 +123,15 @@ fn config_with(
         ("CAREBOT_SEND_WINDOW", "00:00-24:00"),
         ("CAREBOT_SUPERVISOR_WINDOW", "00:00-24:00"),
     ]);
-    let mut flags: Vec<(String, String)> = flags
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    // The test's own settings first: the first of two flags with one name wins, so a test can
+    // override a default above (the send windows, for one).
+    let mut settings: Vec<(String, String)> = options
+        .settings
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
         .collect();
-    flags.extend(
-        options
-            .settings
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone())),
-    );
-    Config::load(None, flags).expect("test config")
+    settings.extend(flags.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())));
+    Config::load(None, settings).expect("test config")
 }
 
 async fn serve(

@@ -18,11 +18,13 @@ use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::{Dialect, SqlStore, SqlValue, Ts, json as parse_json, to_json};
 use crate::privacy::{
-    CaregiverExport, EXPORT_NOTE, Erased, Erasure, Person, Retention, Swept, erasure_hash,
+    CaregiverExport, EXPORT_NOTE, Erased, Erasure, Person, Retention, Swept, audience_without,
+    erasure_hash, vars_without,
 };
 use crate::store::{Result, week_start};
 
-/// What erased text is replaced with.
+/// What erased text is replaced with (`suppress_sql!` in `store/sql.rs` spells it too: an
+/// outbound message with this text is never sent).
 const ERASED: &str = "[erased]";
 
 /// What an erased caregiver's messages and conversations keep as their address.
@@ -404,8 +406,13 @@ where
     }
 
     /// The roster row of `who`, if on the roster (an erased caregiver's placeholder never
-    /// matches: its phone and external id are `erased-…`).
-    async fn profile(conn: &mut DB::Connection, who: &Person) -> Result<Option<ProfileDb>> {
+    /// matches: its phone and external id are `erased-…`), locked with `lock` (a row-lock
+    /// clause, or nothing).
+    async fn profile(
+        conn: &mut DB::Connection,
+        who: &Person,
+        lock: &str,
+    ) -> Result<Option<ProfileDb>> {
         let column = match who {
             Person::Phone(_) => "phone",
             Person::ExternalId(_) => "external_id",
@@ -414,7 +421,7 @@ where
             "SELECT id, external_id, first_name, last_name, phone, language, timezone, branch, \
              supervisor_external_id, consent_at, active, fields, tags, preferred_channel, \
              created_at, updated_at FROM caregivers \
-             WHERE {column} = $1 AND phone NOT LIKE 'erased-%'"
+             WHERE {column} = $1 AND phone NOT LIKE 'erased-%' {lock}"
         );
         Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(who.key().to_owned())
@@ -454,7 +461,7 @@ where
     ) -> Result<Option<CaregiverExport>> {
         // One read transaction, so the export is one consistent moment.
         let mut tx = self.pool.begin().await?;
-        let Some(p) = Self::profile(&mut *tx, who).await? else {
+        let Some(p) = Self::profile(&mut *tx, who, "").await? else {
             return Ok(None);
         };
         let id = p.id;
@@ -704,7 +711,14 @@ where
     ) -> Result<Erasure> {
         let now = Ts(now);
         let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
-        let Some(p) = Self::profile(&mut *tx, who).await? else {
+        // On PostgreSQL their roster row is locked (FOR UPDATE) before anything else is read. A
+        // transaction that has already written a row referring to them (an inbound message, a
+        // text queued to them) holds a key-share lock on that row, so the erase waits for it to
+        // commit and then reads what it wrote; unlocked, the erase would read past those rows
+        // and wait only at its last statement (the roster row), leaving them behind. One that
+        // writes about them after this point waits until the erase has committed. On SQLite
+        // BEGIN IMMEDIATE already serialises every writer.
+        let Some(p) = Self::profile(&mut *tx, who, DB::LOCK_ROWS).await? else {
             let erased: Option<(Ts,)> =
                 sqlx::query_as("SELECT erased_at FROM erasures WHERE key_sha256 = $1")
                     .bind(who.hash())
@@ -721,11 +735,29 @@ where
             external_id: p.external_id.clone(),
             ..Erased::default()
         };
-        let addresses = Self::addresses_of(&mut *tx, id, &p.phone).await?;
+        // An old number of theirs may be someone else's now (another caregiver's, or a
+        // supervisor's): that person's rows at it are not theirs to erase. Such addresses are
+        // left out of every by-address change; their own rows there are still found by
+        // caregiver_id. At the addresses that are theirs alone, only rows that are theirs or
+        // nobody's (caregiver_id NULL: sent before the number was on the roster) change: a
+        // number can have had an owner before them.
+        let mut own = BTreeSet::new();
+        let mut held_by_others = BTreeSet::new();
+        for (channel, address) in Self::addresses_of(&mut *tx, id, &p.phone).await? {
+            if Self::held_by_someone_else(&mut *tx, id, &channel, &address).await? {
+                held_by_others.insert((channel, address));
+            } else {
+                own.insert((channel, address));
+            }
+        }
         let n = |r: &DB::QueryResult| DB::rows_affected(r);
 
         // First, nothing more goes out to them: their waiting conversations end (so no timer
-        // wakes them) and their queued messages are cancelled.
+        // wakes them) and their queued messages are cancelled ('suppressed': the dispatcher
+        // claims only 'queued' rows). A message the dispatcher has already claimed ('sending')
+        // is in its hands, text and number in memory, and may still reach them; it loses its
+        // text and address below with the rest, and should the send fail and be put back in the
+        // queue, the claim suppresses it (its text is ERASED, see `suppress_sql!`).
         let ended = sqlx::query(
             "UPDATE conversations SET status = 'interrupted', wake_at = NULL, ended_at = $2, \
              updated_at = $2 WHERE caregiver_id = $1 AND status = 'active'",
@@ -744,10 +776,11 @@ where
         .execute(&mut *tx)
         .await?;
         done.messages_cancelled += n(&cancelled);
-        for (channel, address) in &addresses {
+        for (channel, address) in &own {
             let cancelled = sqlx::query(
                 "UPDATE outbound_messages SET status = 'suppressed', updated_at = $3 \
-                 WHERE channel = $1 AND address = $2 AND status = 'queued'",
+                 WHERE channel = $1 AND address = $2 AND status = 'queued' \
+                 AND caregiver_id IS NULL",
             )
             .bind(channel.clone())
             .bind(address.clone())
@@ -757,32 +790,9 @@ where
             done.messages_cancelled += n(&cancelled);
         }
 
-        // Alerts about them that supervisors were sent (their text is the escalation's
-        // message), and the supervisors' replies (received when the reply's event was written,
-        // from the replying supervisor's phone or chat).
-        let alerts = sqlx::query(
-            "UPDATE outbound_messages SET body = $2, \
-             status = CASE WHEN status = 'queued' THEN 'suppressed' ELSE status END \
-             WHERE kind = 'alert' AND body IN (SELECT message FROM escalations \
-             WHERE caregiver_id = $1 AND message <> '')",
-        )
-        .bind(id)
-        .bind(ERASED)
-        .execute(&mut *tx)
-        .await?;
-        let replies = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE inbound_messages SET body = $2 WHERE caregiver_id IS NULL AND EXISTS ( \
-             SELECT 1 FROM escalation_events ev JOIN supervisors s ON s.id = ev.supervisor_id \
-             WHERE ev.escalation_id IN (SELECT id FROM escalations WHERE caregiver_id = $1) \
-             AND {REPLY_ACTIONS} AND ev.at = inbound_messages.received_at \
-             AND (inbound_messages.address = s.phone OR inbound_messages.address IN \
-             (SELECT l.address FROM supervisor_links l WHERE l.supervisor_id = s.id)))"
-        )))
-        .bind(id)
-        .bind(ERASED)
-        .execute(&mut *tx)
-        .await?;
-        done.alerts_scrubbed = n(&alerts) + n(&replies);
+        // What supervisors were told about them, and what they replied (before the
+        // escalations lose the alert text these are recognised by).
+        done.alerts_scrubbed = Self::erase_supervisor_texts(&mut *tx, &p, now).await?;
         let notes = sqlx::query(sqlx::AssertSqlSafe(format!(
             "UPDATE escalation_events SET detail = $2 WHERE detail <> '' AND {REPLY_ACTIONS} \
              AND escalation_id IN (SELECT id FROM escalations WHERE caregiver_id = $1)"
@@ -823,9 +833,13 @@ where
         done.escalations_scrubbed = n(&escalations);
 
         // Their words and addresses. Rows stay (unnamed) so that counts and rates do not change.
-        for table in ["inbound_messages", "outbound_messages"] {
+        // A provider's error text quotes the number, so it goes too.
+        for (table, also) in [
+            ("inbound_messages", ""),
+            ("outbound_messages", ", error = NULL"),
+        ] {
             let by_id = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "UPDATE {table} SET body = $2, address = $3 WHERE caregiver_id = $1"
+                "UPDATE {table} SET body = $2, address = $3{also} WHERE caregiver_id = $1"
             )))
             .bind(id)
             .bind(ERASED)
@@ -833,10 +847,10 @@ where
             .execute(&mut *tx)
             .await?;
             done.messages_scrubbed += n(&by_id);
-            for (channel, address) in &addresses {
+            for (channel, address) in &own {
                 let by_address = sqlx::query(sqlx::AssertSqlSafe(format!(
-                    "UPDATE {table} SET body = $3, address = $4 \
-                     WHERE channel = $1 AND address = $2"
+                    "UPDATE {table} SET body = $3, address = $4{also} \
+                     WHERE channel = $1 AND address = $2 AND caregiver_id IS NULL"
                 )))
                 .bind(channel.clone())
                 .bind(address.clone())
@@ -847,12 +861,6 @@ where
                 done.messages_scrubbed += n(&by_address);
             }
         }
-        sqlx::query(
-            "UPDATE outbound_messages SET error = NULL WHERE address = $1 AND error IS NOT NULL",
-        )
-        .bind(ERASED_ADDRESS)
-        .execute(&mut *tx)
-        .await?;
         sqlx::query(
             "UPDATE conversations SET state = 'null', address = $2 WHERE caregiver_id = $1",
         )
@@ -873,26 +881,32 @@ where
 
         // Consent: the ledger keeps what happened and when, under a hash of the address; an
         // opt-out is remembered (hashed) so that a later import of the number does not text it.
-        let supervisor_addresses: Vec<(String,)> = sqlx::query_as(
-            "SELECT phone FROM supervisors UNION SELECT address FROM supervisor_links",
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for (channel, address) in &addresses {
+        // At a number someone else holds now, only their own ledger rows change, and the
+        // consent in force there is the new holder's.
+        for ((channel, address), theirs_alone) in own
+            .iter()
+            .map(|a| (a, true))
+            .chain(held_by_others.iter().map(|a| (a, false)))
+        {
             let hashed = format!("sha256:{}", erasure_hash(channel, address));
-            let ledger = sqlx::query(
+            let whose = if theirs_alone {
+                "(caregiver_id = $5 OR caregiver_id IS NULL)"
+            } else {
+                "caregiver_id = $5"
+            };
+            let ledger = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE consent_ledger SET address = $3, detail = $4 \
-                 WHERE channel = $1 AND address = $2",
-            )
+                 WHERE channel = $1 AND address = $2 AND {whose}"
+            )))
             .bind(channel.clone())
             .bind(address.clone())
             .bind(hashed)
             .bind(ERASED)
+            .bind(id)
             .execute(&mut *tx)
             .await?;
             done.ledger_rows_anonymised += n(&ledger);
-            if supervisor_addresses.iter().any(|(a,)| a == address) {
-                // Also a supervisor's number: its consent is theirs too, and stays.
+            if !theirs_alone {
                 continue;
             }
             let status: Option<(String,)> = sqlx::query_as(
@@ -932,6 +946,16 @@ where
             .execute(&mut *tx)
             .await?;
         done.ledger_rows_anonymised = done.ledger_rows_anonymised.max(n(&ledger));
+
+        // The audiences operators typed, which name people by number.
+        let phones: Vec<&str> = own
+            .iter()
+            .filter(|(channel, _)| channel == "sms" || channel == "console")
+            .map(|(_, address)| address.as_str())
+            .collect();
+        done.audiences_edited =
+            Self::erase_from_audiences(&mut *tx, &phones, &p.external_id).await?;
+
         for sql in [
             "DELETE FROM caregiver_links WHERE caregiver_id = $1",
             "DELETE FROM caregiver_groups WHERE caregiver_id = $1",
@@ -977,5 +1001,283 @@ where
         }
         tx.commit().await?;
         Ok(Erasure::Erased(done))
+    }
+
+    /// Whether `address` on `channel` belongs to someone other than caregiver `id` now: another
+    /// caregiver's phone or link, or a supervisor's.
+    async fn held_by_someone_else(
+        conn: &mut DB::Connection,
+        id: i64,
+        channel: &str,
+        address: &str,
+    ) -> Result<bool> {
+        // SMS and the console reach a caregiver or supervisor by their phone; other channels
+        // through a link.
+        let by_phone = channel == "sms" || channel == "console";
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT \
+             (SELECT COUNT(*) FROM caregivers WHERE $4 AND phone = $2 AND id <> $3) + \
+             (SELECT COUNT(*) FROM supervisors WHERE $4 AND phone = $2) + \
+             (SELECT COUNT(*) FROM caregiver_links \
+              WHERE channel = $1 AND address = $2 AND caregiver_id <> $3) + \
+             (SELECT COUNT(*) FROM supervisor_links WHERE channel = $1 AND address = $2)",
+        )
+        .bind(channel.to_owned())
+        .bind(address.to_owned())
+        .bind(id)
+        .bind(by_phone)
+        .fetch_one(&mut *conn)
+        .await?;
+        Ok(n > 0)
+    }
+
+    /// Empties what supervisors were sent about caregiver `p`, and their replies about them;
+    /// returns how many messages lost their text. Those still queued are cancelled: an
+    /// "[erased]" text would tell a supervisor nothing.
+    ///
+    /// A message is known to be about them by what links it to them, read from the rows that
+    /// record why it was written, not by searching for their name:
+    /// - an alert, its reminders and re-escalations quote the escalation's alert text, which
+    ///   carries the escalation's number ("ALERT 14 (high): …"), so they contain it;
+    /// - the confirmation a supervisor gets for ACK, CALL, NOTE or DONE, and the "taken up"
+    ///   notice the rest of the chain gets, are written in the transaction of that reply: at
+    ///   the instant of its event;
+    /// - the shift-filled alert is written in the transaction that filled the offer: at its
+    ///   `filled_at`;
+    /// - a copy the dispatcher queued by SMS when a supervisor's Telegram refused one of these
+    ///   has the same text, at a later time.
+    ///
+    /// Only the daily digest has no link but its text: it lists every open alert of the
+    /// supervisor. One sent at a `digests` row's time that contains their name as a digest
+    /// renders it ("Maria G.") is emptied whole, other caregivers' lines with it: cutting out
+    /// one line would mean parsing a template that program staff may reword, and the others'
+    /// alerts are still listed in their own alert texts.
+    ///
+    /// Only the supervisors who were sent something about them are read: the chain of each of
+    /// their escalations, whoever acted on one, and the supervisor of each shift they took, at
+    /// their current phone and links.
+    async fn erase_supervisor_texts(
+        conn: &mut DB::Connection,
+        p: &ProfileDb,
+        now: Ts,
+    ) -> Result<u64> {
+        let id = p.id;
+        let escalations: Vec<(String, String, Ts)> = sqlx::query_as(
+            "SELECT message, context, raised_at FROM escalations WHERE caregiver_id = $1",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let replies: Vec<(Option<i64>, Ts)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT supervisor_id, at FROM escalation_events WHERE {REPLY_ACTIONS} \
+             AND escalation_id IN (SELECT id FROM escalations WHERE caregiver_id = $1)"
+        )))
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let fills: Vec<(Option<i64>, Ts)> = sqlx::query_as(
+            "SELECT supervisor_id, filled_at FROM shift_offers \
+             WHERE filled_by = $1 AND filled_at IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+        // Nothing about them was written before their first alert or shift.
+        let Some(since) = escalations
+            .iter()
+            .map(|(_, _, t)| *t)
+            .chain(fills.iter().map(|(_, t)| *t))
+            .min()
+        else {
+            return Ok(0);
+        };
+        let supervisors: Vec<(i64,)> = sqlx::query_as(
+            "SELECT supervisor_id FROM escalation_contacts \
+             WHERE escalation_id IN (SELECT id FROM escalations WHERE caregiver_id = $1) \
+             UNION SELECT supervisor_id FROM escalation_events WHERE supervisor_id IS NOT NULL \
+             AND escalation_id IN (SELECT id FROM escalations WHERE caregiver_id = $1) \
+             UNION SELECT supervisor_id FROM shift_offers \
+             WHERE filled_by = $1 AND supervisor_id IS NOT NULL",
+        )
+        .bind(id)
+        .fetch_all(&mut *conn)
+        .await?;
+
+        let alerts: Vec<&str> = escalations
+            .iter()
+            .map(|(message, _, _)| message.as_str())
+            .filter(|m| !m.is_empty() && *m != ERASED)
+            .collect();
+        let reply_times: BTreeSet<Ts> = replies.iter().map(|(_, t)| *t).collect();
+        let fill_times: BTreeSet<Ts> = fills.iter().map(|(_, t)| *t).collect();
+        // Their name as a digest shows it: from the roster now, and as each alert was raised
+        // (a name changed since is still the one the older digests carry).
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        names.insert(super::short_name(&p.first_name, &p.last_name));
+        for (_, context, _) in &escalations {
+            let context: Value = parse_json("escalation context", context)?;
+            let caregiver = &context["caregiver"];
+            if let Some(first) = caregiver["first_name"].as_str() {
+                let last = caregiver["last_name"].as_str().unwrap_or_default();
+                names.insert(super::short_name(first, last));
+            }
+        }
+        names.retain(|n| !n.trim().is_empty());
+
+        let mut scrubbed = 0;
+        for (supervisor_id,) in supervisors {
+            let digest_times: Vec<(Ts,)> =
+                sqlx::query_as("SELECT sent_at FROM digests WHERE supervisor_id = $1")
+                    .bind(supervisor_id)
+                    .fetch_all(&mut *conn)
+                    .await?;
+            let digest_times: BTreeSet<Ts> = digest_times.into_iter().map(|(t,)| t).collect();
+            let mut addresses: Vec<(String, String)> = sqlx::query_as(
+                "SELECT channel, address FROM supervisor_links WHERE supervisor_id = $1",
+            )
+            .bind(supervisor_id)
+            .fetch_all(&mut *conn)
+            .await?;
+            let phone: Option<(String,)> =
+                sqlx::query_as("SELECT phone FROM supervisors WHERE id = $1")
+                    .bind(supervisor_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            addresses.extend(phone.map(|(phone,)| ("sms".to_owned(), phone)));
+
+            let mut sent: Vec<(i64, String, String, Ts)> = Vec::new();
+            for (channel, address) in &addresses {
+                let rows: Vec<(i64, String, String, Ts)> = sqlx::query_as(
+                    "SELECT id, kind, body, created_at FROM outbound_messages \
+                     WHERE channel = $1 AND address = $2 AND created_at >= $3 AND body <> $4",
+                )
+                .bind(channel.clone())
+                .bind(address.clone())
+                .bind(since)
+                .bind(ERASED)
+                .fetch_all(&mut *conn)
+                .await?;
+                sent.extend(rows);
+            }
+            let about = |(_, kind, body, at): &(i64, String, String, Ts)| {
+                alerts.iter().any(|alert| body.contains(alert))
+                    || reply_times.contains(at)
+                    || (kind == "alert" && fill_times.contains(at))
+                    || (kind == "alert"
+                        && digest_times.contains(at)
+                        && names.iter().any(|name| body.contains(name.as_str())))
+            };
+            let texts: BTreeSet<&str> = sent
+                .iter()
+                .filter(|m| about(m))
+                .map(|(_, _, body, _)| body.as_str())
+                .collect();
+            let ids: Vec<i64> = sent
+                .iter()
+                .filter(|(_, _, body, _)| texts.contains(body.as_str()))
+                .map(|(id, _, _, _)| *id)
+                .collect();
+            for message in ids {
+                let emptied = sqlx::query(
+                    "UPDATE outbound_messages SET body = $2, \
+                     status = CASE WHEN status = 'queued' THEN 'suppressed' ELSE status END, \
+                     updated_at = CASE WHEN status = 'queued' THEN $3 ELSE updated_at END \
+                     WHERE id = $1",
+                )
+                .bind(message)
+                .bind(ERASED)
+                .bind(now)
+                .execute(&mut *conn)
+                .await?;
+                scrubbed += DB::rows_affected(&emptied);
+            }
+
+            // Their replies (a NOTE's words, a DONE's reason) came in from one of these
+            // addresses at the instant of the reply's event.
+            let times: Vec<Ts> = replies
+                .iter()
+                .filter(|(by, _)| *by == Some(supervisor_id))
+                .map(|(_, t)| *t)
+                .collect();
+            for (channel, address) in &addresses {
+                for at in &times {
+                    let emptied = sqlx::query(
+                        "UPDATE inbound_messages SET body = $4 \
+                         WHERE channel = $1 AND address = $2 AND received_at = $3 \
+                         AND body <> $4",
+                    )
+                    .bind(channel.clone())
+                    .bind(address.clone())
+                    .bind(*at)
+                    .bind(ERASED)
+                    .execute(&mut *conn)
+                    .await?;
+                    scrubbed += DB::rows_affected(&emptied);
+                }
+            }
+        }
+        Ok(scrubbed)
+    }
+
+    /// Takes their phone numbers and external id out of the audiences of starts and shift
+    /// offers (`phone:+1…,+1…`, as the operator typed it) and out of starts' variables; the
+    /// rest of each list stays. Returns how many rows changed.
+    ///
+    /// Both tables hold a row per start or offer, not per caregiver, and no index could find a
+    /// number inside a list: each is read through once per key, with `replace` as a portable
+    /// "contains" (no LIKE wildcards to escape), and the exact match is made here.
+    async fn erase_from_audiences(
+        conn: &mut DB::Connection,
+        phones: &[&str],
+        external_id: &str,
+    ) -> Result<u64> {
+        let mut keys: Vec<&str> = phones.to_vec();
+        keys.push(external_id);
+        let mut edited = 0;
+        for key in &keys {
+            let starts: Vec<(i64, String, String)> = sqlx::query_as(
+                "SELECT id, audience, vars FROM flow_starts \
+                 WHERE replace(audience, $1, '') <> audience OR replace(vars, $1, '') <> vars",
+            )
+            .bind((*key).to_owned())
+            .fetch_all(&mut *conn)
+            .await?;
+            for (start, audience, vars) in starts {
+                let audience = audience_without(&audience, phones);
+                let mut parsed: Value = parse_json("start vars", &vars)?;
+                let vars =
+                    vars_without(&mut parsed, &keys, phones, ERASED).then(|| to_json(&parsed));
+                if audience.is_none() && vars.is_none() {
+                    continue;
+                }
+                sqlx::query(
+                    "UPDATE flow_starts SET audience = COALESCE($2, audience), \
+                     vars = COALESCE($3, vars) WHERE id = $1",
+                )
+                .bind(start)
+                .bind(audience)
+                .bind(vars)
+                .execute(&mut *conn)
+                .await?;
+                edited += 1;
+            }
+            let offers: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT id, audience FROM shift_offers WHERE replace(audience, $1, '') <> audience",
+            )
+            .bind((*key).to_owned())
+            .fetch_all(&mut *conn)
+            .await?;
+            for (offer, audience) in offers {
+                if let Some(audience) = audience_without(&audience, phones) {
+                    sqlx::query("UPDATE shift_offers SET audience = $2 WHERE id = $1")
+                        .bind(offer)
+                        .bind(audience)
+                        .execute(&mut *conn)
+                        .await?;
+                    edited += 1;
+                }
+            }
+        }
+        Ok(edited)
     }
 }
