@@ -971,6 +971,29 @@ async fn erase_leaves_alone_what_others_got_at_numbers_she_once_had(db: TestStor
     let sam_sent = texts(rows(&app.db, &at(SECOND)).await);
     assert_eq!(sam_sent.len(), 1, "{sam_sent:?}");
 
+    // Her export holds what she wrote from each number, and nothing of Lucia's or Sam's.
+    let (code, out, _) = caregiver_cmd(&app, &["export", THIRD]).await;
+    assert_eq!(code, ExitCode::SUCCESS, "{out}");
+    let export: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let texts_in: Vec<&str> = export["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "in")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts_in, ["4", "2", "more hours please"]);
+    let to_others = export["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| {
+            let text = m["text"].as_str().unwrap();
+            text.contains("Lucia") || text.contains("To answer an alert")
+        })
+        .count();
+    assert_eq!(to_others, 0, "{out}");
+
     let (code, out, _) = caregiver_cmd(&app, &["erase", THIRD, "--confirm"]).await;
     assert_eq!(code, ExitCode::SUCCESS, "{out}");
 

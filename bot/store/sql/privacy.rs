@@ -536,6 +536,10 @@ where
         };
         ledger.into_iter().for_each(&mut keep);
         for (channel, address) in &addresses {
+            // At an old number of theirs that someone else holds now, only the rows that name
+            // them are theirs (as in `erase_caregiver_in`); elsewhere also the rows that name
+            // nobody, written before the number was on the roster.
+            let others = Self::held_by_someone_else(&mut *tx, id, channel, address).await?;
             // Rows written before the number was on the roster carry no caregiver id.
             let rows: Vec<LedgerDb> = sqlx::query_as(
                 "SELECT id, channel, address, status, source, detail, at FROM consent_ledger \
@@ -551,17 +555,21 @@ where
                     "in",
                     "SELECT id, channel, address, body, received_at AS at, \
                      CAST(NULL AS TEXT) AS kind, CAST(NULL AS TEXT) AS status \
-                     FROM inbound_messages WHERE channel = $1 AND address = $2",
+                     FROM inbound_messages WHERE channel = $1 AND address = $2 \
+                     AND (caregiver_id = $3 OR (caregiver_id IS NULL AND $4))",
                 ),
                 (
                     "out",
                     "SELECT id, channel, address, body, created_at AS at, kind, status \
-                     FROM outbound_messages WHERE channel = $1 AND address = $2",
+                     FROM outbound_messages WHERE channel = $1 AND address = $2 \
+                     AND (caregiver_id = $3 OR (caregiver_id IS NULL AND $4))",
                 ),
             ] {
                 let rows: Vec<MessageDb> = sqlx::query_as(sql)
                     .bind(channel.clone())
                     .bind(address.clone())
+                    .bind(id)
+                    .bind(!others)
                     .fetch_all(&mut *tx)
                     .await?;
                 for m in rows {
@@ -718,6 +726,21 @@ where
         // and wait only at its last statement (the roster row), leaving them behind. One that
         // writes about them after this point waits until the erase has committed. On SQLite
         // BEGIN IMMEDIATE already serialises every writer.
+        //
+        // Their running conversations are locked first, in the order an inbound message takes
+        // its locks (its conversation, then their roster row when it writes a row naming them),
+        // so that the two wait for each other instead of deadlocking.
+        if !DB::LOCK_ROWS.is_empty()
+            && let Some(p) = Self::profile(&mut *tx, who, "").await?
+        {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id FROM conversations WHERE caregiver_id = $1 AND status = 'active' {}",
+                DB::LOCK_ROWS
+            )))
+            .bind(p.id)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
         let Some(p) = Self::profile(&mut *tx, who, DB::LOCK_ROWS).await? else {
             let erased: Option<(Ts,)> =
                 sqlx::query_as("SELECT erased_at FROM erasures WHERE key_sha256 = $1")
