@@ -18,8 +18,9 @@ use carebot::channel::twilio::client::TwilioClient;
 use carebot::config::Config;
 use carebot::dispatch::{DispatchSettings, Dispatcher};
 use carebot::metrics::Metrics;
+use carebot::model::{Audience, CaregiverRecord};
 use carebot::runner::Runner;
-use carebot::store::{AnyStore, Audience, CaregiverRecord, Store};
+use carebot::store::{AnyStore, Store};
 use fake_twilio::FakeTwilio;
 
 fn config(twilio_url: &str) -> Config {

@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use carebot::catalog::Catalog;
+use carebot::model::Audience;
 use carebot::runner::{Runner, RunnerSettings};
-use carebot::store::{AnyStore, Audience, Store};
+use carebot::store::{AnyStore, Store};
 use chrono::Utc;
 use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

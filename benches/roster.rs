@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use carebot::catalog::Catalog;
 use carebot::config::Config;
+use carebot::model::Audience;
 use carebot::runner::Runner;
-use carebot::store::{AnyStore, Audience, Store};
+use carebot::store::{AnyStore, Store};
 use fake_twilio::FakeTwilio;
 
 const CAREGIVERS: usize = 100_000;

@@ -16,10 +16,9 @@ use crate::catalog::{self, Catalog, Report};
 use crate::config::Config;
 use crate::domain::{Address, Channel, Lang};
 use crate::flow::Severity;
+use crate::model::{Audience, CaregiverRecord, Inbound, StartOrigin, SupervisorRecord};
 use crate::runner::{Runner, StartReport};
-use crate::store::{
-    AnyStore, Audience, CaregiverRecord, Inbound, StartOrigin, Store, SupervisorRecord,
-};
+use crate::store::{AnyStore, Store};
 
 pub mod caregiver;
 pub mod telegram;
@@ -497,10 +496,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let invite =
                 telegram::invite(&store, &client, &args.phone, valid_for, Utc::now()).await?;
             let who = match &invite.invitee {
-                crate::store::Invitee::Caregiver { external_id, name } => {
+                crate::model::Invitee::Caregiver { external_id, name } => {
                     format!("caregiver {external_id} ({name})")
                 }
-                crate::store::Invitee::Supervisor { external_id, name } => {
+                crate::model::Invitee::Supervisor { external_id, name } => {
                     format!("supervisor {external_id} ({name})")
                 }
             };
@@ -878,7 +877,7 @@ async fn export(
             if matches!(format, Format::Csv) {
                 out.write_header(&["caregiver", "flow", "step", "answer", "answered_at"])?;
             }
-            let mut sink = |r: crate::store::AnswerRow| -> std::io::Result<()> {
+            let mut sink = |r: crate::model::AnswerRow| -> std::io::Result<()> {
                 match format {
                     Format::Csv => {
                         // A number the engine read (a score) is data; anything else is what
@@ -926,7 +925,7 @@ async fn export(
                     "closed_at",
                 ])?;
             }
-            let mut sink = |r: crate::store::EscalationRow| -> std::io::Result<()> {
+            let mut sink = |r: crate::model::EscalationRow| -> std::io::Result<()> {
                 match format {
                     Format::Csv => out.write_record([
                         Cell::Data(r.id.to_string()),

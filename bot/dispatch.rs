@@ -38,10 +38,9 @@ use crate::clock::Clock;
 use crate::domain::phone::{mask_text, masked_error};
 use crate::domain::{Address, Channel};
 use crate::metrics::Metrics;
+use crate::model::{ConsentStatus, NewOutbound, OutboundKind, OutboundRow, Plan, Write};
 use crate::quiet_hours::{self, Window};
-use crate::store::{
-    AnyStore, ConsentStatus, NewOutbound, OutboundKind, OutboundRow, Plan, Store, Write,
-};
+use crate::store::{AnyStore, Store};
 
 /// A provider that can send one outbound row: Twilio for SMS, Telegram's Bot API.
 pub trait Sender: Send + Sync + 'static {

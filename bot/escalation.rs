@@ -20,14 +20,15 @@ use serde_json::{Value, json};
 
 use crate::domain::phone::masked_error;
 use crate::domain::{Address, Lang, Priority};
+use crate::model::{
+    ChainContact, Contact, Desk, DeskAlert, EscalationAction, EscalationSnapshot, EscalationState,
+    EscalationStatus, Inbound, NewOutbound, OutboundKind, Plan, Snapshot, Write,
+};
 use crate::quiet_hours;
 use crate::render::{Agency, MessageContext};
 use crate::runner::Runner;
 use crate::sms::segments;
-use crate::store::{
-    ChainContact, Contact, Desk, DeskAlert, EscalationAction, EscalationSnapshot, EscalationState,
-    EscalationStatus, Inbound, NewOutbound, OutboundKind, Plan, Snapshot, Store, Write,
-};
+use crate::store::Store;
 
 /// Who alerts go to besides a caregiver's own supervisor, and how long each priority waits for
 /// an acknowledgement.

@@ -32,6 +32,9 @@ pub mod escalation;
 pub mod flow;
 /// Counters for /metrics.
 pub mod metrics;
+/// The vocabulary every layer above speaks: people, consent, conversations, the outbox, plans
+/// of writes, escalations, starts, links, shift offers, what reports read.
+pub mod model;
 /// Personal data over time: retention periods, a caregiver's export and erasure.
 pub mod privacy;
 /// Quiet-hours windows in each person's own time zone.

@@ -20,7 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::escalation::{EscalationSettings, short_duration};
-use crate::store::{PulseRow, Store, StoreError, week_start};
+use crate::model::{PulseRow, week_start};
+use crate::store::{Store, StoreError};
 
 /// Fewer respondents than this and a group's answers are not shown.
 pub const MIN_RESPONDENTS: u64 = 5;

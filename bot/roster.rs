@@ -10,9 +10,8 @@ use chrono::NaiveDate;
 use crate::domain::{Lang, Phone};
 use chrono::{DateTime, Utc};
 
-use crate::store::{
-    CaregiverRecord, Store, StoreError, SupervisorRecord, TrainingRecord, UpsertOutcome,
-};
+use crate::model::{CaregiverRecord, SupervisorRecord, TrainingRecord, UpsertOutcome};
+use crate::store::{Store, StoreError};
 
 pub const CAREGIVER_HEADERS: &[&str] = &[
     "external_id",

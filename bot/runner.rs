@@ -23,16 +23,17 @@ use crate::domain::{Address, Channel, Lang};
 use crate::flow::Flow;
 use crate::flow::definition::{Program, WhenBusy, WhenCapped};
 use crate::flow::engine::{self, Event, Input, Outcome, Person, State, Transition};
+use crate::model::{
+    Audience, Caregiver, ConsentStatus, ConvRef, ConversationStatus, Inbound, InboundOutcome,
+    NewOutbound, NewStart, OutboundKind, Plan, Snapshot, StartOrigin, StartOutcome, StartRow,
+    StartSnapshot, StartStatus, Supervisor, Write,
+};
 use crate::quiet_hours::{self, Window};
 use crate::render::{
     Agency, CaregiverView, EscalationView, FlowView, MessageContext, SupervisorView,
 };
 use crate::sms::segments;
-use crate::store::{
-    Audience, Caregiver, ConsentStatus, ConvRef, ConversationStatus, Inbound, InboundOutcome,
-    NewOutbound, NewStart, OutboundKind, Plan, Snapshot, StartOrigin, StartOutcome, StartRow,
-    StartSnapshot, StartStatus, Store, StoreError, Supervisor, Write,
-};
+use crate::store::{Store, StoreError};
 
 /// What the runner needs to know about the deployment.
 #[derive(Debug, Clone)]
@@ -379,7 +380,7 @@ impl<S: Store> Runner<S> {
                 .clone();
             let rev = self.current[&start.flow_id];
             // A capped caregiver waits at most a week past the start, then counts as capped.
-            let give_up = start.run_at + crate::store::CAP_WINDOW;
+            let give_up = start.run_at + crate::model::CAP_WINDOW;
             loop {
                 let now = clock();
                 let decide = |snap: &StartSnapshot| {
@@ -453,7 +454,7 @@ impl<S: Store> Runner<S> {
             }
             let flow = loaded.flow.clone();
             let rev = self.current[flow_id];
-            let never = now + crate::store::CAP_WINDOW;
+            let never = now + crate::model::CAP_WINDOW;
             let no_vars = BTreeMap::new();
             loop {
                 let decide = |snap: &StartSnapshot| {
@@ -699,7 +700,7 @@ impl<S: Store> Runner<S> {
             .then(|| {
                 let room_at = target
                     .week_oldest
-                    .map_or(now, |t| t + crate::store::CAP_WINDOW)
+                    .map_or(now, |t| t + crate::model::CAP_WINDOW)
                     .max(now + chrono::Duration::minutes(1));
                 match flow.when_capped {
                     WhenCapped::Wait if room_at <= give_up => {

@@ -12,8 +12,9 @@ use chrono_tz::Tz;
 
 use crate::clock::Clock;
 use crate::flow::definition::parse_cron;
+use crate::model::{Audience, ScheduleRow, StartOrigin};
 use crate::runner::{RunError, Runner};
-use crate::store::{Audience, ScheduleRow, StartOrigin, Store};
+use crate::store::Store;
 
 /// The next run of `cron` strictly after `after`, read on the wall clock of `tz`.
 ///

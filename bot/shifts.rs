@@ -44,15 +44,16 @@ use serde::Serialize;
 use crate::catalog::{Report, sample_agency, stats};
 use crate::domain::{Address, Channel, Lang};
 use crate::flow::{Problem, Severity};
+use crate::model::{
+    Caregiver, ConsentStatus, HeldShift, Inbound, NewOutbound, NewShiftOffer, OutboundKind, Plan,
+    ShiftAnswer, ShiftClaim, ShiftListing, ShiftOffer, ShiftPlan, ShiftSnapshot, ShiftStatus,
+    ShiftTrigger, ShiftWrite, Snapshot, Write,
+};
 use crate::quiet_hours;
 use crate::render::{Agency, Templates};
 use crate::runner::Runner;
 use crate::sms::segments;
-use crate::store::{
-    Caregiver, ConsentStatus, HeldShift, Inbound, NewOutbound, NewShiftOffer, OutboundKind, Plan,
-    ShiftAnswer, ShiftClaim, ShiftListing, ShiftOffer, ShiftPlan, ShiftSnapshot, ShiftStatus,
-    ShiftTrigger, ShiftWrite, Snapshot, Store, StoreError, Write,
-};
+use crate::store::{Store, StoreError};
 use crate::text;
 
 // ---------------------------------------------------------------------------------------------
@@ -865,7 +866,7 @@ impl<S: Store> Runner<S> {
         let audience = if wave_due {
             // As stored: its numbers were checked when the offer was made, and an erasure may
             // since have taken the last one out (`phone:`, nobody).
-            let audience = crate::store::Audience::parse_stored(&offer.audience)
+            let audience = crate::model::Audience::parse_stored(&offer.audience)
                 .map_err(|e| invalid(format!("offer {}: {e}", offer.id)))?;
             self.store.audience(&audience).await?
         } else {
@@ -915,7 +916,7 @@ impl<S: Store> Runner<S> {
         // The branch, and its time zone.
         let branch = match (&args.branch, &audience) {
             (Some(b), _) => b.trim().to_owned(),
-            (None, crate::store::Audience::Branch(b)) => b.clone(),
+            (None, crate::model::Audience::Branch(b)) => b.clone(),
             (None, _) => {
                 let mut branches: Vec<&str> = people.iter().map(|c| c.branch.as_str()).collect();
                 branches.sort_unstable();
@@ -939,7 +940,7 @@ impl<S: Store> Runner<S> {
             None => {
                 let in_branch = self
                     .store
-                    .audience(&crate::store::Audience::Branch(branch.clone()))
+                    .audience(&crate::model::Audience::Branch(branch.clone()))
                     .await?;
                 most_common(in_branch.iter().map(|c| c.timezone.as_str())).ok_or_else(|| {
                     invalid(format!(

@@ -21,10 +21,9 @@ use std::time::Instant;
 
 use carebot::catalog::Catalog;
 use carebot::domain::{Address, Channel, Lang};
+use carebot::model::{Audience, CaregiverRecord, Inbound, Plan, SupervisorRecord, Write};
 use carebot::runner::{Runner, RunnerSettings};
-use carebot::store::{
-    AnyStore, Audience, CaregiverRecord, Inbound, Plan, Store, SupervisorRecord, Write,
-};
+use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -10,7 +10,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use carebot::store::{AnyStore, Audience, CaregiverRecord, Store};
+use carebot::model::{Audience, CaregiverRecord};
+use carebot::store::{AnyStore, Store};
 use chrono::NaiveDate;
 use support::{caregiver, sms};
 

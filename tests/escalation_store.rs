@@ -8,10 +8,11 @@ mod support;
 use std::sync::Mutex;
 
 use carebot::domain::{Address, Channel, Priority};
-use carebot::store::{
-    AnyStore, ConvRef, Desk, EscalationAction, EscalationSnapshot, EscalationStatus, Plan,
-    PulseRow, Snapshot, Store, Write,
+use carebot::model::{
+    ConvRef, Desk, EscalationAction, EscalationSnapshot, EscalationStatus, Plan, PulseRow,
+    Snapshot, Write,
 };
+use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 use sqlx::Connection as _;

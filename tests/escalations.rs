@@ -8,7 +8,8 @@ mod support;
 
 use std::path::Path;
 
-use carebot::store::{Audience, Store};
+use carebot::model::Audience;
+use carebot::store::Store;
 use chrono::{DateTime, Duration, Utc};
 use support::TestStore;
 use support::app::{AppOptions, TestApp, spawn_app_with};

@@ -8,7 +8,7 @@ mod support;
 
 use std::path::Path;
 
-use carebot::store::Audience;
+use carebot::model::Audience;
 use serde_json::Value;
 use support::app::TestApp;
 

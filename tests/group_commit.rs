@@ -6,10 +6,10 @@
 mod support;
 
 use carebot::domain::Address;
-use carebot::store::{
-    AnyStore, ConvRef, ConversationStatus, InboundOutcome, NewOutbound, OutboundKind, Plan,
-    Snapshot, Store, StoreError, Write,
+use carebot::model::{
+    ConvRef, ConversationStatus, InboundOutcome, NewOutbound, OutboundKind, Plan, Snapshot, Write,
 };
+use carebot::store::{AnyStore, Store, StoreError};
 use serde_json::json;
 use support::{at, caregiver, inbound, sms};
 

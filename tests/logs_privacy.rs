@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use carebot::domain::{Address, Channel};
-use carebot::store::{Audience, OutboundStatus, Store};
+use carebot::model::{Audience, OutboundStatus};
+use carebot::store::Store;
 use support::app::{TelegramMode, TestApp, spawn_telegram_app};
 use support::fake_telegram::{self, Person};
 use support::fake_twilio;

@@ -6,7 +6,8 @@
 use std::str::FromStr;
 
 use carebot::domain::{Address, Channel};
-use carebot::store::{AnyStore, OutboundStatus, Plan, Snapshot, Store};
+use carebot::model::{OutboundStatus, Plan, Snapshot};
+use carebot::store::{AnyStore, Store};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 

@@ -10,7 +10,8 @@ mod support;
 use std::path::Path;
 use std::process::ExitCode;
 
-use carebot::store::{Audience, Store};
+use carebot::model::Audience;
+use carebot::store::Store;
 use chrono::{DateTime, Duration, Utc};
 use clap::Parser;
 use sqlx::Connection as _;

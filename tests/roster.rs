@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use carebot::catalog::Catalog;
 use carebot::clock::Clock;
+use carebot::model::{
+    Audience, CaregiverRecord, ConsentStatus, StartOrigin, StartSnapshot, StartStatus,
+};
 use carebot::roster;
 use carebot::runner::{Pressure, Runner, RunnerSettings, START_LEASE};
 use carebot::scheduler::Scheduler;
-use carebot::store::{
-    AnyStore, Audience, CaregiverRecord, ConsentStatus, StartOrigin, StartSnapshot, StartStatus,
-    Store,
-};
+use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use support::{at, caregiver, inbound, phone, sms};
 
@@ -750,7 +750,7 @@ async fn schedule_rows_follow_new_time_zones_and_removed_schedules(store: AnySto
     let clock = Clock::frozen(at(12));
     let scheduler = Scheduler::new(runner, clock.clone());
     scheduler.tick().await.unwrap();
-    let zones = |rows: Vec<carebot::store::ScheduleRow>| {
+    let zones = |rows: Vec<carebot::model::ScheduleRow>| {
         rows.into_iter()
             .map(|r| (r.flow_id, r.timezone))
             .collect::<Vec<_>>()

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use carebot::catalog::Catalog;
 use carebot::domain::{Address, Channel};
+use carebot::model::{Audience, CaregiverRecord, Inbound, InboundOutcome};
 use carebot::runner::{Runner, RunnerSettings};
-use carebot::store::{AnyStore, Audience, CaregiverRecord, Inbound, InboundOutcome, Store};
+use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Utc};
 use support::store_tests;
 

@@ -10,7 +10,8 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use carebot::domain::{Address, Channel};
-use carebot::store::{ShiftStatus, Store};
+use carebot::model::ShiftStatus;
+use carebot::store::Store;
 use sqlx::Connection as _;
 use support::TestStore;
 use support::app::{TestApp, spawn_app};

@@ -10,11 +10,10 @@ use std::sync::Arc;
 
 use carebot::catalog::Catalog;
 use carebot::domain::{Address, Channel};
+use carebot::model::{Audience, CaregiverRecord, Inbound, OutboundStatus, ShiftStatus};
 use carebot::runner::{Runner, RunnerSettings};
 use carebot::shifts::{OfferArgs, OfferReport};
-use carebot::store::{
-    AnyStore, Audience, CaregiverRecord, Inbound, OutboundStatus, ShiftStatus, Store,
-};
+use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use support::store_tests;
 

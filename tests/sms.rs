@@ -7,7 +7,8 @@ mod support;
 use std::time::Duration;
 
 use carebot::domain::{Address, Channel};
-use carebot::store::{Audience, OutboundStatus, Store};
+use carebot::model::{Audience, OutboundStatus};
+use carebot::store::Store;
 use serde_json::Value;
 use support::app::{TestApp, sms_params};
 use support::fake_twilio::Reply;

@@ -11,11 +11,11 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use carebot::domain::{Address, Channel, Priority};
-use carebot::store::{
-    AnyStore, Audience, ConsentStatus, ConvRef, ConversationStatus, InboundOutcome, NewOutbound,
-    OutboundKind, OutboundRow, OutboundStatus, Plan, Snapshot, Store, StoreError, UpsertOutcome,
-    Write,
+use carebot::model::{
+    Audience, ConsentStatus, ConvRef, ConversationStatus, InboundOutcome, NewOutbound,
+    OutboundKind, OutboundRow, OutboundStatus, Plan, Snapshot, UpsertOutcome, Write,
 };
+use carebot::store::{AnyStore, Store, StoreError};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 use sqlx::Connection as _;
@@ -161,7 +161,7 @@ fn bodies(claimed: &[OutboundRow]) -> Vec<&str> {
     claimed.iter().map(|m| m.body.as_str()).collect()
 }
 
-fn external_ids(caregivers: &[carebot::store::Caregiver]) -> Vec<&str> {
+fn external_ids(caregivers: &[carebot::model::Caregiver]) -> Vec<&str> {
     caregivers.iter().map(|c| c.external_id.as_str()).collect()
 }
 

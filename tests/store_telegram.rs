@@ -8,10 +8,11 @@ mod support;
 use std::sync::Mutex;
 
 use carebot::domain::{Address, Channel, Lang};
-use carebot::store::{
-    AnyStore, Audience, ConsentStatus, InboundOutcome, InviteState, Invitee, LinkCandidate,
-    LinkClaim, OutboundKind, OutboundStatus, Plan, Snapshot, Store, StoreError, Write,
+use carebot::model::{
+    Audience, ConsentStatus, InboundOutcome, InviteState, Invitee, LinkCandidate, LinkClaim,
+    OutboundKind, OutboundStatus, Plan, Snapshot, Write,
 };
+use carebot::store::{AnyStore, Store, StoreError};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use support::{at, caregiver, inbound, phone, sms, supervisor};
@@ -86,7 +87,7 @@ async fn apply(store: &AnyStore, address: &Address, writes: Vec<Write>) -> Resul
         .await
 }
 
-async fn only_caregiver(store: &AnyStore) -> carebot::store::Caregiver {
+async fn only_caregiver(store: &AnyStore) -> carebot::model::Caregiver {
     let all = store.audience(&Audience::All).await.unwrap();
     assert_eq!(all.len(), 1);
     all.into_iter().next().unwrap()
@@ -425,7 +426,7 @@ async fn what_a_caregiver_chose_survives_a_roster_reimport(store: AnyStore) {
         .upsert_caregivers(&[caregiver("c1", 1)])
         .await
         .unwrap();
-    assert_eq!(outcome[0].0, carebot::store::UpsertOutcome::Unchanged);
+    assert_eq!(outcome[0].0, carebot::model::UpsertOutcome::Unchanged);
     let c = only_caregiver(&store).await;
     assert_eq!(c.language, Lang::Es);
     assert_eq!(c.reach.last, Some(Channel::Telegram));
@@ -513,10 +514,10 @@ async fn claimed_rows_carry_their_conversation_and_a_deferral_is_no_attempt(stor
         .register_flow_revision("pulse", 1, "id: pulse\n")
         .await
         .unwrap();
-    let question = carebot::store::NewOutbound {
+    let question = carebot::model::NewOutbound {
         address: chat.clone(),
         caregiver_id: None,
-        conversation: Some(carebot::store::ConvRef::New),
+        conversation: Some(carebot::model::ConvRef::New),
         kind: OutboundKind::Reply,
         body: "How was your week?".into(),
         encoding: "gsm7".into(),

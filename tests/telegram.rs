@@ -9,10 +9,9 @@ mod support;
 use std::time::Duration;
 
 use carebot::domain::{Address, Channel};
+use carebot::model::{Audience, NewOutbound, OutboundKind, OutboundStatus, Plan, Snapshot, Write};
 use carebot::runner::StartReport;
-use carebot::store::{
-    Audience, NewOutbound, OutboundKind, OutboundStatus, Plan, Snapshot, Store, Write,
-};
+use carebot::store::Store;
 use serde_json::Value;
 use support::app::{TelegramMode, TestApp};
 use support::fake_telegram::{self, Person, Reply, Sent};

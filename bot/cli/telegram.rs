@@ -12,8 +12,9 @@ use rand::Rng;
 use crate::channel::telegram::TelegramClient;
 use crate::config::Config;
 use crate::domain::{Channel, Phone};
+use crate::model::Invitee;
 use crate::runner::telegram_invite_hash;
-use crate::store::{AnyStore, Invitee, Store};
+use crate::store::{AnyStore, Store};
 
 /// The path Telegram posts updates to.
 pub const WEBHOOK_PATH: &str = "/webhooks/telegram";

@@ -17,11 +17,12 @@ use crate::channel::telegram::markup::{self, Tap};
 use crate::consent::{self, Keyword, Reading};
 use crate::domain::{Address, Channel, Lang, Phone};
 use crate::flow::engine::{Person, State};
-use crate::render::{CaregiverView, FlowView, MessageContext, SupervisorView};
-use crate::store::{
+use crate::model::{
     Caregiver, ConsentStatus, ConvRef, ConversationStatus, Inbound, InboundOutcome, InviteState,
-    LinkCandidate, LinkClaim, OutboundKind, Plan, Reach, Snapshot, Store, Supervisor, Write,
+    LinkCandidate, LinkClaim, OutboundKind, Plan, Reach, Snapshot, Supervisor, Write,
 };
+use crate::render::{CaregiverView, FlowView, MessageContext, SupervisorView};
+use crate::store::Store;
 
 /// A Telegram update as its transport normalized it.
 #[derive(Debug, Clone, PartialEq)]

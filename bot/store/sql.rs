@@ -20,21 +20,22 @@ use sqlx::query::QueryAs;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Executor, FromRow, IntoArguments, Pool};
 use sqlx::{QueryBuilder, Type};
 
-use super::{
-    AnswerRow, Audience, Caregiver, CaregiverRecord, ChainContact, ConsentStatus, Contact, ConvRef,
-    ConversationRow, ConversationStatus, Decide, DecideDigest, DecideEscalation, Desk, DeskAlert,
-    DueConversation, EscalationAction, EscalationEventRow, EscalationRow, EscalationSnapshot,
-    EscalationState, FlowRevision, Inbound, InboundOutcome, InviteState, Invitee, LedgerRow,
-    LinkCandidate, LinkClaim, LinkDecide, NewOutbound, OutboundRow, OutboundStatus, Plan, PulseRow,
-    Reach, Result, Sink, Snapshot, Store, StoreError, Supervisor, SupervisorRecord, UpsertOutcome,
-    Write, week_start,
-};
-use super::{NewShiftOffer, ShiftDecide, ShiftListing, ShiftOffer, ShiftStatus, ShiftTrigger};
-use super::{
-    NewStart, ScheduleRow, StartBatch, StartDecide, StartRow, TrainingBatch, TrainingRecord,
-    TrainingRow,
-};
+use super::ShiftDecide;
+use super::StartDecide;
+use super::{Decide, DecideDigest, DecideEscalation, LinkDecide, Result, Sink, Store, StoreError};
 use crate::domain::{Address, Channel, Lang};
+use crate::model::{
+    AnswerRow, Audience, Caregiver, CaregiverRecord, ChainContact, ConsentStatus, Contact, ConvRef,
+    ConversationRow, ConversationStatus, Desk, DeskAlert, DueConversation, EscalationAction,
+    EscalationEventRow, EscalationRow, EscalationSnapshot, EscalationState, FlowRevision, Inbound,
+    InboundOutcome, InviteState, Invitee, LedgerRow, LinkCandidate, LinkClaim, NewOutbound,
+    OutboundRow, OutboundStatus, Plan, PulseRow, Reach, Snapshot, Supervisor, SupervisorRecord,
+    UpsertOutcome, Write, week_start,
+};
+use crate::model::{NewShiftOffer, ShiftListing, ShiftOffer, ShiftStatus, ShiftTrigger};
+use crate::model::{
+    NewStart, ScheduleRow, StartBatch, StartRow, TrainingBatch, TrainingRecord, TrainingRow,
+};
 use serde_json::Value;
 
 /// Durable starts, schedules and training assignments: the batched, set-wise write path.
@@ -2610,7 +2611,7 @@ where
         // One query for the whole claim, not one per message: a claim is up to 500 rows.
         let ids: Vec<i64> = claimed
             .iter()
-            .filter(|r| r.kind == super::OutboundKind::Program)
+            .filter(|r| r.kind == crate::model::OutboundKind::Program)
             .filter_map(|r| r.caregiver_id)
             .collect();
         if !ids.is_empty() {
@@ -2629,7 +2630,7 @@ where
                 .collect();
             for row in claimed
                 .iter_mut()
-                .filter(|r| r.kind == super::OutboundKind::Program)
+                .filter(|r| r.kind == crate::model::OutboundKind::Program)
             {
                 row.timezone = row.caregiver_id.and_then(|id| zones.get(&id).cloned());
             }

@@ -13,7 +13,8 @@ use chrono::Utc;
 use super::{AppError, AppState};
 use crate::channel::twilio::{self as tw, WebhookError};
 use crate::domain::{Address, Channel};
-use crate::store::{ConsentStatus, InboundOutcome, OutboundStatus, Store};
+use crate::model::{ConsentStatus, InboundOutcome, OutboundStatus};
+use crate::store::Store;
 
 const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 

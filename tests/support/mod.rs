@@ -18,7 +18,8 @@ use std::io::Write as _;
 use std::sync::Once;
 
 use carebot::domain::{Address, Channel, Lang};
-use carebot::store::{AnyStore, CaregiverRecord, Inbound, Store, SupervisorRecord};
+use carebot::model::{CaregiverRecord, Inbound, SupervisorRecord};
+use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::{Connection, Executor, PgConnection};
 

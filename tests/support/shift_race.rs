@@ -7,8 +7,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use carebot::model::CaregiverRecord;
 use carebot::shifts::OfferArgs;
-use carebot::store::{CaregiverRecord, Store};
+use carebot::store::Store;
 use chrono::NaiveDate;
 
 use super::app::{TestApp, sms_params};

@@ -21,7 +21,7 @@ use teloxide::{ApiError, Bot, RequestError};
 use super::markup::{self, Markup};
 use crate::config::Secret;
 use crate::dispatch::SendError;
-use crate::store::OutboundRow;
+use crate::model::OutboundRow;
 
 /// The code a send fails with when the person blocked the bot: the dispatcher opts them out.
 pub const BLOCKED: &str = "telegram:bot_blocked";

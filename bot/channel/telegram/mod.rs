@@ -21,8 +21,9 @@ use tokio::sync::Notify;
 use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel, Lang, Phone, PhoneError};
 use crate::metrics::Metrics;
+use crate::model::InboundOutcome;
 use crate::runner::{RunError, Runner, TapVerdict, TelegramInbound, TelegramInput};
-use crate::store::{AnyStore, InboundOutcome};
+use crate::store::AnyStore;
 
 pub use client::TelegramClient;
 

@@ -7,7 +7,7 @@ pub mod signature;
 use chrono::{DateTime, Utc};
 
 use crate::domain::{Address, Channel, Phone};
-use crate::store::{Inbound, OutboundStatus};
+use crate::model::{Inbound, OutboundStatus};
 
 /// Why a webhook request was refused. Each maps to one HTTP status in `web`.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -47,10 +47,8 @@ use tokio::sync::oneshot;
 use super::{CaregiverDb, ConversationDb, Ts, json, parse, to_json};
 use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel};
-use crate::store::{
-    ConsentStatus, ConvRef, Decide, Inbound, InboundOutcome, Plan, Result, Snapshot, StoreError,
-    Write,
-};
+use crate::model::{ConsentStatus, ConvRef, Inbound, InboundOutcome, Plan, Snapshot, Write};
+use crate::store::{Decide, Result, StoreError};
 
 /// The most messages one transaction takes: enough to absorb a burst, few enough that the
 /// first caller in a group does not wait long for the last.
@@ -865,7 +863,7 @@ impl SnapshotDb {
         })
     }
 
-    fn caregiver(&mut self) -> Result<Option<crate::store::Caregiver>> {
+    fn caregiver(&mut self) -> Result<Option<crate::model::Caregiver>> {
         let Some(id) = self.id else {
             return Ok(None);
         };
@@ -908,7 +906,7 @@ impl SnapshotDb {
         row.into_caregiver(groups).map(Some)
     }
 
-    fn conversation(&mut self) -> Result<Option<crate::store::ConversationRow>> {
+    fn conversation(&mut self) -> Result<Option<crate::model::ConversationRow>> {
         let Some(id) = self.conv_id else {
             return Ok(None);
         };
@@ -1134,7 +1132,7 @@ impl Rows {
                     state,
                     wake_at,
                 } => {
-                    let active = crate::store::ConversationStatus::Active;
+                    let active = crate::model::ConversationStatus::Active;
                     let stays_active = status == active
                         && snapshot
                             .conversation

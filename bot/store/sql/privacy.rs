@@ -17,11 +17,12 @@ use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, Type};
 
 use super::{Dialect, SqlStore, SqlValue, Ts, json as parse_json, to_json};
+use crate::model::week_start;
 use crate::privacy::{
     CaregiverExport, EXPORT_NOTE, Erased, Erasure, Person, Retention, Swept, audience_without,
     erasure_hash, vars_without,
 };
-use crate::store::{Result, week_start};
+use crate::store::Result;
 
 /// What erased text is replaced with (`suppress_sql!` in `store/sql.rs` spells it too: an
 /// outbound message with this text is never sent).

@@ -23,11 +23,12 @@ use super::{
 };
 use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel};
-use crate::store::{
-    Audience, CAP_WINDOW, Caregiver, ConsentStatus, ConversationStatus, NewStart, Plan, Result,
-    ScheduleRow, Snapshot, StartBatch, StartDecide, StartOutcome, StartRow, StartSnapshot,
-    StartStatus, StoreError, TrainingBatch, TrainingRecord, TrainingRow, UpsertOutcome, Write,
+use crate::model::{
+    Audience, CAP_WINDOW, Caregiver, ConsentStatus, ConversationStatus, NewStart, Plan,
+    ScheduleRow, Snapshot, StartBatch, StartOutcome, StartRow, StartSnapshot, StartStatus,
+    TrainingBatch, TrainingRecord, TrainingRow, UpsertOutcome, Write,
 };
+use crate::store::{Result, StartDecide, StoreError};
 
 /// The columns of a [`StartDb`].
 const START_COLUMNS: &str = "SELECT id, flow_id, program, priority, audience, timezone, vars, \
@@ -1058,7 +1059,7 @@ where
             };
             for w in &plan.writes[at + 1..] {
                 if let Write::UpdateConversation {
-                    conversation: crate::store::ConvRef::New,
+                    conversation: crate::model::ConvRef::New,
                     status,
                     state,
                     wake_at,
@@ -1124,7 +1125,7 @@ where
             for w in &plan.writes[at + 1..] {
                 match w {
                     Write::UpdateConversation {
-                        conversation: crate::store::ConvRef::New,
+                        conversation: crate::model::ConvRef::New,
                         ..
                     } => {}
                     Write::Outbound(o) => {
