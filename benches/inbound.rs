@@ -28,8 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use carebot::catalog::Catalog;
+use carebot::config::RunnerSettings;
 use carebot::model::Audience;
-use carebot::runner::{Runner, RunnerSettings};
+use carebot::runner::Runner;
 use carebot::store::{AnyStore, Store};
 use chrono::Utc;
 use sqlx::Connection;

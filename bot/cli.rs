@@ -13,7 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::catalog::{self, Catalog, Report};
-use crate::config::Config;
+use crate::config::{Config, redact_url};
 use crate::domain::{Address, Channel, Lang};
 use crate::flow::Severity;
 use crate::model::{Audience, CaregiverRecord, Inbound, StartOrigin, SupervisorRecord};
@@ -308,16 +308,6 @@ impl Cli {
                 )
             }
         }
-    }
-}
-
-/// A database URL safe to print: no password.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
     }
 }
 

@@ -4,11 +4,174 @@
 use std::fmt;
 use std::path::Path;
 
-use crate::escalation::EscalationSettings;
+use std::collections::BTreeMap;
+
+use chrono::{Duration, NaiveTime};
+
+use crate::domain::Priority;
+use crate::flow::definition::Program;
 use crate::privacy::Retention;
 use crate::quiet_hours::Window;
 use crate::render::Agency;
-use crate::runner::{Pressure, RunnerSettings};
+
+// ---------------------------------------------------------------------------------------------
+// What the runner and the programs are configured with (read from the settings below).
+
+/// What the runner needs to know about the deployment.
+#[derive(Debug, Clone)]
+pub struct RunnerSettings {
+    pub agency: Agency,
+    /// When program messages may reach caregivers, in their own time zone.
+    pub caregiver_window: Window,
+    /// When non-urgent alerts may reach supervisors, in their own time zone.
+    pub supervisor_window: Window,
+    /// Who alerts go to after a caregiver's supervisor, and how long they wait for an ACK.
+    pub escalation: EscalationSettings,
+    /// Contact pressure: the weekly cap and the order of programs.
+    pub pressure: Pressure,
+}
+
+/// Contact pressure: at most `weekly_cap` program conversations per caregiver in any 7 days
+/// (0: no cap; the opt-in is never counted), and which program goes first when several
+/// starts are due at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pressure {
+    pub weekly_cap: u32,
+    /// Highest priority first. Programs not listed come after, in their usual order.
+    pub priority: Vec<Program>,
+}
+
+impl Default for Pressure {
+    fn default() -> Self {
+        Pressure {
+            weekly_cap: 3,
+            priority: Program::CAPPED.to_vec(),
+        }
+    }
+}
+
+impl Pressure {
+    /// Parses `CAREBOT_PROGRAM_PRIORITY`: programs, highest first, separated by commas or `>`.
+    pub fn parse_priority(s: &str) -> Result<Vec<Program>, String> {
+        let mut out = Vec::new();
+        for name in s.split([',', '>']).map(str::trim).filter(|n| !n.is_empty()) {
+            let program: Program = name.parse()?;
+            if !out.contains(&program) {
+                out.push(program);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Lower goes first; onboarding (the opt-in request) before everything.
+    pub fn rank(&self, program: Program) -> i64 {
+        if program == Program::Onboarding {
+            return 0;
+        }
+        let listed = self.priority.iter().position(|p| *p == program);
+        let usual = Program::CAPPED
+            .iter()
+            .position(|p| *p == program)
+            .unwrap_or(0);
+        1 + listed.unwrap_or(self.priority.len() + usual) as i64
+    }
+}
+
+impl Default for RunnerSettings {
+    fn default() -> Self {
+        RunnerSettings {
+            agency: Agency {
+                name: "your agency".into(),
+                phone: "the office".into(),
+            },
+            caregiver_window: Window::default(),
+            supervisor_window: Window::default(),
+            escalation: Default::default(),
+            pressure: Pressure::default(),
+        }
+    }
+}
+
+/// Who alerts go to besides a caregiver's own supervisor, and how long each priority waits for
+/// an acknowledgement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EscalationSettings {
+    pub ack_window_high: Duration,
+    pub ack_window_normal: Duration,
+    pub ack_window_low: Duration,
+    /// Branch name -> the supervisors-roster external id of the branch's contact (its manager):
+    /// the level after a caregiver's supervisor, or the first when the caregiver has none.
+    pub branch_contacts: BTreeMap<String, String>,
+    /// Supervisors-roster external ids of program staff: the last level, all of them at once.
+    pub program_staff: Vec<String>,
+    /// When, in each supervisor's own time zone, the digest of their open alerts goes out.
+    pub digest_at: NaiveTime,
+}
+
+impl Default for EscalationSettings {
+    fn default() -> Self {
+        EscalationSettings {
+            ack_window_high: Duration::hours(2),
+            ack_window_normal: Duration::hours(24),
+            ack_window_low: Duration::hours(72),
+            branch_contacts: BTreeMap::new(),
+            program_staff: Vec::new(),
+            digest_at: NaiveTime::from_hms_opt(8, 0, 0).expect("valid"),
+        }
+    }
+}
+
+impl EscalationSettings {
+    /// How long an alert of `priority` may wait for an acknowledgement.
+    pub fn window(&self, priority: Priority) -> Duration {
+        match priority {
+            Priority::High => self.ack_window_high,
+            Priority::Normal => self.ack_window_normal,
+            Priority::Low => self.ack_window_low,
+        }
+    }
+
+    /// Every external id the settings name, for the store to look up.
+    pub fn named(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .branch_contacts
+            .values()
+            .chain(&self.program_staff)
+            .cloned()
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    /// Parses `Chicago North=S9; Peoria=S12` (branch=external id, separated by `;`).
+    pub fn parse_branch_contacts(text: &str) -> Result<BTreeMap<String, String>, String> {
+        let mut out = BTreeMap::new();
+        for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (branch, id) = pair
+                .split_once('=')
+                .map(|(b, i)| (b.trim(), i.trim()))
+                .filter(|(b, i)| !b.is_empty() && !i.is_empty())
+                .ok_or_else(|| {
+                    format!("{pair:?} is not BRANCH=SUPERVISOR_ID (e.g. Chicago North=S9)")
+                })?;
+            out.insert(branch.to_owned(), id.to_owned());
+        }
+        Ok(out)
+    }
+
+    /// Parses `P1, P2` (external ids separated by `,` or `;`).
+    pub fn parse_staff(text: &str) -> Vec<String> {
+        text.split([',', ';'])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The settings
 
 /// What templates call the agency until `CAREBOT_AGENCY_NAME` says otherwise.
 pub const DEFAULT_AGENCY_NAME: &str = "your home-care agency";
@@ -307,9 +470,32 @@ pub fn valid_webhook_secret(secret: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
+/// A database URL safe to print: no password.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_parse_branch_contacts_and_staff() {
+        let map =
+            EscalationSettings::parse_branch_contacts("Chicago North=S9; Peoria = S12;").unwrap();
+        assert_eq!(map.get("Chicago North").map(String::as_str), Some("S9"));
+        assert_eq!(map.get("Peoria").map(String::as_str), Some("S12"));
+        assert!(EscalationSettings::parse_branch_contacts("Chicago North").is_err());
+        assert_eq!(
+            EscalationSettings::parse_staff("P1, P2;P3"),
+            vec!["P1", "P2", "P3"]
+        );
+    }
 
     #[test]
     fn debug_output_never_shows_secrets() {

@@ -12,9 +12,7 @@
 //!
 //! Like the rest of the runner, every decision here is pure: a snapshot in, a plan out.
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Duration, NaiveTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -29,84 +27,6 @@ use crate::render::{Agency, MessageContext};
 use crate::runner::Runner;
 use crate::sms::segments;
 use crate::store::Store;
-
-/// Who alerts go to besides a caregiver's own supervisor, and how long each priority waits for
-/// an acknowledgement.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EscalationSettings {
-    pub ack_window_high: Duration,
-    pub ack_window_normal: Duration,
-    pub ack_window_low: Duration,
-    /// Branch name -> the supervisors-roster external id of the branch's contact (its manager):
-    /// the level after a caregiver's supervisor, or the first when the caregiver has none.
-    pub branch_contacts: BTreeMap<String, String>,
-    /// Supervisors-roster external ids of program staff: the last level, all of them at once.
-    pub program_staff: Vec<String>,
-    /// When, in each supervisor's own time zone, the digest of their open alerts goes out.
-    pub digest_at: NaiveTime,
-}
-
-impl Default for EscalationSettings {
-    fn default() -> Self {
-        EscalationSettings {
-            ack_window_high: Duration::hours(2),
-            ack_window_normal: Duration::hours(24),
-            ack_window_low: Duration::hours(72),
-            branch_contacts: BTreeMap::new(),
-            program_staff: Vec::new(),
-            digest_at: NaiveTime::from_hms_opt(8, 0, 0).expect("valid"),
-        }
-    }
-}
-
-impl EscalationSettings {
-    /// How long an alert of `priority` may wait for an acknowledgement.
-    pub fn window(&self, priority: Priority) -> Duration {
-        match priority {
-            Priority::High => self.ack_window_high,
-            Priority::Normal => self.ack_window_normal,
-            Priority::Low => self.ack_window_low,
-        }
-    }
-
-    /// Every external id the settings name, for the store to look up.
-    pub fn named(&self) -> Vec<String> {
-        let mut ids: Vec<String> = self
-            .branch_contacts
-            .values()
-            .chain(&self.program_staff)
-            .cloned()
-            .collect();
-        ids.sort();
-        ids.dedup();
-        ids
-    }
-
-    /// Parses `Chicago North=S9; Peoria=S12` (branch=external id, separated by `;`).
-    pub fn parse_branch_contacts(text: &str) -> Result<BTreeMap<String, String>, String> {
-        let mut out = BTreeMap::new();
-        for pair in text.split(';').map(str::trim).filter(|p| !p.is_empty()) {
-            let (branch, id) = pair
-                .split_once('=')
-                .map(|(b, i)| (b.trim(), i.trim()))
-                .filter(|(b, i)| !b.is_empty() && !i.is_empty())
-                .ok_or_else(|| {
-                    format!("{pair:?} is not BRANCH=SUPERVISOR_ID (e.g. Chicago North=S9)")
-                })?;
-            out.insert(branch.to_owned(), id.to_owned());
-        }
-        Ok(out)
-    }
-
-    /// Parses `P1, P2` (external ids separated by `,` or `;`).
-    pub fn parse_staff(text: &str) -> Vec<String> {
-        text.split([',', ';'])
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect()
-    }
-}
 
 /// How many times an alert nobody acknowledged is re-sent at the last level of its chain
 /// before the follow-up clock stops (the daily digest keeps listing it).
@@ -1118,18 +1038,5 @@ mod tests {
         assert_eq!(short_duration(Duration::hours(2)), "2h");
         assert_eq!(short_duration(Duration::hours(30)), "30h");
         assert_eq!(short_duration(Duration::days(3)), "3d");
-    }
-
-    #[test]
-    fn settings_parse_branch_contacts_and_staff() {
-        let map =
-            EscalationSettings::parse_branch_contacts("Chicago North=S9; Peoria = S12;").unwrap();
-        assert_eq!(map.get("Chicago North").map(String::as_str), Some("S9"));
-        assert_eq!(map.get("Peoria").map(String::as_str), Some("S12"));
-        assert!(EscalationSettings::parse_branch_contacts("Chicago North").is_err());
-        assert_eq!(
-            EscalationSettings::parse_staff("P1, P2;P3"),
-            vec!["P1", "P2", "P3"]
-        );
     }
 }

@@ -19,7 +19,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::escalation::{EscalationSettings, short_duration};
+use crate::config::EscalationSettings;
+use crate::escalation::short_duration;
 use crate::model::{PulseRow, week_start};
 use crate::store::{Store, StoreError};
 

@@ -17,47 +17,22 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use crate::catalog::Catalog;
+use crate::config::RunnerSettings;
 use crate::consent::{self, Keyword, Reading};
 use crate::domain::phone::masked_error;
-use crate::domain::{Address, Channel, Lang};
+use crate::domain::{Address, Lang};
 use crate::flow::Flow;
 use crate::flow::definition::{Program, WhenBusy, WhenCapped};
 use crate::flow::engine::{self, Event, Input, Outcome, Person, State, Transition};
 use crate::model::{
     Audience, Caregiver, ConsentStatus, ConvRef, ConversationStatus, Inbound, InboundOutcome,
     NewOutbound, NewStart, OutboundKind, Plan, Snapshot, StartOrigin, StartOutcome, StartRow,
-    StartSnapshot, StartStatus, Supervisor, Write,
+    StartSnapshot, StartStatus, Write,
 };
-use crate::quiet_hours::{self, Window};
-use crate::render::{
-    Agency, CaregiverView, EscalationView, FlowView, MessageContext, SupervisorView,
-};
+use crate::quiet_hours::{self};
+use crate::render::{CaregiverView, EscalationView, FlowView, MessageContext, SupervisorView};
 use crate::sms::segments;
 use crate::store::{Store, StoreError};
-
-/// What the runner needs to know about the deployment.
-#[derive(Debug, Clone)]
-pub struct RunnerSettings {
-    pub agency: Agency,
-    /// When program messages may reach caregivers, in their own time zone.
-    pub caregiver_window: Window,
-    /// When non-urgent alerts may reach supervisors, in their own time zone.
-    pub supervisor_window: Window,
-    /// Who alerts go to after a caregiver's supervisor, and how long they wait for an ACK.
-    pub escalation: crate::escalation::EscalationSettings,
-    /// Contact pressure: the weekly cap and the order of programs.
-    pub pressure: Pressure,
-}
-
-/// Contact pressure: at most `weekly_cap` program conversations per caregiver in any 7 days
-/// (0: no cap; the opt-in is never counted), and which program goes first when several
-/// starts are due at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pressure {
-    pub weekly_cap: u32,
-    /// Highest priority first. Programs not listed come after, in their usual order.
-    pub priority: Vec<Program>,
-}
 
 /// What a conversation ended from outside its flow (STOP, a failure, another flow, an erase)
 /// keeps of its engine state: not the answers so far (the named ones are in `answers`; an
@@ -71,57 +46,6 @@ pub(crate) fn interrupted_state(state: &Value) -> Value {
         fields.remove("consent");
     }
     state
-}
-
-impl Default for Pressure {
-    fn default() -> Self {
-        Pressure {
-            weekly_cap: 3,
-            priority: Program::CAPPED.to_vec(),
-        }
-    }
-}
-
-impl Pressure {
-    /// Parses `CAREBOT_PROGRAM_PRIORITY`: programs, highest first, separated by commas or `>`.
-    pub fn parse_priority(s: &str) -> Result<Vec<Program>, String> {
-        let mut out = Vec::new();
-        for name in s.split([',', '>']).map(str::trim).filter(|n| !n.is_empty()) {
-            let program: Program = name.parse()?;
-            if !out.contains(&program) {
-                out.push(program);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Lower goes first; onboarding (the opt-in request) before everything.
-    pub fn rank(&self, program: Program) -> i64 {
-        if program == Program::Onboarding {
-            return 0;
-        }
-        let listed = self.priority.iter().position(|p| *p == program);
-        let usual = Program::CAPPED
-            .iter()
-            .position(|p| *p == program)
-            .unwrap_or(0);
-        1 + listed.unwrap_or(self.priority.len() + usual) as i64
-    }
-}
-
-impl Default for RunnerSettings {
-    fn default() -> Self {
-        RunnerSettings {
-            agency: Agency {
-                name: "your agency".into(),
-                phone: "the office".into(),
-            },
-            caregiver_window: Window::default(),
-            supervisor_window: Window::default(),
-            escalation: Default::default(),
-            pressure: Pressure::default(),
-        }
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -802,35 +726,6 @@ impl<S: Store> Runner<S> {
         let t = engine::resume(&flow, &state, &person, input, now).map_err(|e| e.to_string())?;
         plan.apply(&flow, &person, t, OutboundKind::Program)?;
         Ok(plan.finish())
-    }
-}
-
-/// Where a program message to `c` goes: their Telegram chat or their phone, whichever they
-/// prefer (an operator's `preferred`, else the channel they last wrote on, else SMS) among those
-/// open to us (linked and opted in). When only one is open, that one; when neither, the phone,
-/// where the start is then skipped for its reason (no consent, opted out).
-pub fn reach(c: &Caregiver) -> Address {
-    let sms = Address::new(Channel::Sms, c.phone.clone());
-    let telegram = c
-        .reach
-        .telegram
-        .as_ref()
-        .filter(|(_, consent)| *consent == ConsentStatus::OptedIn)
-        .map(|(chat, _)| Address::new(Channel::Telegram, chat.clone()));
-    let sms_open = c.reach.sms == ConsentStatus::OptedIn;
-    let wanted = c.reach.preferred.or(c.reach.last).unwrap_or(Channel::Sms);
-    match telegram {
-        Some(tg) if wanted == Channel::Telegram || !sms_open => tg,
-        _ => sms,
-    }
-}
-
-/// Where alerts to a supervisor go: their Telegram chat once they linked it (and have not
-/// stopped it), else their phone.
-pub fn supervisor_address(s: &Supervisor) -> Address {
-    match &s.telegram {
-        Some(chat) => Address::new(Channel::Telegram, chat.clone()),
-        None => Address::new(Channel::Sms, s.phone.clone()),
     }
 }
 

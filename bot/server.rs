@@ -47,7 +47,7 @@ pub async fn run_with_clock(
         .with_context(|| {
             format!(
                 "cannot open the database {}",
-                crate::cli::redact_url(&config.database_url)
+                crate::config::redact_url(&config.database_url)
             )
         })?;
     store

@@ -910,7 +910,7 @@ impl<S: Store> Runner<S> {
         };
         let client_ref = nonempty(&args.client_ref, "--client")?;
         let location = nonempty(&args.location, "--where")?;
-        let audience = crate::cli::parse_audience(&args.to).map_err(|e| invalid(e.to_string()))?;
+        let audience = crate::model::Audience::parse(&args.to).map_err(invalid)?;
         let people = self.store.audience(&audience).await?;
 
         // The branch, and its time zone.

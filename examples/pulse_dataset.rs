@@ -20,9 +20,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use carebot::catalog::Catalog;
+use carebot::config::RunnerSettings;
 use carebot::domain::{Address, Channel, Lang};
 use carebot::model::{Audience, CaregiverRecord, Inbound, Plan, SupervisorRecord, Write};
-use carebot::runner::{Runner, RunnerSettings};
+use carebot::runner::Runner;
 use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use rand::rngs::StdRng;

@@ -11,10 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use carebot::catalog::Catalog;
+use carebot::config::RunnerSettings;
 use carebot::consent::{self, Keyword, Reading};
 use carebot::domain::{Address, Channel, Lang};
 use carebot::model::{Audience, CaregiverRecord, ConsentStatus};
-use carebot::runner::{Runner, RunnerSettings};
+use carebot::runner::Runner;
 use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Utc};
 use serde_json::Value;

@@ -58,11 +58,6 @@ const KNOWN: &[(&str, &str)] = &[
     ("channel", "dispatch"),
     ("channel", "runner"),
     ("channel", "store"),
-    ("config", "escalation"),
-    ("config", "runner"),
-    ("server", "cli"),
-    ("shifts", "cli"),
-    ("store", "runner"),
 ];
 
 fn layer_of(module: &str) -> Option<usize> {

@@ -11,11 +11,12 @@ use std::sync::Arc;
 
 use carebot::catalog::Catalog;
 use carebot::clock::Clock;
+use carebot::config::{Pressure, RunnerSettings};
 use carebot::model::{
     Audience, CaregiverRecord, ConsentStatus, StartOrigin, StartSnapshot, StartStatus,
 };
 use carebot::roster;
-use carebot::runner::{Pressure, Runner, RunnerSettings, START_LEASE};
+use carebot::runner::{Runner, START_LEASE};
 use carebot::scheduler::Scheduler;
 use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};

@@ -8,9 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use carebot::catalog::Catalog;
+use carebot::config::RunnerSettings;
 use carebot::domain::{Address, Channel};
 use carebot::model::{Audience, CaregiverRecord, Inbound, InboundOutcome};
-use carebot::runner::{Runner, RunnerSettings};
+use carebot::runner::Runner;
 use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Utc};
 use support::store_tests;

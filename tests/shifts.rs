@@ -9,9 +9,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use carebot::catalog::Catalog;
+use carebot::config::RunnerSettings;
 use carebot::domain::{Address, Channel};
 use carebot::model::{Audience, CaregiverRecord, Inbound, OutboundStatus, ShiftStatus};
-use carebot::runner::{Runner, RunnerSettings};
+use carebot::runner::Runner;
 use carebot::shifts::{OfferArgs, OfferReport};
 use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Duration, NaiveDate, Utc};

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::ConsentStatus;
-use crate::domain::{Channel, Lang};
+use crate::domain::{Address, Channel, Lang};
 
 /// One caregiver as the roster import hands it over (already validated).
 #[derive(Debug, Clone, PartialEq)]
@@ -72,7 +72,7 @@ pub struct Caregiver {
 }
 
 /// A caregiver's channels: consent on SMS, their Telegram chat (if linked), and which channel
-/// program messages should use when both are open (see `runner::reach`).
+/// program messages should use when both are open (see [`reach`]).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Reach {
     /// Consent on their phone number.
@@ -157,5 +157,34 @@ impl std::fmt::Display for Audience {
             Audience::Branch(name) => write!(f, "branch:{name}"),
             Audience::Phones(phones) => write!(f, "phone:{}", phones.join(",")),
         }
+    }
+}
+
+/// Where a program message to `c` goes: their Telegram chat or their phone, whichever they
+/// prefer (an operator's `preferred`, else the channel they last wrote on, else SMS) among those
+/// open to us (linked and opted in). When only one is open, that one; when neither, the phone,
+/// where the start is then skipped for its reason (no consent, opted out).
+pub fn reach(c: &Caregiver) -> Address {
+    let sms = Address::new(Channel::Sms, c.phone.clone());
+    let telegram = c
+        .reach
+        .telegram
+        .as_ref()
+        .filter(|(_, consent)| *consent == ConsentStatus::OptedIn)
+        .map(|(chat, _)| Address::new(Channel::Telegram, chat.clone()));
+    let sms_open = c.reach.sms == ConsentStatus::OptedIn;
+    let wanted = c.reach.preferred.or(c.reach.last).unwrap_or(Channel::Sms);
+    match telegram {
+        Some(tg) if wanted == Channel::Telegram || !sms_open => tg,
+        _ => sms,
+    }
+}
+
+/// Where alerts to a supervisor go: their Telegram chat once they linked it (and have not
+/// stopped it), else their phone.
+pub fn supervisor_address(s: &Supervisor) -> Address {
+    match &s.telegram {
+        Some(chat) => Address::new(Channel::Telegram, chat.clone()),
+        None => Address::new(Channel::Sms, s.phone.clone()),
     }
 }

@@ -785,7 +785,7 @@ mod tests {
             preferred,
             last,
         });
-        super::super::reach(&c).channel
+        crate::model::reach(&c).channel
     }
 
     #[test]

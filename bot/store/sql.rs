@@ -206,7 +206,7 @@ macro_rules! contact_columns {
 }
 
 /// Supervisor `s`'s linked Telegram chat, if it is open to us: where their alerts go then
-/// (see `runner::supervisor_address`), else their phone.
+/// (see `model::supervisor_address`), else their phone.
 macro_rules! supervisor_telegram {
     () => {
         "(SELECT l.address FROM supervisor_links l JOIN subscriptions x \

@@ -964,7 +964,7 @@ where
                 );
             }
             // Each caregiver on one channel: the one they prefer among those open to us.
-            let address = crate::runner::reach(&caregiver);
+            let address = crate::model::reach(&caregiver);
             let consent = match address.channel {
                 Channel::Telegram => caregiver
                     .reach
