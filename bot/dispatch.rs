@@ -25,15 +25,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rand::Rng;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-pub use crate::channel::twilio::client::SendError;
-
-use crate::channel::telegram::client::{self as telegram, TelegramClient};
-use crate::channel::twilio::client::TwilioClient;
+use crate::channel::telegram::client::{self as telegram};
+use crate::channel::{SendError, Sender, backoff};
 use crate::clock::Clock;
 use crate::domain::phone::{mask_text, masked_error};
 use crate::domain::{Address, Channel};
@@ -41,39 +38,6 @@ use crate::metrics::Metrics;
 use crate::model::{ConsentStatus, NewOutbound, OutboundKind, OutboundRow, Plan, Write};
 use crate::quiet_hours::{self, Window};
 use crate::store::{AnyStore, Store};
-
-/// A provider that can send one outbound row: Twilio for SMS, Telegram's Bot API.
-pub trait Sender: Send + Sync + 'static {
-    fn channel(&self) -> Channel;
-    /// Returns the provider's id for the message.
-    fn send(&self, row: &OutboundRow) -> impl Future<Output = Result<String, SendError>> + Send;
-    /// What a row counts against the sender's rate: SMS segments by default.
-    fn cost(&self, row: &OutboundRow) -> u32 {
-        row.segments.max(1)
-    }
-}
-
-impl Sender for TwilioClient {
-    fn channel(&self) -> Channel {
-        Channel::Sms
-    }
-    async fn send(&self, row: &OutboundRow) -> Result<String, SendError> {
-        TwilioClient::send(self, row.id, &row.address.value, &row.body).await
-    }
-}
-
-impl Sender for TelegramClient {
-    fn channel(&self) -> Channel {
-        Channel::Telegram
-    }
-    async fn send(&self, row: &OutboundRow) -> Result<String, SendError> {
-        TelegramClient::send(self, row).await
-    }
-    /// A Telegram message is one message, however long.
-    fn cost(&self, _row: &OutboundRow) -> u32 {
-        1
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
@@ -602,13 +566,6 @@ async fn alert_by_sms(
         })
         .await?;
     Ok(true)
-}
-
-/// Exponential backoff with jitter: about 2 s, 4 s, 8 s… capped at 10 minutes.
-pub fn backoff(attempt: u32) -> Duration {
-    let base = 2f64.powi(attempt.clamp(1, 20) as i32).min(600.0);
-    let jitter = rand::rng().random_range(0.75..1.25);
-    Duration::from_secs_f64(base * jitter)
 }
 
 /// Paces sends to a number of segments per second.

@@ -55,7 +55,6 @@ const LAYERS: &[(&str, &[&str])] = &[
 const KNOWN: &[(&str, &str)] = &[
     ("catalog", "escalation"),
     ("catalog", "shifts"),
-    ("channel", "dispatch"),
     ("channel", "runner"),
     ("channel", "store"),
 ];

@@ -19,8 +19,9 @@ use teloxide::types::{
 use teloxide::{ApiError, Bot, RequestError};
 
 use super::markup::{self, Markup};
+use crate::channel::{SendError, Sender};
 use crate::config::Secret;
-use crate::dispatch::SendError;
+use crate::domain::Channel;
 use crate::model::OutboundRow;
 
 /// The code a send fails with when the person blocked the bot: the dispatcher opts them out.
@@ -287,6 +288,19 @@ fn is_client_error(description: &str) -> bool {
     ]
     .iter()
     .any(|prefix| description.starts_with(prefix))
+}
+
+impl Sender for TelegramClient {
+    fn channel(&self) -> Channel {
+        Channel::Telegram
+    }
+    async fn send(&self, row: &OutboundRow) -> Result<String, SendError> {
+        TelegramClient::send(self, row).await
+    }
+    /// A Telegram message is one message, however long.
+    fn cost(&self, _row: &OutboundRow) -> u32 {
+        1
+    }
 }
 
 #[cfg(test)]

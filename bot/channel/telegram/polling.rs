@@ -63,7 +63,7 @@ pub async fn run(
             }
             Err(e) => {
                 failures += 1;
-                let wait = crate::dispatch::backoff(failures).min(Duration::from_secs(60));
+                let wait = crate::channel::backoff(failures).min(Duration::from_secs(60));
                 tracing::warn!(error = %mask_text(&client.describe(&e)), retry_in_s = wait.as_secs(), "getUpdates failed");
                 Some(wait)
             }

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::channel::{SendError, Sender};
 use crate::config::TwilioConfig;
+use crate::domain::Channel;
+use crate::model::OutboundRow;
 
 #[derive(Clone)]
 pub struct TwilioClient {
@@ -14,25 +17,6 @@ pub struct TwilioClient {
     config: TwilioConfig,
     /// Base for `StatusCallback` (`CAREBOT_PUBLIC_URL`); without it Twilio is not asked to call back.
     public_url: Option<String>,
-}
-
-/// What one send attempt came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SendError {
-    /// Twilio refused the message for good (4xx): do not retry. `code` is Twilio's error code
-    /// (21211 invalid number, 21610 unsubscribed recipient...).
-    Permanent {
-        code: Option<String>,
-        message: String,
-    },
-    /// Nothing was sent (connection refused, 429, 5xx): safe to retry later.
-    Transient {
-        message: String,
-        retry_after: Option<Duration>,
-    },
-    /// The request may have reached Twilio but no answer came back (a timeout mid-request).
-    /// Retrying could text the caregiver twice, so the message is left for reconciliation.
-    Unknown { message: String },
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,5 +152,14 @@ fn without_url(e: &reqwest::Error) -> String {
         "request failed".into()
     } else {
         e2
+    }
+}
+
+impl Sender for TwilioClient {
+    fn channel(&self) -> Channel {
+        Channel::Sms
+    }
+    async fn send(&self, row: &OutboundRow) -> Result<String, SendError> {
+        TwilioClient::send(self, row.id, &row.address.value, &row.body).await
     }
 }
