@@ -5,10 +5,7 @@
 
 mod telegram;
 
-pub use telegram::{
-    TapVerdict, TelegramInbound, TelegramInput, TelegramOutcome,
-    invite_code_hash as telegram_invite_hash,
-};
+pub use telegram::invite_code_hash as telegram_invite_hash;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::catalog::Catalog;
-use crate::channel::telegram::{self, Telegram, TelegramClient};
+use crate::channel::telegram::TelegramClient;
 use crate::channel::twilio::client::TwilioClient;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -22,6 +22,7 @@ use crate::privacy::Retention;
 use crate::runner::Runner;
 use crate::scheduler::Scheduler;
 use crate::store::{AnyStore, Store};
+use crate::web::telegram::{self, Telegram};
 use crate::web::{AppState, TelegramWebhook, router};
 
 /// Runs everything on `listener` until `shutdown` turns true.

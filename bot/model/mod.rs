@@ -28,6 +28,7 @@ pub mod plan;
 pub mod results;
 pub mod shifts;
 pub mod starts;
+pub mod telegram;
 
 pub use consent::*;
 pub use conversation::*;
@@ -39,6 +40,7 @@ pub use plan::*;
 pub use results::*;
 pub use shifts::*;
 pub use starts::*;
+pub use telegram::*;
 
 from_as_str! {
     ConsentStatus: Unknown, OptedIn, OptedOut;

@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use super::{PlanBuilder, RunError, Runner, person};
@@ -19,53 +18,11 @@ use crate::domain::{Address, Channel, Lang, Phone};
 use crate::flow::engine::{Person, State};
 use crate::model::{
     Caregiver, ConsentStatus, ConvRef, ConversationStatus, Inbound, InboundOutcome, InviteState,
-    LinkCandidate, LinkClaim, OutboundKind, Plan, Reach, Snapshot, Supervisor, Write,
+    LinkCandidate, LinkClaim, OutboundKind, Plan, Reach, Snapshot, Supervisor, TapVerdict,
+    TelegramInbound, TelegramInput, TelegramOutcome, Write,
 };
 use crate::render::{CaregiverView, FlowView, MessageContext, SupervisorView};
 use crate::store::Store;
-
-/// A Telegram update as its transport normalized it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TelegramInbound {
-    /// The private chat it came from (`telegram:<chat id>`).
-    pub chat: Address,
-    /// Unique per update (the bot's id and the `update_id`): a redelivery is a duplicate.
-    pub external_id: String,
-    pub received_at: DateTime<Utc>,
-    /// The language of the person's Telegram app, for someone not on the roster yet.
-    pub language: Option<Lang>,
-    pub input: TelegramInput,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum TelegramInput {
-    /// Typed text, commands included (`/start CODE`, `/stop`, `/language es`).
-    Text(String),
-    /// A shared contact: its phone number (when it parses) and whether it is the sender's own.
-    Contact { phone: Option<Phone>, own: bool },
-    /// A tap on an inline button: its `callback_data`.
-    Tap(String),
-    /// The person blocked the bot.
-    Blocked,
-    /// A photo, a sticker, a voice note...: kept, and answered with a request for text.
-    Unsupported(String),
-}
-
-/// What became of a tap, for the transport to show (answer the callback, edit the message).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TapVerdict {
-    /// Taken as the answer (or the language chosen): the message shows it and loses its buttons.
-    Accepted,
-    /// The question is no longer open: this short notice, and the buttons go.
-    Closed { notice: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TelegramOutcome {
-    pub outcome: InboundOutcome,
-    /// For a tap that was processed.
-    pub tap: Option<TapVerdict>,
-}
 
 /// What an update asks for, read from its input.
 #[derive(Debug, Clone, PartialEq)]

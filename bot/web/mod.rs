@@ -1,8 +1,8 @@
-//! HTTP: the router (webhooks, health, metrics) and the one error type every handler returns.
-//! Handlers only verify, normalize and hand over to the runner; `router()` needs no socket, so
-//! tests can call it with `oneshot`.
+//! Updates in: the HTTP router (webhooks, health, metrics), Telegram long polling, and the one
+//! error type every handler returns. Handlers only verify, normalize and hand over to the runner;
+//! `router()` needs no socket, so tests can call it with `oneshot`.
 
-mod telegram;
+pub mod telegram;
 mod twilio;
 
 use std::sync::Arc;
@@ -39,7 +39,7 @@ pub struct AppState {
 pub struct TelegramWebhook {
     /// `TELEGRAM_WEBHOOK_SECRET`, which Telegram sends back in every request.
     pub secret: crate::config::Secret,
-    pub handler: Arc<crate::channel::telegram::Telegram>,
+    pub handler: Arc<telegram::Telegram>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {

@@ -1,29 +1,21 @@
 //! Telegram through teloxide: verify a webhook's secret, normalize an `Update` into a
-//! [`TelegramInbound`] for the runner, and after the runner has committed, finish what a tap
-//! needs on screen (answer the callback, edit the message). Updates arrive by webhook
-//! (`web::telegram`) or by long polling ([`polling`]); both go through [`Telegram::handle`].
+//! [`TelegramInbound`] for the runner, and the client that answers taps and edits messages.
+//! Updates arrive by webhook or by long polling, both in `web::telegram`, which hands them to
+//! the runner.
 //!
 //! Only private chats count: carebot talks to one person at a time, and a group chat must never
 //! be linked to a caregiver.
 
 pub mod client;
 pub mod markup;
-pub mod polling;
-
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use teloxide::types::{Message, Update, UpdateKind, User};
-use tokio::sync::Notify;
 
-use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel, Lang, Phone, PhoneError};
-use crate::metrics::Metrics;
-use crate::model::InboundOutcome;
-use crate::runner::{RunError, Runner, TapVerdict, TelegramInbound, TelegramInput};
-use crate::store::AnyStore;
+use crate::model::{TelegramInbound, TelegramInput};
 
 pub use client::TelegramClient;
 
@@ -179,91 +171,6 @@ fn read_message(message: &Message) -> Option<TelegramInput> {
 /// The language of a Telegram app (`es`, `es-419`, `en-US`), when carebot speaks it.
 fn language(code: Option<&str>) -> Option<Lang> {
     code?.split(['-', '_']).next()?.parse().ok()
-}
-
-/// Telegram as `serve` runs it: updates in (webhook or polling), the runner, the screen after.
-pub struct Telegram {
-    pub runner: Arc<Runner<AnyStore>>,
-    pub client: TelegramClient,
-    pub metrics: Arc<Metrics>,
-    /// Pokes the Telegram dispatcher when a reply is queued.
-    pub wake: Arc<Notify>,
-    /// What time updates are received at (the system clock, which tests move).
-    pub clock: crate::clock::Clock,
-}
-
-impl Telegram {
-    /// Handles one update. `Ok` means it is committed (or was not for carebot); `Err` means
-    /// nothing was recorded and it must be delivered again.
-    pub async fn handle(&self, update: &Update) -> Result<(), RunError> {
-        let (inbound, screen) = match normalize(update, self.client.bot_id(), self.clock.now()) {
-            Normalized::Ignored(why) => {
-                self.metrics.count_inbound("telegram", "ignored");
-                tracing::debug!(update = update.id.0, why, "Telegram update ignored");
-                return Ok(());
-            }
-            Normalized::Inbound(inbound, screen) => (inbound, screen),
-        };
-        let outcome = match self.runner.handle_telegram(&inbound).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                self.metrics.count_inbound("telegram", "error");
-                return Err(e);
-            }
-        };
-        match outcome.outcome {
-            InboundOutcome::Processed => {
-                self.metrics.count_inbound("telegram", "processed");
-                self.wake.notify_one();
-            }
-            InboundOutcome::Duplicate => self.metrics.count_inbound("telegram", "duplicate"),
-        }
-        if let Some(screen) = screen {
-            // After the commit and off the request: the webhook's 200 does not wait for it.
-            let client = self.client.clone();
-            let chat = inbound.chat.masked();
-            tokio::spawn(async move {
-                if let Err(e) = show_tap(&client, &screen, outcome.tap.as_ref()).await {
-                    tracing::warn!(%chat, error = %masked_error(&e), "could not update the tapped message");
-                }
-            });
-        }
-        Ok(())
-    }
-}
-
-/// Answers a tap and updates its message: an accepted answer shows under the question and the
-/// buttons go, so a second tap does nothing; a closed question says so and loses its buttons.
-async fn show_tap(
-    client: &TelegramClient,
-    screen: &TapScreen,
-    verdict: Option<&TapVerdict>,
-) -> Result<(), String> {
-    match verdict {
-        // A redelivered update: its first delivery answered already; just stop any spinner.
-        None => {
-            let _ = client.answer_tap(&screen.callback_id, None).await;
-            Ok(())
-        }
-        Some(TapVerdict::Accepted) => {
-            client.answer_tap(&screen.callback_id, None).await?;
-            match (&screen.message, &screen.label) {
-                (Some((chat, id, text)), Some(label)) => {
-                    let shown = format!("{text}\n\n✔ {}", markup::chosen_label(label));
-                    client.edit_text(*chat, *id, &shown).await
-                }
-                (Some((chat, id, _)), None) => client.remove_buttons(*chat, *id).await,
-                (None, _) => Ok(()),
-            }
-        }
-        Some(TapVerdict::Closed { notice }) => {
-            client.answer_tap(&screen.callback_id, Some(notice)).await?;
-            match &screen.message {
-                Some((chat, id, _)) => client.remove_buttons(*chat, *id).await,
-                None => Ok(()),
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use std::time::Duration;
 use teloxide::{ApiError, RequestError};
 use tokio::sync::watch;
 
-use super::{Telegram, TelegramClient};
+use super::Telegram;
+use crate::channel::telegram::TelegramClient;
 use crate::domain::phone::{mask_text, masked_error};
 
 /// How long one `getUpdates` waits for something to arrive.
