@@ -30,14 +30,17 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::channel::telegram::client::{self as telegram};
+use crate::channel::twilio::StatusReport;
 use crate::channel::{SendError, Sender, backoff};
 use crate::clock::Clock;
 use crate::domain::phone::{mask_text, masked_error};
 use crate::domain::{Address, Channel};
 use crate::metrics::Metrics;
-use crate::model::{ConsentStatus, NewOutbound, OutboundKind, OutboundRow, Plan, Write};
+use crate::model::{
+    ConsentStatus, NewOutbound, OutboundKind, OutboundRow, OutboundStatus, Plan, Write,
+};
 use crate::quiet_hours::{self, Window};
-use crate::store::{AnyStore, Store};
+use crate::store::{AnyStore, Store, StoreError};
 
 #[derive(Debug, Clone)]
 pub struct DispatchSettings {
@@ -53,6 +56,40 @@ pub struct DispatchSettings {
     pub per_address_mps: Option<f64>,
 }
 
+/// Records a delivery report from Twilio's status callback, on the server's clock: the message's
+/// status (never backwards), and when Twilio says the recipient has unsubscribed (21610, a STOP
+/// sent to Twilio rather than to us), the opt-out with its ledger row, exactly as a 21610 on
+/// a send. Returns false when no message matched.
+pub async fn record_status_report(
+    store: &AnyStore,
+    clock: &Clock,
+    report: &StatusReport,
+) -> Result<bool, StoreError> {
+    let matched = store
+        .record_delivery_status(
+            report.id,
+            &report.message_sid,
+            report.status,
+            report.error_code.as_deref(),
+        )
+        .await?;
+    if report.status == OutboundStatus::Failed
+        && report.error_code.as_deref() == Some(UNSUBSCRIBED)
+        && let Some(to) = &report.to
+    {
+        store
+            .set_consent(
+                to,
+                ConsentStatus::OptedOut,
+                "provider_error",
+                UNSUBSCRIBED_DETAIL,
+                clock.now(),
+            )
+            .await?;
+    }
+    Ok(matched)
+}
+
 /// Claimed rows one address's lane may hold; more wait in the outbox.
 const LANE_DEPTH: usize = 5;
 
@@ -64,7 +101,9 @@ const ACCEPTED_BATCH: usize = 500;
 const STALE_SENDING: chrono::Duration = chrono::Duration::seconds(60);
 
 /// Twilio error codes that change what carebot knows about a person.
-const UNSUBSCRIBED: &str = "21610";
+pub const UNSUBSCRIBED: &str = "21610";
+/// The consent ledger's detail for an opt-out learnt from [`UNSUBSCRIBED`].
+pub const UNSUBSCRIBED_DETAIL: &str = "twilio 21610: unsubscribed recipient";
 const INVALID_NUMBER: &str = "21211";
 
 pub struct Dispatcher<T> {
@@ -441,7 +480,7 @@ async fn record(
             metrics.count_outbound("failed");
             tracing::warn!(id = row.id, %to, code = code.as_deref().unwrap_or("-"), error = %mask_text(&message), "provider refused the message");
             let opted_out = match code.as_deref() {
-                Some(UNSUBSCRIBED) => Some("twilio 21610: unsubscribed recipient"),
+                Some(UNSUBSCRIBED) => Some(UNSUBSCRIBED_DETAIL),
                 Some(telegram::BLOCKED) => Some("telegram: bot was blocked by the user"),
                 Some(INVALID_NUMBER) => {
                     let _ = store.flag_invalid_phone(&row.address.value).await;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -20,7 +20,7 @@ use crate::domain::phone::masked_error;
 use crate::metrics::Metrics;
 use crate::privacy::Retention;
 use crate::runner::Runner;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Scheduler, Tick};
 use crate::store::{AnyStore, Store};
 use crate::web::telegram::{self, Telegram};
 use crate::web::{AppState, TelegramWebhook, router};
@@ -217,12 +217,8 @@ fn start_telegram(
     Ok((wake, Some(TelegramWebhook { secret, handler })))
 }
 
-/// The one scheduler, once a second: shift offers (waves, deadlines), then
-/// [`crate::scheduler`]'s conversation timers, recurring and one-off starts and training
-/// assignments, then the follow-up clock of escalations, and once a minute the supervisors'
-/// daily digests, and the retention sweep (every few minutes, or every tick while it has a
-/// backlog). Every piece of due work is claimed in its own transaction (a start by a lease),
-/// so several instances can run this loop side by side.
+/// The scheduler's loop: one [`Scheduler::tick`] a second (everything due, see
+/// [`crate::scheduler`]), then the dispatchers are woken if the tick queued anything.
 async fn scheduler(
     runner: Arc<Runner<AnyStore>>,
     wakes: Vec<Arc<tokio::sync::Notify>>,
@@ -230,90 +226,19 @@ async fn scheduler(
     clock: Clock,
     retention: Retention,
 ) {
-    let mut last_digests: Option<DateTime<Utc>> = None;
-    let mut next_sweep: Option<DateTime<Utc>> = None;
-    let scheduler = Scheduler::new(runner.clone(), clock.clone());
+    let scheduler = Scheduler::new(runner, clock).with_retention(retention);
     loop {
-        let now = clock.now();
-        let mut queued = false;
-        match runner.run_due_shifts(now).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(offers = n, "shift offers sent a wave or expired");
-                queued = true;
-            }
-            Err(e) => tracing::error!(error = %masked_error(&e), "shift offer tick failed"),
-        }
-        match scheduler.tick().await {
-            Ok(tick) if tick.is_empty() => {}
-            Ok(tick) => {
-                tracing::info!(
-                    recurring = tick.fired,
-                    started = tick.started,
-                    timers = tick.timers,
-                    "scheduled work done"
-                );
-                queued = true;
-            }
-            Err(e) => tracing::error!(error = %masked_error(&e), "scheduler tick failed"),
-        }
-        match runner.run_due_escalations(now).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(escalations = n, "escalations routed or raised");
-                queued = true;
-            }
-            Err(e) => tracing::error!(error = %masked_error(&e), "escalation follow-up failed"),
-        }
-        // Once a minute (either way: a clock set back must not stop the digests).
-        if last_digests.is_none_or(|t| (now - t).abs() >= chrono::Duration::minutes(1)) {
-            last_digests = Some(now);
-            if let Err(e) = runner.send_digests(now).await {
-                tracing::error!(error = %masked_error(&e), "daily digests failed");
-            }
-            queued = true;
-        }
-        if next_sweep.is_none_or(|t| now >= t || t - now > SWEEP_EVERY) {
-            next_sweep = Some(now + SWEEP_EVERY);
-            match runner
-                .store
-                .sweep_retention(&retention, now, SWEEP_BATCH)
-                .await
-            {
-                Ok(swept) => {
-                    if swept.total() > 0 {
-                        tracing::info!(
-                            inbound = swept.inbound,
-                            outbound = swept.outbound,
-                            answers = swept.answers,
-                            conversations = swept.conversations,
-                            escalations = swept.escalations,
-                            notes = swept.notes,
-                            ledger = swept.ledger,
-                            other = swept.other,
-                            anonymous = swept.anonymous,
-                            days = retention.days,
-                            "retention: removed text past its time"
-                        );
-                    }
-                    if swept.mixed > 0 {
-                        tracing::info!(
-                            answers = swept.mixed,
-                            "anonymous answers of past days joined the others"
-                        );
-                    }
-                    // A backlog (the first run on years of data) goes on at the next tick,
-                    // a batch at a time, so replies never wait behind it.
-                    if swept.more {
-                        next_sweep = Some(now);
-                    }
+        let tick = match scheduler.tick().await {
+            Ok(tick) => tick,
+            Err(failed) => {
+                for job in &failed.failed {
+                    tracing::error!(job = job.job, error = %masked_error(&job.error), "scheduled job failed; will retry");
                 }
-                Err(e) => {
-                    tracing::error!(error = %masked_error(&e), "retention sweep failed; will retry")
-                }
+                failed.done
             }
-        }
-        if queued {
+        };
+        log_tick(&tick, retention);
+        if tick.queued() > 0 {
             for w in &wakes {
                 w.notify_one();
             }
@@ -325,10 +250,42 @@ async fn scheduler(
     }
 }
 
-/// How often the retention sweep looks for text past its time when it has no backlog.
-const SWEEP_EVERY: chrono::Duration = chrono::Duration::minutes(10);
-/// Rows of each kind per sweep transaction.
-const SWEEP_BATCH: u32 = 1000;
+/// One line for what a tick did, when it did anything, and one for what the sweep removed.
+fn log_tick(tick: &Tick, retention: Retention) {
+    if tick.queued() > 0 {
+        tracing::info!(
+            shifts = tick.shifts,
+            recurring = tick.fired,
+            started = tick.started,
+            timers = tick.timers,
+            escalations = tick.escalations,
+            digests = tick.digests,
+            "scheduled work done"
+        );
+    }
+    let Some(swept) = tick.swept else { return };
+    if swept.total() > 0 {
+        tracing::info!(
+            inbound = swept.inbound,
+            outbound = swept.outbound,
+            answers = swept.answers,
+            conversations = swept.conversations,
+            escalations = swept.escalations,
+            notes = swept.notes,
+            ledger = swept.ledger,
+            other = swept.other,
+            anonymous = swept.anonymous,
+            days = retention.days,
+            "retention: removed text past its time"
+        );
+    }
+    if swept.mixed > 0 {
+        tracing::info!(
+            answers = swept.mixed,
+            "anonymous answers of past days joined the others"
+        );
+    }
+}
 
 /// Says at start-up when the settings name a branch contact or program staff who is not on
 /// the supervisors roster (they would be skipped when alerts are routed).

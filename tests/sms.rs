@@ -48,6 +48,7 @@ app_tests!(
     a_429_is_retried_and_the_text_is_sent_once,
     a_crash_mid_send_never_sends_twice,
     twilio_21610_marks_the_caregiver_opted_out,
+    a_21610_status_callback_opts_the_caregiver_out_on_the_servers_clock,
     a_stranger_gets_one_polite_reply_a_day,
     health_and_metrics_answer,
 );
@@ -360,6 +361,42 @@ async fn twilio_21610_marks_the_caregiver_opted_out(app: TestApp) {
     let ledger = app.store().consent_ledger(&maria()).await.unwrap();
     assert_eq!(ledger.last().unwrap().0, "opted_out");
     assert_eq!(ledger.last().unwrap().1, "provider_error");
+    app.stop().await;
+}
+
+/// A STOP sent to Twilio rather than to carebot shows up as a later 21610 on a status callback:
+/// the opt-out is recorded like one learnt from a send, at the server's time (tests move that
+/// clock; the ledger must follow it, not the machine's).
+async fn a_21610_status_callback_opts_the_caregiver_out_on_the_servers_clock(app: TestApp) {
+    roster(&app).await;
+    start_pulse(&app).await;
+    settle(&app).await;
+    app.clock.advance(chrono::Duration::hours(2));
+    let sid = app.twilio.delivered()[0].sid.clone().unwrap();
+    assert_eq!(
+        app.twilio.send_status(&sid, "failed", Some("21610")).await,
+        200
+    );
+    assert_eq!(
+        app.store().outbound_to(&maria()).await.unwrap()[0].0,
+        OutboundStatus::Failed
+    );
+    let ledger = app.store().consent_ledger(&maria()).await.unwrap();
+    let (status, source, detail, at) = ledger.last().unwrap().clone();
+    assert_eq!(
+        (status.as_str(), source.as_str(), detail.as_str()),
+        (
+            "opted_out",
+            "provider_error",
+            "twilio 21610: unsubscribed recipient"
+        )
+    );
+    let drift = (app.clock.now() - at).num_seconds();
+    assert!(
+        (0..60).contains(&drift),
+        "recorded at {at}, server clock {}",
+        app.clock.now()
+    );
     app.stop().await;
 }
 

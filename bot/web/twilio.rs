@@ -1,5 +1,5 @@
 //! Twilio's webhooks: inbound SMS and delivery status. Verify the signature over the public
-//! URL, normalize, hand to the runner or the store, answer with empty TwiML.
+//! URL, normalize, hand to the runner or the dispatcher, answer with empty TwiML.
 
 use std::sync::Arc;
 
@@ -8,13 +8,11 @@ use axum::extract::State;
 use axum::http::Uri;
 use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
-use chrono::Utc;
 
 use super::{AppError, AppState};
 use crate::channel::twilio::{self as tw, WebhookError};
-use crate::domain::{Address, Channel};
-use crate::model::{ConsentStatus, InboundOutcome, OutboundStatus};
-use crate::store::Store;
+use crate::dispatch;
+use crate::model::InboundOutcome;
 
 const EMPTY_TWIML: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>";
 
@@ -99,47 +97,15 @@ pub async fn status_callback(
 ) -> Result<impl IntoResponse, AppError> {
     let params = verified(&state, &uri, &headers, &body)?;
     let Some(report) =
-        tw::status_report(&params).map_err(|e| AppError::BadRequest(e.to_string()))?
+        tw::status_report(&params, uri.query()).map_err(|e| AppError::BadRequest(e.to_string()))?
     else {
         return Ok(([(header::CONTENT_TYPE, "text/xml")], EMPTY_TWIML));
     };
-    // Our own id rides in the callback URL, so a message whose sid was never stored (a crash
-    // right after Twilio accepted it) is still matched.
-    let id = uri
-        .query()
-        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
-        .and_then(|q| q.into_iter().find(|(k, _)| k == "id"))
-        .and_then(|(_, v)| v.parse::<i64>().ok());
-    let store = &state.runner.store;
-    let matched = store
-        .record_delivery_status(
-            id,
-            &report.message_sid,
-            report.status,
-            report.error_code.as_deref(),
-        )
+    let matched = dispatch::record_status_report(&state.runner.store, &state.clock, &report)
         .await
         .map_err(|e| AppError::Internal(e.into()))?;
     if !matched {
         tracing::warn!(sid = %report.message_sid, "status callback for an unknown message");
-    }
-    if report.status == OutboundStatus::Failed
-        && report.error_code.as_deref() == Some("21610")
-        && let Some(to) = params
-            .iter()
-            .find(|(k, _)| k == "To")
-            .map(|(_, v)| v.clone())
-    {
-        store
-            .set_consent(
-                &Address::new(Channel::Sms, to),
-                ConsentStatus::OptedOut,
-                "provider_error",
-                "twilio 21610: unsubscribed recipient",
-                Utc::now(),
-            )
-            .await
-            .map_err(|e| AppError::Internal(e.into()))?;
     }
     Ok(([(header::CONTENT_TYPE, "text/xml")], EMPTY_TWIML))
 }

@@ -69,6 +69,11 @@ pub fn inbound(
 /// A delivery report from Twilio's status callback.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusReport {
+    /// carebot's own outbound id, which rides in the callback URL's query (`?id=…`), so a
+    /// message whose sid was never stored (a crash right after Twilio accepted it) is matched.
+    pub id: Option<i64>,
+    /// The recipient, when Twilio says (a 21610 opts this address out).
+    pub to: Option<Address>,
     pub message_sid: String,
     pub status: OutboundStatus,
     pub error_code: Option<String>,
@@ -87,7 +92,12 @@ pub fn map_status(s: &str) -> Option<OutboundStatus> {
     })
 }
 
-pub fn status_report(params: &[(String, String)]) -> Result<Option<StatusReport>, WebhookError> {
+/// Normalizes a verified status callback: its form `params` and the `query` of the URL it was
+/// posted to.
+pub fn status_report(
+    params: &[(String, String)],
+    query: Option<&str>,
+) -> Result<Option<StatusReport>, WebhookError> {
     let sid = get(params, "MessageSid")
         .or_else(|| get(params, "SmsSid"))
         .filter(|s| !s.is_empty())
@@ -95,7 +105,16 @@ pub fn status_report(params: &[(String, String)]) -> Result<Option<StatusReport>
     let raw = get(params, "MessageStatus")
         .or_else(|| get(params, "SmsStatus"))
         .ok_or_else(|| WebhookError::Malformed("no MessageStatus".into()))?;
+    let id = query
+        .and_then(|q| serde_urlencoded::from_str::<Vec<(String, String)>>(q).ok())
+        .and_then(|q| q.into_iter().find(|(k, _)| k == "id"))
+        .and_then(|(_, v)| v.parse::<i64>().ok());
+    let to = get(params, "To")
+        .filter(|s| !s.is_empty())
+        .map(|to| Address::new(Channel::Sms, to));
     Ok(map_status(raw).map(|status| StatusReport {
+        id,
+        to,
         message_sid: sid.to_owned(),
         status,
         error_code: get(params, "ErrorCode")
@@ -165,10 +184,11 @@ mod tests {
             ("MessageStatus", "undelivered"),
             ("ErrorCode", "30003"),
         ]);
-        let r = status_report(&p).unwrap().unwrap();
+        let r = status_report(&p, Some("id=42")).unwrap().unwrap();
         assert_eq!(r.status, OutboundStatus::Undelivered);
         assert_eq!(r.error_code.as_deref(), Some("30003"));
+        assert_eq!(r.id, Some(42));
         let p = form(&[("MessageSid", "SM1"), ("MessageStatus", "received")]);
-        assert_eq!(status_report(&p).unwrap(), None);
+        assert_eq!(status_report(&p, None).unwrap(), None);
     }
 }
