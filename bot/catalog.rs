@@ -13,6 +13,7 @@ use crate::domain::Lang;
 use crate::flow::definition::{EXPRESSIONS, Expect, StepKind};
 use crate::flow::engine::Person;
 use crate::flow::{Flow, Problem, Severity};
+use crate::render::shifts::{SHIFT_TEMPLATES, Shape, ShiftMessage, Tally, Who, sample_offer, view};
 use crate::render::{
     Agency, CaregiverView, EscalationView, FlowView, MessageContext, SYSTEM_TEMPLATES,
     SupervisorView, Templates,
@@ -203,7 +204,7 @@ pub fn check(flows_dir: &Path, templates_dir: &Path) -> (Catalog, Report) {
         }
     }
     check_system_templates(&templates, &mut report);
-    crate::shifts::check_templates(&templates, &mut report);
+    check_shift_templates(&templates, &mut report);
     check_desk_templates(&templates, &mut report);
     report.problems.sort();
     report.problems.dedup();
@@ -403,12 +404,79 @@ fn check_system_templates(templates: &Templates, report: &mut Report) {
     }
 }
 
+/// Requires every shift template in English, renders each in every language it exists in
+/// against a sample shift, and records its encoding and segments like every other message.
+fn check_shift_templates(templates: &Templates, report: &mut Report) {
+    let agency = sample_agency();
+    let sample = sample_offer();
+    for (name, shape) in SHIFT_TEMPLATES {
+        if !templates.has(name, Lang::En) {
+            report.problems.push(Problem {
+                file: templates.path(name, Lang::En).display().to_string(),
+                line: 1,
+                column: 1,
+                severity: Severity::Error,
+                message: format!("required template {name:?} is missing"),
+            });
+            continue;
+        }
+        let to_supervisor = matches!(shape, Shape::Alert | Shape::Unfilled);
+        for lang in Lang::ALL {
+            if !templates.has(name, lang) {
+                // Supervisors read alerts in English; caregivers get their own language.
+                if !to_supervisor {
+                    report.problems.push(Problem {
+                        file: templates.path(name, lang).display().to_string(),
+                        line: 1,
+                        column: 1,
+                        severity: Severity::Warning,
+                        message: format!("no {lang} translation of {name:?}; English will be sent"),
+                    });
+                }
+                continue;
+            }
+            let person = sample_person(lang);
+            let shift = view(&sample, lang, "America/Chicago", *shape == Shape::Caregiver);
+            let mut second = sample.clone();
+            second.id += 1;
+            second.code += 2;
+            second.starts_at += chrono::Duration::days(1);
+            second.ends_at += chrono::Duration::days(1);
+            let offers = [shift.clone(), view(&second, lang, "America/Chicago", true)];
+            let msg = ShiftMessage {
+                agency: &agency,
+                shift: &shift,
+                caregiver: (*shape != Shape::Unfilled).then_some(Who {
+                    first_name: &person.first_name,
+                    last_name: "Gonzalez",
+                    external_id: "C-1042",
+                }),
+                offers: (*shape == Shape::Choice).then_some(&offers[..]),
+                tally: (*shape == Shape::Unfilled).then_some(Tally {
+                    offered: 12,
+                    declined: 3,
+                }),
+            };
+            match templates.render(name, lang, &msg) {
+                Ok((text, _)) => stats(report, "shifts", name, lang, templates, &text),
+                Err(e) => report.problems.push(Problem {
+                    file: templates.path(name, lang).display().to_string(),
+                    line: Templates::error_line(&e),
+                    column: 1,
+                    severity: Severity::Error,
+                    message: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
 /// The messages supervisors get about alerts: required in English (supervisors are written to
 /// in English), in Spanish for the confirmations of Spanish replies (English otherwise).
 fn check_desk_templates(templates: &Templates, report: &mut Report) {
     let agency = sample_agency();
-    let view = crate::escalation::sample_desk_view(&agency);
-    for name in crate::escalation::DESK_TEMPLATES {
+    let view = crate::render::desk::sample_desk_view(&agency);
+    for name in crate::render::desk::DESK_TEMPLATES {
         for lang in Lang::ALL {
             if !templates.has(name, lang) {
                 report.problems.push(Problem {

@@ -2,6 +2,9 @@
 //! English fallback when a translation is missing. The runner renders every event the engine
 //! emits through here, so what `flows check` renders is exactly what a caregiver would read.
 
+pub mod desk;
+pub mod shifts;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
@@ -59,6 +62,12 @@ pub enum RenderError {
         lang: Lang,
         message: String,
     },
+}
+
+impl From<RenderError> for crate::model::DecideError {
+    fn from(e: RenderError) -> Self {
+        crate::model::DecideError::Template(Box::new(e))
+    }
 }
 
 /// Every template under one directory, compiled once at start-up.

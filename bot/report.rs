@@ -20,8 +20,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::EscalationSettings;
-use crate::escalation::short_duration;
 use crate::model::{PulseRow, week_start};
+use crate::render::desk::short_duration;
 use crate::store::{Store, StoreError};
 
 /// Fewer respondents than this and a group's answers are not shown.

@@ -7,7 +7,8 @@ mod support;
 
 use carebot::domain::Address;
 use carebot::model::{
-    ConvRef, ConversationStatus, InboundOutcome, NewOutbound, OutboundKind, Plan, Snapshot, Write,
+    ConvRef, ConversationStatus, DecideError, InboundOutcome, NewOutbound, OutboundKind, Plan,
+    Snapshot, Write,
 };
 use carebot::store::{AnyStore, Store, StoreError};
 use serde_json::json;
@@ -27,8 +28,11 @@ const CAREGIVERS: u32 = 40;
 /// conversation that does not exist, "jump" writes the conversation twice (more than a group
 /// writes for one message, so on SQLite it goes alone), "done" stores the answer and ends the
 /// conversation.
-fn decide(text: &str, s: &Snapshot) -> Result<Plan, String> {
-    let conv = s.conversation.as_ref().ok_or("no conversation")?;
+fn decide(text: &str, s: &Snapshot) -> Result<Plan, DecideError> {
+    let conv = s
+        .conversation
+        .as_ref()
+        .ok_or_else(|| DecideError::Refused("no conversation".into()))?;
     let n = conv.state["n"].as_i64().unwrap_or(0);
     match text {
         "done" => Ok(Plan {
@@ -51,7 +55,7 @@ fn decide(text: &str, s: &Snapshot) -> Result<Plan, String> {
                 },
             ],
         }),
-        "boom" => Err("the flow broke".into()),
+        "boom" => Err(DecideError::Refused("the flow broke".into())),
         "jump" => Ok(Plan {
             writes: [n + 1, (n + 1) * 100]
                 .map(|n| Write::UpdateConversation {
@@ -295,7 +299,7 @@ async fn a_burst_that_ends_conversations_leaves_them_ended(store: AnyStore) {
         assert_eq!(outcome.as_ref().unwrap(), &InboundOutcome::Processed, "{i}");
     }
     assert!(
-        matches!(&outcomes[n], Err(StoreError::Decide(e)) if e == "no conversation"),
+        matches!(&outcomes[n], Err(StoreError::Decide(e)) if e.to_string() == "no conversation"),
         "{:?}",
         outcomes[n]
     );
@@ -353,7 +357,7 @@ async fn a_burst_of_retries_of_earlier_messages_records_nothing_twice(store: Any
         assert_eq!(outcome.as_ref().unwrap(), &InboundOutcome::Processed, "{i}");
     }
     assert!(
-        matches!(&outcomes[n + n / 2], Err(StoreError::Decide(e)) if e == "no conversation"),
+        matches!(&outcomes[n + n / 2], Err(StoreError::Decide(e)) if e.to_string() == "no conversation"),
         "{:?}",
         outcomes[n + n / 2]
     );

@@ -845,7 +845,7 @@ async fn erase_empties_what_supervisors_were_told_about_her_and_takes_her_out_of
     text_and_expect(&app, OMAR, &format!("CALL {ana}"), OMAR, "you will call").await;
     delivered_with(&app, DANA, &format!("ALERT {ana} (Ana L.)")).await;
     // A shift offered to the two of them by number: Maria takes it.
-    let args = carebot::shifts::OfferArgs {
+    let args = carebot::cli::shifts::OfferArgs {
         client_ref: "CL-7".into(),
         start: "2026-11-20 08:00".into(),
         end: "12:00".into(),
@@ -855,7 +855,7 @@ async fn erase_empties_what_supervisors_were_told_about_her_and_takes_her_out_of
         ..Default::default()
     };
     app.runner
-        .offer_shift(&args, app.clock.now())
+        .offer_shift(&args.request().unwrap(), app.clock.now())
         .await
         .unwrap();
     delivered_with(&app, MARIA, "open shift").await;
@@ -1093,7 +1093,7 @@ async fn erase_cancels_what_is_queued_and_nothing_in_flight_goes_out_afterwards(
     // At 12:30 a shift is offered to her: its text waits for tomorrow 08:00.
     app.clock
         .advance(at("2026-11-17T18:30:00Z") - app.clock.now());
-    let args = carebot::shifts::OfferArgs {
+    let args = carebot::cli::shifts::OfferArgs {
         client_ref: "CL-9".into(),
         start: "2026-11-20 08:00".into(),
         end: "12:00".into(),
@@ -1103,7 +1103,7 @@ async fn erase_cancels_what_is_queued_and_nothing_in_flight_goes_out_afterwards(
     };
     let report = app
         .runner
-        .offer_shift(&args, app.clock.now())
+        .offer_shift(&args.request().unwrap(), app.clock.now())
         .await
         .unwrap();
     assert_eq!(report.wave.sent, 1, "{:?}", report.wave);

@@ -67,13 +67,13 @@ async fn an_offer_to_five_with_two_racing_yes(db: TestStore) {
     let mut transcript: Vec<String> = Vec::new();
     let report = app
         .runner
-        .offer_shift(&offer_args(0, None), chrono::Utc::now())
+        .offer_shift(&offer_args(0, None).request().unwrap(), chrono::Utc::now())
         .await
         .unwrap();
     transcript.push(format!(
         "operator$ carebot shifts offer --client CL-2291 --start \"2031-01-01 08:00\" --end 12:00 \
          --where \"Evanston, IL\" --to group:float\n{}",
-        carebot::shifts::describe_offer(&report)
+        carebot::cli::shifts::describe_offer(&report)
     ));
     assert_eq!(report.wave.sent, 5);
     for i in 1..=5 {
@@ -142,7 +142,7 @@ async fn an_offer_to_five_with_two_racing_yes(db: TestStore) {
         transcript.push(format!("carebot -> {}: {}", who(&r.to), r.body));
     }
     let list = app.store().shift_offers(None).await.unwrap();
-    let rows: Vec<carebot::shifts::ListedShift<'_>> = list.iter().map(Into::into).collect();
+    let rows: Vec<carebot::cli::shifts::ListedShift<'_>> = list.iter().map(Into::into).collect();
     transcript.push(format!(
         "operator$ carebot shifts list --json\n{}",
         serde_json::to_string_pretty(&rows).unwrap()
@@ -166,7 +166,7 @@ async fn an_offer_expires_on_the_scheduler_clock_and_a_late_yes_is_told(db: Test
     roster(&app, 3).await;
     let report = app
         .runner
-        .offer_shift(&offer_args(0, Some("1h")), clock.now())
+        .offer_shift(&offer_args(0, Some("1h")).request().unwrap(), clock.now())
         .await
         .unwrap();
     for i in 1..=3 {

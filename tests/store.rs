@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use carebot::domain::{Address, Channel, Priority};
 use carebot::model::{
-    Audience, ConsentStatus, ConvRef, ConversationStatus, InboundOutcome, NewOutbound,
+    Audience, ConsentStatus, ConvRef, ConversationStatus, DecideError, InboundOutcome, NewOutbound,
     OutboundKind, OutboundRow, OutboundStatus, Plan, Snapshot, UpsertOutcome, Write,
 };
 use carebot::store::{AnyStore, Store, StoreError};
@@ -671,10 +671,10 @@ async fn failing_decide_rolls_back_and_records_nothing(store: AnyStore) {
         .await
         .unwrap();
     let message_in = inbound(&sms(1), "4", "SM1", at(10));
-    let boom = |_: &Snapshot| Err("boom".into());
+    let boom = |_: &Snapshot| Err(DecideError::Refused("boom".into()));
     let failed = store.handle_inbound(&message_in, &boom).await;
     assert!(
-        matches!(&failed, Err(StoreError::Decide(reason)) if reason == "boom"),
+        matches!(&failed, Err(StoreError::Decide(reason)) if reason.to_string() == "boom"),
         "{failed:?}"
     );
     assert!(store.outbound_to(&sms(1)).await.unwrap().is_empty());

@@ -12,247 +12,28 @@
 //!
 //! Like the rest of the runner, every decision here is pure: a snapshot in, a plan out.
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
-use serde::Serialize;
+use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Value, json};
 
 use crate::domain::phone::masked_error;
 use crate::domain::{Address, Lang, Priority};
 use crate::model::{
-    ChainContact, Contact, Desk, DeskAlert, EscalationAction, EscalationSnapshot, EscalationState,
-    EscalationStatus, Inbound, NewOutbound, OutboundKind, Plan, Snapshot, Write,
+    ChainContact, Contact, DecideError, Desk, DeskAlert, EscalationAction, EscalationSnapshot,
+    EscalationState, EscalationStatus, Inbound, NewOutbound, OutboundKind, Plan, Snapshot, Write,
 };
 use crate::quiet_hours;
-use crate::render::{Agency, MessageContext};
+use crate::render::MessageContext;
+use crate::render::desk::{AlertView, DeskView, Name, sample_desk_view, short_duration};
 use crate::runner::Runner;
 use crate::sms::segments;
 use crate::store::Store;
 
+mod reply;
+pub use reply::{Command, SupervisorReply, parse_reply};
+
 /// How many times an alert nobody acknowledged is re-sent at the last level of its chain
 /// before the follow-up clock stops (the daily digest keeps listing it).
 pub const LAST_LEVEL_RESENDS: i64 = 2;
-
-/// Templates for the messages supervisors get about alerts (the alerts themselves are flow
-/// templates under `alerts/`). `flows check` renders each against [`sample_desk_view`].
-pub const DESK_TEMPLATES: &[&str] = &[
-    "supervisor/help",
-    "supervisor/acknowledged",
-    "supervisor/calling",
-    "supervisor/noted",
-    "supervisor/done",
-    "supervisor/already",
-    "supervisor/refused",
-    "supervisor/reescalated",
-    "supervisor/taken_up",
-    "supervisor/digest",
-];
-
-// ---------------------------------------------------------------------------------------------
-// Supervisor replies
-
-/// What a supervisor can do to an alert.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// Seen; I am on it.
-    Ack,
-    /// I will call the caregiver.
-    Call,
-    /// Add a note.
-    Note,
-    /// Resolved: close it.
-    Done,
-}
-
-impl Command {
-    fn action(self) -> EscalationAction {
-        match self {
-            Command::Ack => EscalationAction::Ack,
-            Command::Call => EscalationAction::Call,
-            Command::Note => EscalationAction::Note,
-            Command::Done => EscalationAction::Done,
-        }
-    }
-
-    fn word(self) -> &'static str {
-        match self {
-            Command::Ack => "ACK",
-            Command::Call => "CALL",
-            Command::Note => "NOTE",
-            Command::Done => "DONE",
-        }
-    }
-}
-
-/// A supervisor's text read as a reply to an alert.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SupervisorReply {
-    pub command: Command,
-    /// The alert's number; `None` when the text gave none.
-    pub id: Option<i64>,
-    /// What follows the number, as typed (a NOTE's text, or a word on DONE).
-    pub text: String,
-    /// The language of the command word, which the confirmation is sent in.
-    pub lang: Lang,
-}
-
-/// Command words in their folded form (lowercase, no accents).
-const COMMANDS: &[(&str, Command, Lang)] = &[
-    ("ack", Command::Ack, Lang::En),
-    ("ok", Command::Ack, Lang::En),
-    ("okay", Command::Ack, Lang::En),
-    ("seen", Command::Ack, Lang::En),
-    ("acknowledged", Command::Ack, Lang::En),
-    ("visto", Command::Ack, Lang::Es),
-    ("recibido", Command::Ack, Lang::Es),
-    ("enterado", Command::Ack, Lang::Es),
-    ("enterada", Command::Ack, Lang::Es),
-    ("call", Command::Call, Lang::En),
-    ("calling", Command::Call, Lang::En),
-    ("llamo", Command::Call, Lang::Es),
-    ("llamar", Command::Call, Lang::Es),
-    ("llamare", Command::Call, Lang::Es),
-    ("llamando", Command::Call, Lang::Es),
-    ("note", Command::Note, Lang::En),
-    ("nota", Command::Note, Lang::Es),
-    ("done", Command::Done, Lang::En),
-    ("close", Command::Done, Lang::En),
-    ("closed", Command::Done, Lang::En),
-    ("resolved", Command::Done, Lang::En),
-    ("listo", Command::Done, Lang::Es),
-    ("lista", Command::Done, Lang::Es),
-    ("hecho", Command::Done, Lang::Es),
-    ("cerrar", Command::Done, Lang::Es),
-    ("cerrado", Command::Done, Lang::Es),
-    ("resuelto", Command::Done, Lang::Es),
-];
-
-/// Reads `ACK 14`, `ack #14.`, `Call 14`, `NOTE 14 called her, all fine`, `done 14`,
-/// `LLAMARÉ 14`, `listo 14 ya hablamos`: a command word (any case, accents ignored), an optional
-/// number, and the rest as typed. `None` when the first word is not a command.
-pub fn parse_reply(text: &str) -> Option<SupervisorReply> {
-    let text = text.trim();
-    let word_end = text
-        .char_indices()
-        .find(|(_, c)| !c.is_alphabetic())
-        .map_or(text.len(), |(i, _)| i);
-    let word = crate::text::fold(&text[..word_end]);
-    let &(_, command, lang) = COMMANDS.iter().find(|(w, _, _)| *w == word)?;
-    let rest =
-        text[word_end..].trim_start_matches(|c: char| c.is_whitespace() || "#:.,-".contains(c));
-    let digits_end = rest
-        .char_indices()
-        .find(|(_, c)| !c.is_ascii_digit())
-        .map_or(rest.len(), |(i, _)| i);
-    let id = rest[..digits_end].parse::<i64>().ok();
-    let rest =
-        rest[digits_end..].trim_start_matches(|c: char| c.is_whitespace() || ":.,-".contains(c));
-    let text = if rest.chars().any(char::is_alphanumeric) {
-        rest.trim().to_owned()
-    } else {
-        String::new()
-    };
-    Some(SupervisorReply {
-        command,
-        id,
-        text,
-        lang,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// What supervisor messages render with
-
-/// What the templates under `supervisor/` see.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeskView<'a> {
-    pub agency: &'a Agency,
-    /// The supervisor the message goes to.
-    pub supervisor: Name,
-    /// The alert the message is about (a placeholder in help and digest messages).
-    pub escalation: AlertView,
-    /// The alert's text as first sent (for a re-escalation).
-    pub alert: String,
-    /// How long the alert waited for an acknowledgement, like "2h".
-    pub window: String,
-    /// A digest's alerts.
-    pub alerts: Vec<AlertView>,
-    /// The numbers of the alerts the supervisor can act on, like "14, 15" (empty when none).
-    pub open: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Name {
-    pub name: String,
-}
-
-/// An alert as supervisor messages show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AlertView {
-    pub id: i64,
-    pub priority: String,
-    /// "Maria G."
-    pub caregiver: String,
-    pub branch: String,
-    pub reason: String,
-    pub answer: String,
-    /// open, acknowledged, calling or done.
-    pub status: String,
-    /// Who took it up (or, in a re-escalation, who did not).
-    pub by: String,
-    /// What was replied: ACK, CALL, NOTE or DONE.
-    pub action: String,
-    /// How long ago it was raised, like "3h" or "2d".
-    pub age: String,
-}
-
-/// The view `flows check` renders supervisor templates with.
-pub fn sample_desk_view(agency: &Agency) -> DeskView<'_> {
-    let alert = AlertView {
-        id: 14,
-        priority: "high".into(),
-        caregiver: "Maria G.".into(),
-        branch: "Chicago North".into(),
-        reason: "low week score".into(),
-        answer: "1".into(),
-        status: "acknowledged".into(),
-        by: "Dana Smith".into(),
-        action: "ACK".into(),
-        age: "3h".into(),
-    };
-    DeskView {
-        agency,
-        supervisor: Name {
-            name: "Dana Smith".into(),
-        },
-        alert: "ALERT 14 (high): Maria G., Chicago North, rated the work week \"1\" on a 1-5 scale. Reply ACK 14, CALL 14, or NOTE 14 <text>.".into(),
-        window: "2h".into(),
-        alerts: vec![
-            alert.clone(),
-            AlertView {
-                id: 15,
-                priority: "normal".into(),
-                caregiver: "Ana L.".into(),
-                status: "open".into(),
-                age: "1d".into(),
-                ..alert.clone()
-            },
-        ],
-        open: "14, 15".into(),
-        escalation: alert,
-    }
-}
-
-/// "40m", "5h", "2d": an age or a window, short enough for a text.
-pub fn short_duration(d: Duration) -> String {
-    let minutes = d.num_minutes().max(0);
-    if minutes < 60 {
-        format!("{minutes}m")
-    } else if minutes < 48 * 60 {
-        format!("{}h", minutes / 60)
-    } else {
-        format!("{}d", minutes / (24 * 60))
-    }
-}
 
 /// What an alert template renders with, kept on the escalation when it is raised: the
 /// caregiver, their supervisor's name, answers, vars and flow as the flow saw them, plus the
@@ -445,12 +226,12 @@ impl<S: Store> Runner<S> {
         template: &str,
         lang: Lang,
         view: &DeskView<'_>,
-    ) -> Result<String, String> {
+    ) -> Result<String, DecideError> {
         self.catalog
             .templates
             .render(template, lang, view)
             .map(|(text, _)| text)
-            .map_err(|e| e.to_string())
+            .map_err(DecideError::from)
     }
 
     fn desk_view(&self, to: &Contact) -> DeskView<'_> {
@@ -471,7 +252,7 @@ impl<S: Store> Runner<S> {
         &self,
         snap: &EscalationSnapshot,
         now: DateTime<Utc>,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, DecideError> {
         let e = &snap.escalation;
         let mut writes = Vec::new();
         let mut update = e.update();
@@ -552,7 +333,7 @@ impl<S: Store> Runner<S> {
                         contact: &Contact,
                         action: EscalationAction,
                         level: i64|
-         -> Result<(), String> {
+         -> Result<(), DecideError> {
             let mut view = self.desk_view(contact);
             view.escalation = alert_view(
                 e,
@@ -647,7 +428,7 @@ impl<S: Store> Runner<S> {
         snap: &Snapshot,
         desk: &Desk,
         inbound: &Inbound,
-    ) -> Result<Option<Plan>, String> {
+    ) -> Result<Option<Plan>, DecideError> {
         let now = inbound.received_at;
         let busy_caregiver =
             snap.caregiver.as_ref().is_some_and(|c| c.active) && snap.conversation.is_some();
@@ -667,7 +448,7 @@ impl<S: Store> Runner<S> {
                 now,
             ));
         };
-        let help = |lang: Lang| -> Result<String, String> {
+        let help = |lang: Lang| -> Result<String, DecideError> {
             let mut view = self.desk_view(&desk.me);
             view.open = open
                 .iter()
@@ -721,7 +502,7 @@ impl<S: Store> Runner<S> {
         reply: &SupervisorReply,
         now: DateTime<Utc>,
         writes: &mut Vec<Write>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecideError> {
         let e = &alert.escalation;
         let me = &desk.me;
         let mut view = self.desk_view(me);
@@ -842,7 +623,7 @@ impl<S: Store> Runner<S> {
         template: &str,
         me: &Contact,
         now: DateTime<Utc>,
-    ) -> Result<Vec<Write>, String> {
+    ) -> Result<Vec<Write>, DecideError> {
         let Ok(address) = serde_json::from_value::<Address>(e.context["address"].clone()) else {
             return Ok(Vec::new());
         };
@@ -853,11 +634,7 @@ impl<S: Store> Runner<S> {
             map.insert("agency".into(), json!(self.settings.agency));
             map.insert("supervisor".into(), json!({ "name": me.name }));
         }
-        let (body, _) = self
-            .catalog
-            .templates
-            .render(template, lang, &ctx)
-            .map_err(|err| err.to_string())?;
+        let (body, _) = self.catalog.templates.render(template, lang, &ctx)?;
         let at = self
             .settings
             .caregiver_window
@@ -882,7 +659,11 @@ impl<S: Store> Runner<S> {
 
     /// Today's digest for one supervisor, when it is due: once a local day, at the configured
     /// time, inside their window, and only when they have open alerts.
-    pub(crate) fn decide_digest(&self, desk: &Desk, now: DateTime<Utc>) -> Result<Plan, String> {
+    pub(crate) fn decide_digest(
+        &self,
+        desk: &Desk,
+        now: DateTime<Utc>,
+    ) -> Result<Plan, DecideError> {
         let tz = quiet_hours::zone(&desk.me.timezone);
         let local = now.with_timezone(&tz);
         let day = local.date_naive();
@@ -944,99 +725,4 @@ fn update_status_word(command: Command, before: EscalationStatus) -> String {
         (_, status) => status.as_str(),
     }
     .to_owned()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reply(text: &str) -> Option<(Command, Option<i64>, String, Lang)> {
-        parse_reply(text).map(|r| (r.command, r.id, r.text, r.lang))
-    }
-
-    #[test]
-    fn replies_are_read_in_any_case_with_or_without_spaces_and_marks() {
-        assert_eq!(
-            reply("ACK 14"),
-            Some((Command::Ack, Some(14), String::new(), Lang::En))
-        );
-        assert_eq!(
-            reply(" ack #14. "),
-            Some((Command::Ack, Some(14), String::new(), Lang::En))
-        );
-        assert_eq!(
-            reply("Ack14"),
-            Some((Command::Ack, Some(14), String::new(), Lang::En))
-        );
-        assert_eq!(
-            reply("call 7"),
-            Some((Command::Call, Some(7), String::new(), Lang::En))
-        );
-        assert_eq!(
-            reply("NOTE 14 called her, all fine"),
-            Some((
-                Command::Note,
-                Some(14),
-                "called her, all fine".into(),
-                Lang::En
-            ))
-        );
-        assert_eq!(
-            reply("Done 14: resolved with the family"),
-            Some((
-                Command::Done,
-                Some(14),
-                "resolved with the family".into(),
-                Lang::En
-            ))
-        );
-    }
-
-    #[test]
-    fn spanish_replies_are_read_too() {
-        assert_eq!(
-            reply("VISTO 3"),
-            Some((Command::Ack, Some(3), String::new(), Lang::Es))
-        );
-        assert_eq!(
-            reply("Llamaré 3"),
-            Some((Command::Call, Some(3), String::new(), Lang::Es))
-        );
-        assert_eq!(
-            reply("nota 3 hablé con ella"),
-            Some((Command::Note, Some(3), "hablé con ella".into(), Lang::Es))
-        );
-        assert_eq!(
-            reply("LISTO 3"),
-            Some((Command::Done, Some(3), String::new(), Lang::Es))
-        );
-    }
-
-    #[test]
-    fn a_reply_without_a_number_keeps_its_words() {
-        assert_eq!(
-            reply("ok thanks"),
-            Some((Command::Ack, None, "thanks".into(), Lang::En))
-        );
-        assert_eq!(
-            reply("DONE"),
-            Some((Command::Done, None, String::new(), Lang::En))
-        );
-    }
-
-    #[test]
-    fn other_texts_are_not_replies() {
-        assert_eq!(reply("who is this?"), None);
-        assert_eq!(reply("14"), None);
-        assert_eq!(reply("acknowledge-ment"), None);
-        assert_eq!(reply(""), None);
-    }
-
-    #[test]
-    fn durations_are_short() {
-        assert_eq!(short_duration(Duration::minutes(40)), "40m");
-        assert_eq!(short_duration(Duration::hours(2)), "2h");
-        assert_eq!(short_duration(Duration::hours(30)), "30h");
-        assert_eq!(short_duration(Duration::days(3)), "3d");
-    }
 }

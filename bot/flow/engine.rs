@@ -180,6 +180,12 @@ pub enum EngineError {
     Loop(usize),
 }
 
+impl From<EngineError> for crate::model::DecideError {
+    fn from(e: EngineError) -> Self {
+        crate::model::DecideError::Flow(Box::new(e))
+    }
+}
+
 /// How many steps one call may run before it is judged a loop.
 const MAX_STEPS_PER_CALL: usize = 200;
 

@@ -20,6 +20,7 @@ macro_rules! from_as_str {
 
 pub mod consent;
 pub mod conversation;
+pub mod decide;
 pub mod escalation;
 pub mod links;
 pub mod outbox;
@@ -32,6 +33,7 @@ pub mod telegram;
 
 pub use consent::*;
 pub use conversation::*;
+pub use decide::*;
 pub use escalation::*;
 pub use links::*;
 pub use outbox::*;

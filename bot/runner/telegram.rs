@@ -17,9 +17,9 @@ use crate::consent::{self, Keyword, Reading};
 use crate::domain::{Address, Channel, Lang, Phone};
 use crate::flow::engine::{Person, State};
 use crate::model::{
-    Caregiver, ConsentStatus, ConvRef, ConversationStatus, Inbound, InboundOutcome, InviteState,
-    LinkCandidate, LinkClaim, OutboundKind, Plan, Reach, Snapshot, Supervisor, TapVerdict,
-    TelegramInbound, TelegramInput, TelegramOutcome, Write,
+    Caregiver, ConsentStatus, ConvRef, ConversationStatus, DecideError, Inbound, InboundOutcome,
+    InviteState, LinkCandidate, LinkClaim, OutboundKind, Plan, Reach, Snapshot, Supervisor,
+    TapVerdict, TelegramInbound, TelegramInput, TelegramOutcome, Write,
 };
 use crate::render::{CaregiverView, FlowView, MessageContext, SupervisorView};
 use crate::store::Store;
@@ -227,7 +227,7 @@ impl<S: Store> Runner<S> {
         snap: &Snapshot,
         found: &LinkCandidate,
         update: &TelegramInbound,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, DecideError> {
         let mut plan = PlanBuilder::new(self, snap, update.received_at);
         let lang = found
             .caregiver
@@ -292,7 +292,7 @@ impl<S: Store> Runner<S> {
         update: &TelegramInbound,
         supervisor: Option<&Supervisor>,
         verdict: &Mutex<Option<TapVerdict>>,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, DecideError> {
         let now = update.received_at;
         let lang = snap
             .caregiver
@@ -443,7 +443,7 @@ impl<S: Store> PlanBuilder<'_, S> {
 
     /// STOP ALL: opts out every channel of the caregiver, ends their conversation wherever it
     /// runs, and confirms once, here.
-    pub(super) fn stop_everything(&mut self, text: &str, lang: Lang) -> Result<(), String> {
+    pub(super) fn stop_everything(&mut self, text: &str, lang: Lang) -> Result<(), DecideError> {
         let snap = self.snap;
         let detail = text.trim().to_owned();
         if snap.consent != ConsentStatus::OptedOut {
@@ -517,7 +517,7 @@ impl<S: Store> PlanBuilder<'_, S> {
 
     /// `/start` (or START) without an invite: a linked chat is back on (or told it is
     /// connected); any other chat is asked to share its phone number.
-    fn start(&mut self, lang: Lang, supervisor: Option<&Supervisor>) -> Result<(), String> {
+    fn start(&mut self, lang: Lang, supervisor: Option<&Supervisor>) -> Result<(), DecideError> {
         let snap = self.snap;
         let was_out = snap.consent == ConsentStatus::OptedOut;
         let linked = snap.caregiver.is_some() || supervisor.is_some();
@@ -546,7 +546,7 @@ impl<S: Store> PlanBuilder<'_, S> {
 
     /// `/language es` or a language button: the caregiver's messages from now on, their
     /// running conversation included (when its flow speaks that language).
-    fn set_language(&mut self, chosen: Lang) -> Result<(), String> {
+    fn set_language(&mut self, chosen: Lang) -> Result<(), DecideError> {
         let snap = self.snap;
         let Some(c) = &snap.caregiver else {
             return Ok(());
@@ -579,7 +579,7 @@ impl<S: Store> PlanBuilder<'_, S> {
         template: &str,
         caregiver: Option<&Caregiver>,
         supervisor: Option<&Supervisor>,
-    ) -> Result<String, String> {
+    ) -> Result<String, DecideError> {
         let caregiver = caregiver.or(self.snap.caregiver.as_ref());
         let who = caregiver.map(person).unwrap_or_else(|| Person {
             first_name: String::new(),
@@ -621,7 +621,7 @@ impl<S: Store> PlanBuilder<'_, S> {
             .templates
             .render(template, lang, &ctx)
             .map(|(text, _)| text)
-            .map_err(|e| e.to_string())
+            .map_err(DecideError::from)
     }
 
     /// Queues a reply to this chat.
@@ -631,7 +631,7 @@ impl<S: Store> PlanBuilder<'_, S> {
         template: &str,
         caregiver: Option<&Caregiver>,
         supervisor: Option<&Supervisor>,
-    ) -> Result<(), String> {
+    ) -> Result<(), DecideError> {
         let body = self.render(lang, template, caregiver, supervisor)?;
         let caregiver_id = caregiver.or(self.snap.caregiver.as_ref()).map(|c| c.id);
         let address = self.snap.address.clone();
@@ -655,7 +655,7 @@ impl<S: Store> PlanBuilder<'_, S> {
     }
 
     /// Puts a "share my phone number" button under the last queued message.
-    fn share_contact_button(&mut self, lang: Lang) -> Result<(), String> {
+    fn share_contact_button(&mut self, lang: Lang) -> Result<(), DecideError> {
         let label = self.render(lang, "telegram/share_button", None, None)?;
         self.attach_buttons(vec![(label, markup::SHARE_CONTACT.to_owned())]);
         Ok(())

@@ -32,183 +32,26 @@
 //!   caregiver whose window opens only after the deadline is not texted. Answers to a YES or NO
 //!   are replies and go at once.
 
-use std::collections::{BTreeMap, HashMap};
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use chrono::{DateTime, Datelike, Duration, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc};
+use chrono::{DateTime, Duration, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
-use clap::{Args, Subcommand};
-use serde::Serialize;
 
-use crate::catalog::{Report, sample_agency, stats};
 use crate::domain::{Address, Channel, Lang};
-use crate::flow::{Problem, Severity};
 use crate::model::{
-    Caregiver, ConsentStatus, HeldShift, Inbound, NewOutbound, NewShiftOffer, OutboundKind, Plan,
-    ShiftAnswer, ShiftClaim, ShiftListing, ShiftOffer, ShiftPlan, ShiftSnapshot, ShiftStatus,
-    ShiftTrigger, ShiftWrite, Snapshot, Write,
+    Audience, Caregiver, ConsentStatus, DecideError, HeldShift, Inbound, NewOutbound,
+    NewShiftOffer, OutboundKind, Plan, ShiftAnswer, ShiftClaim, ShiftListing, ShiftOffer,
+    ShiftPlan, ShiftSnapshot, ShiftStatus, ShiftTrigger, ShiftWrite, Snapshot, Write,
 };
 use crate::quiet_hours;
-use crate::render::{Agency, Templates};
+use crate::render::shifts::{ShiftMessage, ShiftView, Tally, view, who};
 use crate::runner::Runner;
 use crate::sms::segments;
 use crate::store::{Store, StoreError};
-use crate::text;
 
-// ---------------------------------------------------------------------------------------------
-// Templates
-
-/// What a shift template is rendered with, so that `flows check` renders each the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    /// `caregiver`, `agency`, `shift`.
-    Caregiver,
-    /// The same, plus `offers`: the open offers to choose from.
-    Choice,
-    /// To a supervisor, about a caregiver: `caregiver`, `agency`, `shift`. English.
-    Alert,
-    /// To a supervisor, about nobody: `agency`, `shift`, `tally`. English.
-    Unfilled,
-}
-
-/// Every template shift offers send; `flows check` requires them and renders each.
-pub const SHIFT_TEMPLATES: &[(&str, Shape)] = &[
-    ("shifts/offer", Shape::Caregiver),
-    ("shifts/won", Shape::Caregiver),
-    ("shifts/filled", Shape::Caregiver),
-    ("shifts/closed", Shape::Caregiver),
-    ("shifts/clash", Shape::Caregiver),
-    ("shifts/declined", Shape::Caregiver),
-    ("shifts/yours", Shape::Caregiver),
-    ("shifts/which", Shape::Choice),
-    ("shifts/cancelled", Shape::Caregiver),
-    ("alerts/shift_filled", Shape::Alert),
-    ("alerts/shift_unfilled", Shape::Unfilled),
-];
-
-/// A shift as templates see it (`shift.*`).
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct ShiftView {
-    pub id: i64,
-    pub code: u32,
-    /// Whether the text must carry the code ("reply YES 14").
-    pub show_code: bool,
-    /// "Tue Dec 1, 8:00 AM-12:00 PM" or "mar 1 dic, 8:00-12:00".
-    pub when: String,
-    /// "Tue Dec 1, 8:00 AM" or "mar 1 dic, 8:00".
-    pub starts: String,
-    #[serde(rename = "where")]
-    pub location: String,
-    pub client: String,
-    pub notes: String,
-    pub branch: String,
-}
-
-/// A caregiver as shift templates see one.
-#[derive(Debug, Clone, Serialize)]
-struct Who<'a> {
-    first_name: &'a str,
-    last_name: &'a str,
-    external_id: &'a str,
-}
-
-/// How an offer went, for the "nobody took it" alert.
-#[derive(Debug, Clone, Copy, Serialize)]
-struct Tally {
-    offered: usize,
-    declined: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct ShiftMessage<'a> {
-    agency: &'a Agency,
-    shift: &'a ShiftView,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    caregiver: Option<Who<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    offers: Option<&'a [ShiftView]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tally: Option<Tally>,
-}
-
-const EN_DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-const EN_MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-// Without accents outside GSM-7 ("sáb" would turn the whole text into UCS-2 and double its cost).
-const ES_DAYS: [&str; 7] = ["lun", "mar", "mié", "jue", "vie", "sab", "dom"];
-const ES_MONTHS: [&str; 12] = [
-    "ene", "feb", "mar", "abr", "may", "jun", "jul", "ago", "sep", "oct", "nov", "dic",
-];
-
-fn day(lang: Lang, t: &DateTime<Tz>) -> String {
-    let wd = t.weekday().num_days_from_monday() as usize;
-    let m = t.month0() as usize;
-    match lang {
-        Lang::En => format!("{} {} {}", EN_DAYS[wd], EN_MONTHS[m], t.day()),
-        Lang::Es => format!("{} {} {}", ES_DAYS[wd], t.day(), ES_MONTHS[m]),
-    }
-}
-
-fn clock_time(lang: Lang, t: &DateTime<Tz>) -> String {
-    match lang {
-        Lang::En => {
-            let (pm, h) = t.hour12();
-            format!("{h}:{:02} {}", t.minute(), if pm { "PM" } else { "AM" })
-        }
-        Lang::Es => format!("{}:{:02}", t.hour(), t.minute()),
-    }
-}
-
-/// The shift's start and span in its branch's zone, in the reader's language; with the zone's
-/// abbreviation when the reader lives in another zone.
-pub fn describe(offer: &ShiftOffer, lang: Lang, reader_tz: &str) -> (String, String) {
-    let tz = quiet_hours::zone(&offer.timezone);
-    let start = offer.starts_at.with_timezone(&tz);
-    let end = offer.ends_at.with_timezone(&tz);
-    let zone = if reader_tz == offer.timezone || reader_tz.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", start.format("%Z"))
-    };
-    let starts = format!("{}, {}", day(lang, &start), clock_time(lang, &start));
-    let until = if end.date_naive() == start.date_naive() {
-        clock_time(lang, &end)
-    } else {
-        // An overnight shift names the day it ends.
-        let wd = end.weekday().num_days_from_monday() as usize;
-        let name = match lang {
-            Lang::En => EN_DAYS[wd],
-            Lang::Es => ES_DAYS[wd],
-        };
-        format!("{name} {}", clock_time(lang, &end))
-    };
-    (format!("{starts}-{until}{zone}"), format!("{starts}{zone}"))
-}
-
-pub fn view(offer: &ShiftOffer, lang: Lang, reader_tz: &str, show_code: bool) -> ShiftView {
-    let (when, starts) = describe(offer, lang, reader_tz);
-    ShiftView {
-        id: offer.id,
-        code: offer.code,
-        show_code,
-        when,
-        starts,
-        location: offer.location.clone(),
-        client: offer.client_ref.clone(),
-        notes: offer.notes.clone(),
-        branch: offer.branch.clone(),
-    }
-}
-
-fn who(c: &Caregiver) -> Who<'_> {
-    Who {
-        first_name: &c.first_name,
-        last_name: &c.last_name,
-        external_id: &c.external_id,
-    }
-}
+mod reply;
+pub use reply::{ShiftReply, parse_reply};
 
 /// An outbound message, with its encoding and segments worked out.
 fn outbound(
@@ -250,68 +93,6 @@ fn buttons(lang: Lang, code: u32) -> Vec<(String, String)> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reading a reply
-
-/// A caregiver's answer to an offer: YES or NO, with the offer's code when they gave one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ShiftReply {
-    pub answer: ShiftAnswer,
-    pub code: Option<u32>,
-}
-
-const YES_WORDS: &[&str] = &["yes", "y", "yeah", "yep", "si", "claro", "acepto"];
-const NO_WORDS: &[&str] = &["no", "n", "nope", "pass", "paso"];
-/// Words that may surround a YES or NO without changing it ("yes please", "no gracias").
-const FILLER: &[&str] = &[
-    "please", "pls", "thanks", "thank", "you", "por", "favor", "gracias",
-];
-
-/// Reads YES, NO, "YES 12", "12 yes", "yes12", "Sí, por favor", "no gracias". Anything else
-/// is not a shift answer (and goes on to the flow the caregiver is in, if any).
-pub fn parse_reply(message: &str) -> Option<ShiftReply> {
-    let mut words: Vec<String> = text::words(message)
-        .into_iter()
-        .filter(|w| !FILLER.contains(&w.as_str()))
-        .collect();
-    // "YES12" is "YES 12".
-    if let [w] = words.as_slice()
-        && let Some(at) = w.find(|c: char| c.is_ascii_digit())
-        && at > 0
-        && w[at..].chars().all(|c| c.is_ascii_digit())
-    {
-        let (word, code) = w.split_at(at);
-        words = vec![word.to_owned(), code.to_owned()];
-    }
-    let answer = |w: &str| {
-        if YES_WORDS.contains(&w) {
-            Some(ShiftAnswer::Yes)
-        } else if NO_WORDS.contains(&w) {
-            Some(ShiftAnswer::No)
-        } else {
-            None
-        }
-    };
-    let code = |w: &str| {
-        (w.len() <= 4 && w.chars().all(|c| c.is_ascii_digit()))
-            .then(|| w.parse().ok())
-            .flatten()
-    };
-    match words.as_slice() {
-        [w] => answer(w).map(|answer| ShiftReply { answer, code: None }),
-        [a, b] => match (answer(a), code(b), code(a), answer(b)) {
-            (Some(answer), Some(code), _, _) | (_, _, Some(code), Some(answer)) => {
-                Some(ShiftReply {
-                    answer,
-                    code: Some(code),
-                })
-            }
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Deciding
 
 /// How the first wave of a new offer (or a later one) went.
@@ -331,43 +112,44 @@ pub struct OfferReport {
     pub wave: WaveReport,
 }
 
-/// What `carebot shifts offer` asks for, as typed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Args)]
-pub struct OfferArgs {
-    /// The agency's reference for the client (shown to the caregiver who takes the shift).
-    #[arg(long = "client")]
+/// A new offer as the runner takes it, parsed at the edge (`carebot shifts offer`, and the
+/// console's form): times are wall-clock times in the branch's zone, which only the runner
+/// knows (it reads the roster).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferRequest {
     pub client_ref: String,
-    /// When the shift starts, in the branch's time zone: "2026-12-01 08:00".
-    #[arg(long)]
-    pub start: String,
-    /// When it ends: "2026-12-01 12:00", or just "12:00" (the next day if before the start).
-    #[arg(long)]
-    pub end: String,
-    /// Where the shift is, as caregivers should read it: "Evanston, IL".
-    #[arg(long = "where")]
     pub location: String,
-    /// all, group:NAME, branch:NAME or phone:+1…[,+1…]
-    #[arg(long)]
-    pub to: String,
-    /// A short note for caregivers (kept out of texts if empty).
-    #[arg(long, default_value = "")]
     pub notes: String,
-    /// Deadline for a YES: a time in the branch's zone ("2026-11-30 20:00") or a delay from
-    /// now ("2h"). Never later than the start of the shift, which is also the default.
-    #[arg(long)]
-    pub expires: Option<String>,
+    pub audience: Audience,
+    /// The audience as the operator wrote it, for messages about it.
+    pub audience_text: String,
+    pub start: NaiveDateTime,
+    pub end: ShiftEnd,
+    /// Deadline for a YES; the start of the shift when `None`, and never later than it.
+    pub expires: Option<Deadline>,
     /// The branch whose time zone the times are in (default: the audience's branch).
-    #[arg(long)]
     pub branch: Option<String>,
     /// The supervisor told who took the shift (default: the branch's first supervisor).
-    #[arg(long)]
     pub supervisor: Option<String>,
-    /// Caregivers per wave, best ranked first (fewest shifts won this week); 0 sends to all.
-    #[arg(long, default_value_t = 0)]
     pub wave_size: u32,
-    /// Minutes between waves while nobody has taken the shift.
-    #[arg(long, default_value_t = 30)]
     pub wave_minutes: u32,
+}
+
+/// When a shift ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShiftEnd {
+    At(NaiveDateTime),
+    /// A time of day: the start's day, or the next when it is not after the start.
+    Time(NaiveTime),
+}
+
+/// When an offer stops taking a YES.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deadline {
+    /// A wall-clock time in the branch's zone.
+    At(NaiveDateTime),
+    /// A delay from now.
+    After(std::time::Duration),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -389,14 +171,6 @@ enum Target<'a> {
     All(Vec<&'a HeldShift>),
     /// Several could be meant: list them and ask for the code.
     Choose(Vec<&'a HeldShift>),
-}
-
-/// Parses "2026-12-01 08:00" (or with a `T`).
-fn local_datetime(s: &str) -> Option<NaiveDateTime> {
-    let s = s.trim();
-    ["%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
 }
 
 /// A local time in `tz` as an instant; the earlier of two in the autumn overlap, and an error
@@ -431,12 +205,12 @@ impl<S: Store> Runner<S> {
         name: &str,
         lang: Lang,
         msg: &ShiftMessage<'_>,
-    ) -> Result<String, String> {
+    ) -> Result<String, DecideError> {
         self.catalog
             .templates
             .render(name, lang, msg)
             .map(|(text, _)| text)
-            .map_err(|e| e.to_string())
+            .map_err(DecideError::from)
     }
 
     /// A message to the caregiver who wrote, about `held`.
@@ -447,7 +221,7 @@ impl<S: Store> Runner<S> {
         name: &str,
         held: &HeldShift,
         now: DateTime<Utc>,
-    ) -> Result<NewOutbound, String> {
+    ) -> Result<NewOutbound, DecideError> {
         let lang = caregiver.language;
         let shift = view(&held.offer, lang, &caregiver.timezone, false);
         let body = self.render_shift(
@@ -477,7 +251,7 @@ impl<S: Store> Runner<S> {
         caregiver: &Caregiver,
         offer: &ShiftOffer,
         now: DateTime<Utc>,
-    ) -> Result<Option<NewOutbound>, String> {
+    ) -> Result<Option<NewOutbound>, DecideError> {
         let Some(sup) = &offer.supervisor else {
             return Ok(None);
         };
@@ -514,7 +288,7 @@ impl<S: Store> Runner<S> {
         snap: &Snapshot,
         inbound: &Inbound,
         caregiver: &Caregiver,
-    ) -> Result<Option<Plan>, String> {
+    ) -> Result<Option<Plan>, DecideError> {
         if snap.shifts.is_empty() {
             return Ok(None);
         }
@@ -697,7 +471,7 @@ impl<S: Store> Runner<S> {
         snap: &ShiftSnapshot,
         now: DateTime<Utc>,
         report: &Mutex<WaveReport>,
-    ) -> Result<ShiftPlan, String> {
+    ) -> Result<ShiftPlan, DecideError> {
         let offer = &snap.offer;
         let mut writes = Vec::new();
         match snap.trigger {
@@ -897,25 +671,15 @@ impl<S: Store> Runner<S> {
     /// Creates an offer and sends its first wave now.
     pub async fn offer_shift(
         &self,
-        args: &OfferArgs,
+        request: &OfferRequest,
         now: DateTime<Utc>,
     ) -> Result<OfferReport, ShiftError> {
-        let nonempty = |s: &str, what: &str| {
-            let s = s.trim();
-            if s.is_empty() {
-                Err(invalid(format!("{what} must not be empty")))
-            } else {
-                Ok(s.to_owned())
-            }
-        };
-        let client_ref = nonempty(&args.client_ref, "--client")?;
-        let location = nonempty(&args.location, "--where")?;
-        let audience = crate::model::Audience::parse(&args.to).map_err(invalid)?;
-        let people = self.store.audience(&audience).await?;
+        let audience = &request.audience;
+        let people = self.store.audience(audience).await?;
 
         // The branch, and its time zone.
-        let branch = match (&args.branch, &audience) {
-            (Some(b), _) => b.trim().to_owned(),
+        let branch = match (&request.branch, audience) {
+            (Some(b), _) => b.clone(),
             (None, crate::model::Audience::Branch(b)) => b.clone(),
             (None, _) => {
                 let mut branches: Vec<&str> = people.iter().map(|c| c.branch.as_str()).collect();
@@ -923,7 +687,12 @@ impl<S: Store> Runner<S> {
                 branches.dedup();
                 match branches.as_slice() {
                     [one] => (*one).to_owned(),
-                    [] => return Err(invalid(format!("nobody active is in {:?}", args.to))),
+                    [] => {
+                        return Err(invalid(format!(
+                            "nobody active is in {:?}",
+                            request.audience_text
+                        )));
+                    }
                     many => {
                         return Err(invalid(format!(
                             "the audience spans branches ({}): say whose time the shift is in \
@@ -957,21 +726,10 @@ impl<S: Store> Runner<S> {
         })?;
 
         // The times, read in the branch's zone.
-        let start_local = local_datetime(&args.start).ok_or_else(|| {
-            invalid(format!(
-                "--start {:?} must look like \"2026-12-01 08:00\"",
-                args.start
-            ))
-        })?;
-        let end_local = match local_datetime(&args.end) {
-            Some(t) => t,
-            None => {
-                let time = NaiveTime::parse_from_str(args.end.trim(), "%H:%M").map_err(|_| {
-                    invalid(format!(
-                        "--end {:?} must look like \"2026-12-01 12:00\" or \"12:00\"",
-                        args.end
-                    ))
-                })?;
+        let start_local = request.start;
+        let end_local = match request.end {
+            ShiftEnd::At(t) => t,
+            ShiftEnd::Time(time) => {
                 let same_day = start_local.date().and_time(time);
                 if same_day > start_local {
                     same_day
@@ -988,31 +746,28 @@ impl<S: Store> Runner<S> {
         if starts_at <= now {
             return Err(invalid(format!(
                 "--start {} ({timezone}) has already passed",
-                args.start
+                start_local.format("%Y-%m-%d %H:%M")
             )));
         }
-        let expires_at = match &args.expires {
+        let expires_at = match request.expires {
             None => starts_at,
-            Some(e) => {
-                let at = match local_datetime(e) {
-                    Some(local) => instant(tz, local, "--expires")?,
-                    None => {
-                        let d = crate::flow::definition::parse_duration(e).map_err(|_| {
-                            invalid(format!(
-                                "--expires {e:?} must be a time (\"2026-11-30 20:00\") or a \
-                                 delay (\"2h\")"
-                            ))
-                        })?;
+            Some(deadline) => {
+                let at = match deadline {
+                    Deadline::At(local) => instant(tz, local, "--expires")?,
+                    Deadline::After(d) => {
                         now + Duration::from_std(d).map_err(|_| invalid("--expires is too far"))?
                     }
                 };
                 if at <= now {
-                    return Err(invalid(format!("--expires {e} has already passed")));
+                    return Err(invalid(format!(
+                        "--expires {} has already passed",
+                        at.with_timezone(&tz).format("%Y-%m-%d %H:%M")
+                    )));
                 }
                 at.min(starts_at)
             }
         };
-        let supervisor = match &args.supervisor {
+        let supervisor = match &request.supervisor {
             Some(id) => {
                 if !self.store.supervisor_ids().await?.contains(id) {
                     return Err(invalid(format!("no supervisor with external id {id:?}")));
@@ -1024,18 +779,18 @@ impl<S: Store> Runner<S> {
         let offer = self
             .store
             .create_shift_offer(&NewShiftOffer {
-                client_ref,
-                location,
-                notes: args.notes.trim().to_owned(),
+                client_ref: request.client_ref.clone(),
+                location: request.location.clone(),
+                notes: request.notes.clone(),
                 branch,
                 timezone,
                 starts_at,
                 ends_at,
                 expires_at,
-                audience: args.to.trim().to_owned(),
+                audience: request.audience_text.trim().to_owned(),
                 supervisor,
-                wave_size: args.wave_size,
-                wave_minutes: args.wave_minutes.max(1),
+                wave_size: request.wave_size,
+                wave_minutes: request.wave_minutes.max(1),
                 created_at: now,
             })
             .await?;
@@ -1085,396 +840,17 @@ impl<S: Store> Runner<S> {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// `flows check`
-
-/// Requires every shift template in English, renders each in every language it exists in
-/// against a sample shift, and records its encoding and segments like every other message.
-pub fn check_templates(templates: &Templates, report: &mut Report) {
-    let agency = sample_agency();
-    let sample = sample_offer();
-    for (name, shape) in SHIFT_TEMPLATES {
-        if !templates.has(name, Lang::En) {
-            report.problems.push(Problem {
-                file: templates.path(name, Lang::En).display().to_string(),
-                line: 1,
-                column: 1,
-                severity: Severity::Error,
-                message: format!("required template {name:?} is missing"),
-            });
-            continue;
-        }
-        let to_supervisor = matches!(shape, Shape::Alert | Shape::Unfilled);
-        for lang in Lang::ALL {
-            if !templates.has(name, lang) {
-                // Supervisors read alerts in English; caregivers get their own language.
-                if !to_supervisor {
-                    report.problems.push(Problem {
-                        file: templates.path(name, lang).display().to_string(),
-                        line: 1,
-                        column: 1,
-                        severity: Severity::Warning,
-                        message: format!("no {lang} translation of {name:?}; English will be sent"),
-                    });
-                }
-                continue;
-            }
-            let person = crate::catalog::sample_person(lang);
-            let shift = view(&sample, lang, "America/Chicago", *shape == Shape::Caregiver);
-            let mut second = sample.clone();
-            second.id += 1;
-            second.code += 2;
-            second.starts_at += Duration::days(1);
-            second.ends_at += Duration::days(1);
-            let offers = [shift.clone(), view(&second, lang, "America/Chicago", true)];
-            let msg = ShiftMessage {
-                agency: &agency,
-                shift: &shift,
-                caregiver: (*shape != Shape::Unfilled).then_some(Who {
-                    first_name: &person.first_name,
-                    last_name: "Gonzalez",
-                    external_id: "C-1042",
-                }),
-                offers: (*shape == Shape::Choice).then_some(&offers[..]),
-                tally: (*shape == Shape::Unfilled).then_some(Tally {
-                    offered: 12,
-                    declined: 3,
-                }),
-            };
-            match templates.render(name, lang, &msg) {
-                Ok((text, _)) => stats(report, "shifts", name, lang, templates, &text),
-                Err(e) => report.problems.push(Problem {
-                    file: templates.path(name, lang).display().to_string(),
-                    line: Templates::error_line(&e),
-                    column: 1,
-                    severity: Severity::Error,
-                    message: e.to_string(),
-                }),
-            }
-        }
-    }
-}
-
-/// The shift every shift template is checked against: a morning with notes, the longest
-/// ordinary case.
-fn sample_offer() -> ShiftOffer {
-    let tz = chrono_tz::America::Chicago;
-    let at = |h| {
-        tz.with_ymd_and_hms(2026, 12, 1, h, 0, 0)
-            .unwrap()
-            .with_timezone(&Utc)
-    };
-    ShiftOffer {
-        id: 41,
-        code: 12,
-        client_ref: "CL-2291".into(),
-        location: "Evanston, IL".into(),
-        notes: "Hoyer lift".into(),
-        branch: "Chicago North".into(),
-        timezone: "America/Chicago".into(),
-        starts_at: at(8),
-        ends_at: at(12),
-        expires_at: at(8),
-        audience: "branch:Chicago North".into(),
-        supervisor: None,
-        wave_size: 0,
-        wave_minutes: 30,
-        waves_sent: 1,
-        next_wave_at: None,
-        status: ShiftStatus::Open,
-        filled_by_id: None,
-        filled_by: None,
-        filled_at: None,
-        closed_at: None,
-        created_at: at(6),
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// `carebot shifts`
-
-// Parsed once per process: the size of the largest variant costs nothing.
-#[allow(clippy::large_enum_variant)]
-#[derive(Debug, Subcommand)]
-pub enum ShiftsCommand {
-    /// Text an open shift to eligible caregivers; the first YES gets it. Prints the offer's id
-    /// alone on its last line.
-    Offer(OfferArgs),
-    /// Every offer: id, status (open, filled, expired, cancelled), who took it and when.
-    List {
-        /// Print a JSON array.
-        #[arg(long)]
-        json: bool,
-        /// Only offers with this status.
-        #[arg(long)]
-        status: Option<ShiftStatus>,
-    },
-    /// Cancel an open or filled offer (a caregiver who took it is told).
-    Cancel { id: i64 },
-}
-
-impl clap::ValueEnum for ShiftStatus {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[
-            ShiftStatus::Open,
-            ShiftStatus::Filled,
-            ShiftStatus::Expired,
-            ShiftStatus::Cancelled,
-        ]
-    }
-
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.as_str()))
-    }
-}
-
-/// `shifts list --json`: the contract's fields first.
-#[derive(Debug, Serialize)]
-pub struct ListedShift<'a> {
-    pub id: i64,
-    pub status: ShiftStatus,
-    pub filled_by: Option<&'a str>,
-    pub filled_at: Option<DateTime<Utc>>,
-    pub client: &'a str,
-    #[serde(rename = "where")]
-    pub location: &'a str,
-    pub notes: &'a str,
-    pub branch: &'a str,
-    pub timezone: &'a str,
-    pub starts_at: DateTime<Utc>,
-    pub ends_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    pub code: u32,
-    pub audience: &'a str,
-    pub supervisor: Option<&'a str>,
-    pub sent: u32,
-    pub yes: u32,
-    pub no: u32,
-    pub created_at: DateTime<Utc>,
-    pub closed_at: Option<DateTime<Utc>>,
-}
-
-impl<'a> From<&'a ShiftListing> for ListedShift<'a> {
-    fn from(l: &'a ShiftListing) -> Self {
-        let o = &l.offer;
-        ListedShift {
-            id: o.id,
-            status: o.status,
-            filled_by: o.filled_by.as_deref(),
-            filled_at: o.filled_at,
-            client: &o.client_ref,
-            location: &o.location,
-            notes: &o.notes,
-            branch: &o.branch,
-            timezone: &o.timezone,
-            starts_at: o.starts_at,
-            ends_at: o.ends_at,
-            expires_at: o.expires_at,
-            code: o.code,
-            audience: &o.audience,
-            supervisor: o.supervisor.as_ref().map(|s| s.external_id.as_str()),
-            sent: l.sent,
-            yes: l.yes,
-            no: l.no,
-            created_at: o.created_at,
-            closed_at: o.closed_at,
-        }
-    }
-}
-
-/// What `shifts offer` prints: what was created and who was texted, then the id alone.
-pub fn describe_offer(r: &OfferReport) -> String {
-    let o = &r.offer;
-    let tz = quiet_hours::zone(&o.timezone);
-    let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M").to_string();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "offer {} (code {}) for client {}: {} to {} {} ({}), {}; YES accepted until {}",
-        o.id,
-        o.code,
-        o.client_ref,
-        local(o.starts_at),
-        local(o.ends_at),
-        o.timezone,
-        o.branch,
-        o.location,
-        local(o.expires_at),
-    );
-    let skipped: usize = r.wave.skipped.values().sum();
-    let reasons: Vec<String> = r
-        .wave
-        .skipped
-        .iter()
-        .map(|(k, v)| format!("{k}: {v}"))
-        .collect();
-    let _ = writeln!(
-        out,
-        "wave 1: texted {}, kept for later waves {}, skipped {skipped}{}",
-        r.wave.sent,
-        r.wave.later,
-        if reasons.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", reasons.join(", "))
-        }
-    );
-    match &o.supervisor {
-        Some(s) => {
-            let _ = writeln!(
-                out,
-                "supervisor told of the outcome: {} ({})",
-                s.name, s.external_id
-            );
-        }
-        None => {
-            let _ = writeln!(
-                out,
-                "warning: branch {:?} has no supervisor on the roster; nobody will be told the outcome",
-                o.branch
-            );
-        }
-    }
-    let _ = write!(out, "{}", o.id);
-    out
-}
-
-/// A table for people.
-pub fn describe_list(listings: &[ShiftListing]) -> String {
-    let mut out = format!(
-        "{:>5} {:<9} {:>4} {:<16} {:<12} {:<20} {:<12} {:<20} {:>4} {:>3} {:>3}\n",
-        "id",
-        "status",
-        "code",
-        "starts (local)",
-        "client",
-        "where",
-        "filled_by",
-        "filled_at",
-        "sent",
-        "yes",
-        "no"
-    );
-    for l in listings {
-        let o = &l.offer;
-        let tz = quiet_hours::zone(&o.timezone);
-        let _ = writeln!(
-            out,
-            "{:>5} {:<9} {:>4} {:<16} {:<12} {:<20} {:<12} {:<20} {:>4} {:>3} {:>3}",
-            o.id,
-            o.status.as_str(),
-            o.code,
-            o.starts_at.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
-            o.client_ref,
-            o.location,
-            o.filled_by.as_deref().unwrap_or("-"),
-            o.filled_at
-                .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-                .unwrap_or_else(|| "-".into()),
-            l.sent,
-            l.yes,
-            l.no
-        );
-    }
-    out
-}
-
-/// Counts by status, for a line under the table.
-pub fn summary(listings: &[ShiftListing]) -> String {
-    let mut by: HashMap<ShiftStatus, usize> = HashMap::new();
-    for l in listings {
-        *by.entry(l.offer.status).or_default() += 1;
-    }
-    [
-        ShiftStatus::Open,
-        ShiftStatus::Filled,
-        ShiftStatus::Expired,
-        ShiftStatus::Cancelled,
-    ]
-    .iter()
-    .map(|s| format!("{} {}", by.get(s).copied().unwrap_or(0), s.as_str()))
-    .collect::<Vec<_>>()
-    .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn reply(text: &str) -> Option<(ShiftAnswer, Option<u32>)> {
-        parse_reply(text).map(|r| (r.answer, r.code))
-    }
-
-    #[test]
-    fn yes_and_no_with_or_without_a_code() {
-        assert_eq!(reply("YES"), Some((ShiftAnswer::Yes, None)));
-        assert_eq!(reply(" yes! "), Some((ShiftAnswer::Yes, None)));
-        assert_eq!(reply("Sí"), Some((ShiftAnswer::Yes, None)));
-        assert_eq!(reply("si por favor"), Some((ShiftAnswer::Yes, None)));
-        assert_eq!(reply("YES 12"), Some((ShiftAnswer::Yes, Some(12))));
-        assert_eq!(reply("yes12"), Some((ShiftAnswer::Yes, Some(12))));
-        assert_eq!(reply("12 yes"), Some((ShiftAnswer::Yes, Some(12))));
-        assert_eq!(reply("Yes, #14"), Some((ShiftAnswer::Yes, Some(14))));
-        assert_eq!(reply("no"), Some((ShiftAnswer::No, None)));
-        assert_eq!(reply("No gracias"), Some((ShiftAnswer::No, None)));
-        assert_eq!(reply("NO 14"), Some((ShiftAnswer::No, Some(14))));
-    }
-
-    #[test]
-    fn anything_longer_is_left_to_the_flows() {
-        for text in [
-            "12",
-            "yes I quit",
-            "no, I feel unsafe",
-            "maybe",
-            "",
-            "yes 12 14",
-        ] {
-            assert_eq!(reply(text), None, "{text:?}");
-        }
-    }
-
-    fn offer_at(start: &str, end: &str) -> ShiftOffer {
-        let mut o = sample_offer();
-        let tz = chrono_tz::America::Chicago;
-        let t = |s: &str| instant(tz, local_datetime(s).unwrap(), "t").unwrap();
-        o.starts_at = t(start);
-        o.ends_at = t(end);
-        o
-    }
-
-    #[test]
-    fn times_read_in_the_branch_zone_and_language() {
-        let o = offer_at("2026-12-01 08:00", "2026-12-01 12:30");
-        assert_eq!(
-            describe(&o, Lang::En, "America/Chicago"),
-            (
-                "Tue Dec 1, 8:00 AM-12:30 PM".to_owned(),
-                "Tue Dec 1, 8:00 AM".to_owned()
-            )
-        );
-        assert_eq!(
-            describe(&o, Lang::Es, "America/Chicago").0,
-            "mar 1 dic, 8:00-12:30"
-        );
-        // A caregiver in another zone is told which zone the times are in.
-        assert_eq!(
-            describe(&o, Lang::En, "America/New_York").0,
-            "Tue Dec 1, 8:00 AM-12:30 PM (CST)"
-        );
-        let night = offer_at("2026-12-01 22:00", "2026-12-02 06:00");
-        assert_eq!(
-            describe(&night, Lang::En, "America/Chicago").0,
-            "Tue Dec 1, 10:00 PM-Wed 6:00 AM"
-        );
-    }
-
     #[test]
     fn a_local_time_in_the_spring_gap_is_refused() {
         let tz = chrono_tz::America::Chicago;
-        let gap = local_datetime("2026-03-08 02:30").unwrap();
+        let local = |s| NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap();
+        let gap = local("2026-03-08 02:30");
         assert!(instant(tz, gap, "--start").is_err());
-        let overlap = local_datetime("2026-11-01 01:30").unwrap();
+        let overlap = local("2026-11-01 01:30");
         // The first of the two 01:30s (still daylight time, UTC-5).
         assert_eq!(
             instant(tz, overlap, "--start").unwrap().to_rfc3339(),

@@ -15,12 +15,12 @@ use serde_json::Value;
 
 use crate::domain::{Address, Channel};
 use crate::model::{
-    AnswerRow, Audience, Caregiver, CaregiverRecord, ConsentStatus, Desk, DueConversation,
-    EscalationEventRow, EscalationRow, EscalationSnapshot, FlowRevision, Inbound, InboundOutcome,
-    Invitee, LedgerRow, LinkCandidate, LinkClaim, NewShiftOffer, NewStart, OutboundRow,
-    OutboundStatus, Plan, PulseRow, ScheduleRow, ShiftListing, ShiftOffer, ShiftStatus,
-    ShiftTrigger, Snapshot, StartBatch, StartOutcome, StartRow, StartSnapshot, Supervisor,
-    SupervisorRecord, TrainingBatch, TrainingRecord, TrainingRow, UpsertOutcome,
+    AnswerRow, Audience, Caregiver, CaregiverRecord, ConsentStatus, DecideError, Desk,
+    DueConversation, EscalationEventRow, EscalationRow, EscalationSnapshot, FlowRevision, Inbound,
+    InboundOutcome, Invitee, LedgerRow, LinkCandidate, LinkClaim, NewShiftOffer, NewStart,
+    OutboundRow, OutboundStatus, Plan, PulseRow, ScheduleRow, ShiftListing, ShiftOffer,
+    ShiftStatus, ShiftTrigger, Snapshot, StartBatch, StartOutcome, StartRow, StartSnapshot,
+    Supervisor, SupervisorRecord, TrainingBatch, TrainingRecord, TrainingRow, UpsertOutcome,
 };
 use crate::privacy::{CaregiverExport, Erasure, Person, Retention, Swept};
 
@@ -40,8 +40,8 @@ pub enum StoreError {
     #[error("unsupported DATABASE_URL scheme {0:?} (expected sqlite://… or postgres://…)")]
     UnsupportedUrl(String),
     /// The runner's decision failed; the transaction was rolled back.
-    #[error("{0}")]
-    Decide(String),
+    #[error(transparent)]
+    Decide(#[from] DecideError),
     /// The runner handed over a plan that cannot be applied as written (an answer for an
     /// address with no caregiver, a reference to a conversation the plan did not create). The
     /// transaction is rolled back.
@@ -55,21 +55,25 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The decision for an escalation the follow-up clock woke.
 pub type DecideEscalation<'a> =
-    dyn Fn(&EscalationSnapshot) -> std::result::Result<Plan, String> + Send + Sync + 'a;
+    dyn Fn(&EscalationSnapshot) -> std::result::Result<Plan, DecideError> + Send + Sync + 'a;
 /// The decision for a supervisor's daily digest.
-pub type DecideDigest<'a> = dyn Fn(&Desk) -> std::result::Result<Plan, String> + Send + Sync + 'a;
+pub type DecideDigest<'a> =
+    dyn Fn(&Desk) -> std::result::Result<Plan, DecideError> + Send + Sync + 'a;
 /// Where an export writes its rows as the store reads them.
 pub type Sink<'a, T> = dyn FnMut(T) -> std::io::Result<()> + Send + 'a;
 /// The decision for one caregiver of a start: pure, called inside the batch's transaction.
-pub type StartDecide<'a> =
-    dyn Fn(&StartSnapshot) -> std::result::Result<(Plan, StartOutcome), String> + Send + Sync + 'a;
+pub type StartDecide<'a> = dyn Fn(&StartSnapshot) -> std::result::Result<(Plan, StartOutcome), DecideError>
+    + Send
+    + Sync
+    + 'a;
 /// The decision for a linking message: like [`Decide`], with who the claim named.
 pub type LinkDecide<'a> =
-    dyn Fn(&Snapshot, &LinkCandidate) -> std::result::Result<Plan, String> + Send + Sync + 'a;
+    dyn Fn(&Snapshot, &LinkCandidate) -> std::result::Result<Plan, DecideError> + Send + Sync + 'a;
 
 /// The decision function the runner hands to the store: pure, called inside the transaction.
 /// An `Err` rolls the whole transaction back (the store returns `StoreError::Decide`).
-pub type Decide<'a> = dyn Fn(&Snapshot) -> std::result::Result<Plan, String> + Send + Sync + 'a;
+pub type Decide<'a> =
+    dyn Fn(&Snapshot) -> std::result::Result<Plan, DecideError> + Send + Sync + 'a;
 
 /// Everything carebot keeps. Both implementations pass one test suite (`tests/store.rs`).
 pub trait Store: Send + Sync + 'static {

@@ -19,15 +19,15 @@ use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, QueryBuilder, 
 use super::sql::{Dialect, SqlStore, SqlValue, Ts, parse, to_json};
 use super::{Result, StoreError};
 use crate::model::{
-    Caregiver, ClaimOutcome, ConsentStatus, HeldShift, NewOutbound, NewShiftOffer, ShiftCandidate,
-    ShiftClaim, ShiftListing, ShiftOffer, ShiftPlan, ShiftRecipient, ShiftSnapshot, ShiftStatus,
-    ShiftTrigger, ShiftWrite, Supervisor, next_code,
+    Caregiver, ClaimOutcome, ConsentStatus, DecideError, HeldShift, NewOutbound, NewShiftOffer,
+    ShiftCandidate, ShiftClaim, ShiftListing, ShiftOffer, ShiftPlan, ShiftRecipient, ShiftSnapshot,
+    ShiftStatus, ShiftTrigger, ShiftWrite, Supervisor, next_code,
 };
 
 /// The decision the runner hands to [`super::Store::handle_shift_offer`]; pure, called inside
 /// the transaction. An `Err` rolls it back.
 pub type ShiftDecide<'a> =
-    dyn Fn(&ShiftSnapshot) -> std::result::Result<ShiftPlan, String> + Send + Sync + 'a;
+    dyn Fn(&ShiftSnapshot) -> std::result::Result<ShiftPlan, DecideError> + Send + Sync + 'a;
 
 // ---------------------------------------------------------------------------------------------
 // Rows as stored

@@ -7,8 +7,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use carebot::cli::shifts::OfferArgs;
 use carebot::model::CaregiverRecord;
-use carebot::shifts::OfferArgs;
 use carebot::store::Store;
 use chrono::NaiveDate;
 
@@ -114,7 +114,10 @@ pub struct Round {
 pub async fn race(app: &TestApp, client: &reqwest::Client, round: u32) -> Round {
     let report = app
         .runner
-        .offer_shift(&offer_args(round, None), chrono::Utc::now())
+        .offer_shift(
+            &offer_args(round, None).request().unwrap(),
+            chrono::Utc::now(),
+        )
         .await
         .unwrap();
     let gate = Arc::new(tokio::sync::Barrier::new(RACERS as usize + 1));
