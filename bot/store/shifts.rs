@@ -1,7 +1,7 @@
 //! Shift offers in the store: the offers, who each was texted to and what they answered, and
 //! the one conditional write that awards a shift. The types come first (what the runner's
 //! `shifts` module reads and hands back); the SQL after them is shared by SQLite and PostgreSQL,
-//! like the rest of `sql.rs`.
+//! like the rest of `sql/`.
 //!
 //! Exactly one winner: a YES is applied inside the transaction that recorded the message, as
 //! `UPDATE shift_offers SET status = 'filled' … WHERE id = $1 AND status = 'open'`. On SQLite
@@ -155,7 +155,7 @@ macro_rules! claim_outcome_sql {
     };
 }
 
-// The same bounds as `sql.rs`: everything the shared code asks of a database.
+// The same bounds as `sql/mod.rs`: everything the shared code asks of a database.
 impl<DB> SqlStore<DB>
 where
     DB: Dialect,
@@ -520,6 +520,7 @@ where
     }
 
     /// Locks offer `id` for `trigger`, reads its snapshot, decides, applies: one transaction.
+    // Long because lock, snapshot, decide and apply are one transaction; each write is a few lines.
     pub(super) async fn lock_and_handle_shift_offer(
         &self,
         id: i64,

@@ -1,5 +1,5 @@
 //! SQLite, the default store (one file, zero set-up): how to open it, and what SQLite does
-//! differently from PostgreSQL. Everything else is the shared code in `sql.rs`.
+//! differently from PostgreSQL. Everything else is the shared code in `sql/`.
 
 use std::str::FromStr;
 use std::sync::Arc;

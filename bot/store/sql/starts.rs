@@ -18,8 +18,8 @@ use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type};
 
 use super::{
-    CHUNK, CaregiverDb, ConversationDb, Ctx, Dialect, SqlStore, SqlValue, Ts, caregivers_select,
-    conversation_id, json, parse, to_json,
+    CHUNK, CaregiverDb, ConversationDb, Ctx, Dialect, SqlStore, SqlValue, Ts, conversation_id,
+    json, parse, to_json,
 };
 use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel};
@@ -389,6 +389,7 @@ where
         Ok(())
     }
 
+    // Long because the prepared batch, its re-check and its write are one transaction's steps.
     pub(super) async fn run_start_batch_in(
         &self,
         id: i64,
@@ -882,6 +883,7 @@ where
     }
 
     /// [`Self::start_snapshots`], with the [`Volatile`] parts of each as read.
+    // Long because a batch's snapshots are assembled from a handful of set-wise reads.
     async fn read_start_batch(
         conn: &mut DB::Connection,
         ids: &[i64],
@@ -1015,6 +1017,7 @@ where
     /// then every outbound message in multi-row `INSERT`s; anything else (an answer, an alert
     /// raised at the first step) one by one. Returns the conversation created for each
     /// snapshot, if any.
+    // Long because a batch's plans are folded into multi-row inserts: conversations, then messages.
     async fn apply_start_plans(
         conn: &mut DB::Connection,
         start_id: Option<i64>,
