@@ -16,7 +16,7 @@ use chrono::{Duration, NaiveDate};
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type};
 
-use super::sql::{Dialect, SqlStore, SqlValue, Ts, parse, to_json};
+use super::sql::{Dialect, OutboundInsert, SqlStore, SqlValue, Ts, conversation_id, parse};
 use super::{Result, StoreError};
 use crate::model::{
     Caregiver, ClaimOutcome, ConsentStatus, HeldShift, NewOutbound, NewShiftOffer, ShiftCandidate,
@@ -354,29 +354,22 @@ where
         Ok(())
     }
 
-    /// Queues a message and returns its id.
+    /// Queues a message and returns its id: encoded as every path encodes a queued message,
+    /// so a shift text has its `conversation_id` (none) like any other.
     async fn insert_outbound(
         conn: &mut DB::Connection,
         outbound: &NewOutbound,
         now: Ts,
     ) -> Result<i64> {
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO outbound_messages (channel, address, caregiver_id, kind, body, encoding, \
-             segments, buttons, status, attempts, not_before, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $10) RETURNING id",
-        )
-        .bind(outbound.address.channel.as_str())
-        .bind(outbound.address.value.clone())
-        .bind(outbound.caregiver_id)
-        .bind(outbound.kind.as_str())
-        .bind(outbound.body.clone())
-        .bind(outbound.encoding.clone())
-        .bind(i64::from(outbound.segments))
-        .bind(to_json(&outbound.buttons))
-        .bind(Ts(outbound.not_before))
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await?;
+        let conversation = outbound
+            .conversation
+            .map(|c| conversation_id(c, None))
+            .transpose()?;
+        let row = OutboundInsert::encode(outbound.clone(), conversation, &now);
+        let mut insert = QueryBuilder::<DB>::new(OutboundInsert::<Ts>::INSERT);
+        insert.push_values([&row], |values, row| row.bind(values));
+        insert.push(" RETURNING id");
+        let (id,): (i64,) = insert.build_query_as().fetch_one(&mut *conn).await?;
         Ok(id)
     }
 

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::Type;
 use sqlx::migrate::Migrate;
-use sqlx::{ColumnIndex, Encode, Executor, IntoArguments};
+use sqlx::{ColumnIndex, Encode, Executor, IntoArguments, QueryBuilder};
 
+use super::encode::{AnswerInsert, ConversationInsert, ConversationUpdate, NewConversation};
 use super::rows::*;
 use super::{Dialect, SqlStore, SqlValue, Ts};
 use crate::domain::Address;
@@ -39,7 +40,7 @@ impl Ctx<'_> {
 }
 
 /// Resolves a conversation reference against the conversation this plan created, if any.
-pub(super) fn conversation_id(conv: ConvRef, created: Option<i64>) -> Result<i64> {
+pub(in crate::store) fn conversation_id(conv: ConvRef, created: Option<i64>) -> Result<i64> {
     match conv {
         ConvRef::Existing(id) => Ok(id),
         ConvRef::New => created.ok_or_else(|| {
@@ -242,7 +243,7 @@ where
     }
 
     /// [`Write::CreateConversation`]: returns the new conversation's id, which the plan's later
-    /// writes mean by `ConvRef::New`.
+    /// writes mean by `ConvRef::New`. Outside a start, so with no program or start.
     async fn create_conversation(
         conn: &mut DB::Connection,
         ctx: &Ctx<'_>,
@@ -252,22 +253,20 @@ where
         wake_at: Option<DateTime<Utc>>,
     ) -> Result<i64> {
         let caregiver = ctx.caregiver("CreateConversation")?;
-        let address = &ctx.snapshot.address;
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO conversations (caregiver_id, channel, address, flow_id, \
-             flow_rev, status, state, wake_at, started_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $8) RETURNING id",
-        )
-        .bind(caregiver.id)
-        .bind(address.channel.as_str())
-        .bind(address.value.clone())
-        .bind(flow_id.to_owned())
-        .bind(flow_rev)
-        .bind(to_json(state))
-        .bind(wake_at.map(Ts))
-        .bind(ctx.now)
-        .fetch_one(&mut *conn)
-        .await?;
+        let new = NewConversation {
+            flow_id,
+            flow_rev,
+            status: ConversationStatus::Active,
+            state,
+            wake_at,
+            program: None,
+            start_id: None,
+        };
+        let row = ConversationInsert::encode(caregiver.id, &ctx.snapshot.address, &new, ctx.now);
+        let mut insert = QueryBuilder::<DB>::new(ConversationInsert::INSERT);
+        insert.push_values([&row], |values, row| row.bind(values));
+        insert.push(" RETURNING id");
+        let (id,): (i64,) = insert.build_query_as().fetch_one(&mut *conn).await?;
         Ok(id)
     }
 
@@ -280,19 +279,16 @@ where
         state: &Value,
         wake_at: Option<DateTime<Utc>>,
     ) -> Result<()> {
-        let ended_at = (status != ConversationStatus::Active).then_some(ctx.now);
-        let updated = sqlx::query(
-            "UPDATE conversations SET status = $2, state = $3, wake_at = $4, \
-             updated_at = $5, ended_at = $6 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(status.as_str())
-        .bind(to_json(state))
-        .bind(wake_at.map(Ts))
-        .bind(ctx.now)
-        .bind(ended_at)
-        .execute(&mut *conn)
-        .await?;
+        let u = ConversationUpdate::encode(id, status, state, wake_at, &ctx.now);
+        let updated = sqlx::query(ConversationUpdate::<Ts>::UPDATE)
+            .bind(u.id)
+            .bind(u.status)
+            .bind(u.state)
+            .bind(u.wake_at)
+            .bind(u.updated_at)
+            .bind(u.ended_at)
+            .execute(&mut *conn)
+            .await?;
         if DB::rows_affected(&updated) == 0 {
             return Err(StoreError::InvalidPlan(format!(
                 "UpdateConversation: no conversation {id}"
@@ -355,43 +351,22 @@ where
         Ok(())
     }
 
-    /// A named [`Write::Answer`].
+    /// A named [`Write::Answer`], encoded as the group writer encodes it.
     async fn insert_answer(
         conn: &mut DB::Connection,
         ctx: &Ctx<'_>,
         write: &Write,
         created: Option<i64>,
     ) -> Result<()> {
-        let Write::Answer {
-            conversation,
-            flow_id,
-            step,
-            key,
-            value,
-            raw,
-            free_text,
-            ..
-        } = write
-        else {
+        let Write::Answer { conversation, .. } = write else {
             unreachable!("apply_writes routes answers here");
         };
         let caregiver = ctx.caregiver("Answer")?;
-        sqlx::query(
-            "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, \
-             value, raw, anonymous, answered_at, free_text) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8, $9)",
-        )
-        .bind(conversation_id(*conversation, created)?)
-        .bind(caregiver.id)
-        .bind(flow_id.clone())
-        .bind(step.clone())
-        .bind(key.clone())
-        .bind(to_json(value))
-        .bind(raw.clone())
-        .bind(ctx.now)
-        .bind(*free_text)
-        .execute(&mut *conn)
-        .await?;
+        let conversation = conversation_id(*conversation, created)?;
+        let row = AnswerInsert::encode(write.clone(), conversation, caregiver.id, &ctx.now);
+        let mut insert = QueryBuilder::<DB>::new(AnswerInsert::<Ts>::INSERT);
+        insert.push_values([&row], |values, row| row.bind(values));
+        insert.build().execute(&mut *conn).await?;
         Ok(())
     }
 

@@ -34,7 +34,9 @@ use serde_json::Value;
 
 // What `starts.rs`, `privacy.rs` and `group_commit.rs` take from their parent, and `shifts.rs`
 // from the store's SQL.
-use apply::{Ctx, conversation_id};
+use apply::Ctx;
+pub(in crate::store) use apply::conversation_id;
+pub(in crate::store) use encode::{OutboundInsert, sqlite_text};
 use escalations::short_name;
 pub(in crate::store) use roster::Filter;
 use rows::*;
@@ -48,6 +50,8 @@ pub(crate) use fragments::{
 
 /// The plan applier: one function per kind of write.
 mod apply;
+/// The rows writes insert, encoded once for every path that inserts them.
+mod encode;
 /// Escalations, their chains, a supervisor's desk, digests.
 mod escalations;
 /// Snapshots and the inbound transactions; consent, links, invites.

@@ -8,6 +8,7 @@ use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Encode, Executor, IntoArguments};
 use sqlx::{QueryBuilder, Type};
 
+use super::encode::OutboundInsert;
 use super::rows::*;
 use super::{CHUNK, Dialect, SqlStore, SqlValue, Ts, advances};
 use crate::domain::Channel;
@@ -32,31 +33,18 @@ where
     Option<Ts>: SqlValue<DB>,
     Option<NaiveDate>: SqlValue<DB>,
 {
+    /// Queues one message ([`Write::Outbound`](crate::model::Write::Outbound)), encoded as
+    /// every path encodes it.
     pub(super) async fn queue(
         conn: &mut DB::Connection,
         outbound: &NewOutbound,
         conversation_id: Option<i64>,
         now: Ts,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, kind, \
-             body, encoding, segments, buttons, status, attempts, not_before, created_at, \
-             updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'queued', 0, $10, $11, $11)",
-        )
-        .bind(outbound.address.channel.as_str())
-        .bind(outbound.address.value.clone())
-        .bind(outbound.caregiver_id)
-        .bind(conversation_id)
-        .bind(outbound.kind.as_str())
-        .bind(outbound.body.clone())
-        .bind(outbound.encoding.clone())
-        .bind(i64::from(outbound.segments))
-        .bind(to_json(&outbound.buttons))
-        .bind(Ts(outbound.not_before))
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+        let row = OutboundInsert::encode(outbound.clone(), conversation_id, &now);
+        let mut insert = QueryBuilder::<DB>::new(OutboundInsert::<Ts>::INSERT);
+        insert.push_values([&row], |values, row| row.bind(values));
+        insert.build().execute(&mut *conn).await?;
         Ok(())
     }
 

@@ -12,17 +12,18 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{Duration, NaiveDate};
 use serde_json::Value;
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type};
 
+use super::encode::{ConversationInsert, NewConversation, OutboundInsert};
 use super::{
     CHUNK, CaregiverDb, ConversationDb, Ctx, Dialect, SqlStore, SqlValue, Ts, conversation_id,
     json, parse, to_json,
 };
+use crate::domain::Channel;
 use crate::domain::phone::masked_error;
-use crate::domain::{Address, Channel};
 use crate::model::{
     Audience, CAP_WINDOW, Caregiver, ConsentStatus, ConversationStatus, NewStart, Plan,
     ScheduleRow, Snapshot, StartBatch, StartOutcome, StartRow, StartSnapshot, StartStatus,
@@ -78,18 +79,6 @@ impl StartDb {
             finished_at: self.finished_at.map(|t| t.0),
         })
     }
-}
-
-/// A conversation a batch creates: the plan's `CreateConversation` with its last
-/// `UpdateConversation` of the new conversation folded in, so it is one row in one `INSERT`.
-struct NewConversation<'a> {
-    caregiver_id: i64,
-    address: &'a Address,
-    flow_id: &'a str,
-    flow_rev: i64,
-    status: ConversationStatus,
-    state: &'a Value,
-    wake_at: Option<DateTime<Utc>>,
 }
 
 /// The parts of a caregiver's start snapshot that replies, opt-outs and other starts change
@@ -1026,7 +1015,10 @@ where
         plans: &[&Plan],
         now: Ts,
     ) -> Result<Vec<Option<i64>>> {
-        let mut creates: Vec<(usize, NewConversation<'_>)> = Vec::new();
+        // A conversation a batch creates: the plan's `CreateConversation` with its last
+        // `UpdateConversation` of the new conversation folded in, so it is one row in one
+        // `INSERT`; with the snapshot it is for and its caregiver.
+        let mut creates: Vec<(usize, i64, NewConversation<'_>)> = Vec::new();
         for (i, (snapshot, plan)) in snapshots.iter().zip(plans).enumerate() {
             let ctx = Ctx {
                 snapshot: &snapshot.snapshot,
@@ -1051,14 +1043,15 @@ where
             else {
                 unreachable!("position found a CreateConversation");
             };
+            let caregiver_id = ctx.caregiver("CreateConversation")?.id;
             let mut new = NewConversation {
-                caregiver_id: ctx.caregiver("CreateConversation")?.id,
-                address: &snapshot.snapshot.address,
                 flow_id,
                 flow_rev: *flow_rev,
                 status: ConversationStatus::Active,
                 state,
                 wake_at: *wake_at,
+                program: Some(program),
+                start_id,
             };
             for w in &plan.writes[at + 1..] {
                 if let Write::UpdateConversation {
@@ -1073,30 +1066,24 @@ where
                     new.wake_at = *wake_at;
                 }
             }
-            creates.push((i, new));
+            creates.push((i, caregiver_id, new));
         }
 
         let mut created: Vec<Option<i64>> = vec![None; snapshots.len()];
         for chunk in creates.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<DB>::new(
-                "INSERT INTO conversations (caregiver_id, channel, address, flow_id, flow_rev, \
-                 status, state, wake_at, started_at, updated_at, ended_at, program, start_id) ",
-            );
-            insert.push_values(chunk, |mut row, (_, c)| {
-                row.push_bind(c.caregiver_id)
-                    .push_bind(c.address.channel.as_str())
-                    .push_bind(c.address.value.clone())
-                    .push_bind(c.flow_id.to_owned())
-                    .push_bind(c.flow_rev)
-                    .push_bind(c.status.as_str())
-                    .push_bind(to_json(c.state))
-                    .push_bind(c.wake_at.map(Ts))
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind((c.status != ConversationStatus::Active).then_some(now))
-                    .push_bind(program.to_owned())
-                    .push_bind(start_id);
-            });
+            let rows: Vec<ConversationInsert> = chunk
+                .iter()
+                .map(|(i, caregiver_id, c)| {
+                    ConversationInsert::encode(
+                        *caregiver_id,
+                        &snapshots[*i].snapshot.address,
+                        c,
+                        now,
+                    )
+                })
+                .collect();
+            let mut insert = QueryBuilder::<DB>::new(ConversationInsert::INSERT);
+            insert.push_values(&rows, |values, row| row.bind(values));
             insert.push(" RETURNING id, caregiver_id");
             let ids: HashMap<i64, i64> = insert
                 .build_query_as::<(i64, i64)>()
@@ -1105,15 +1092,15 @@ where
                 .into_iter()
                 .map(|(id, caregiver_id)| (caregiver_id, id))
                 .collect();
-            for (i, c) in chunk {
-                created[*i] = Some(ids[&c.caregiver_id]);
+            for (i, caregiver_id, _) in chunk {
+                created[*i] = Some(ids[caregiver_id]);
             }
         }
 
         // Everything after each CreateConversation: outbound messages together, the rest one
         // by one (the new conversation's updates were folded into its row above).
         let mut outbound = Vec::new();
-        for (i, _) in &creates {
+        for (i, _, _) in &creates {
             let (snapshot, plan) = (&snapshots[*i], plans[*i]);
             let ctx = Ctx {
                 snapshot: &snapshot.snapshot,
@@ -1136,7 +1123,7 @@ where
                             .conversation
                             .map(|c| conversation_id(c, created[*i]))
                             .transpose()?;
-                        outbound.push((o, conv));
+                        outbound.push(OutboundInsert::encode(o.clone(), conv, &now));
                     }
                     other => {
                         Self::apply_writes(conn, &ctx, std::slice::from_ref(other), created[*i])
@@ -1146,27 +1133,8 @@ where
             }
         }
         for chunk in outbound.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<DB>::new(
-                "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, \
-                 kind, body, encoding, segments, buttons, status, attempts, not_before, \
-                 created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut row, (o, conv)| {
-                row.push_bind(o.address.channel.as_str())
-                    .push_bind(o.address.value.clone())
-                    .push_bind(o.caregiver_id)
-                    .push_bind(*conv)
-                    .push_bind(o.kind.as_str())
-                    .push_bind(o.body.clone())
-                    .push_bind(o.encoding.clone())
-                    .push_bind(i64::from(o.segments))
-                    .push_bind(to_json(&o.buttons))
-                    .push("'queued'")
-                    .push("0")
-                    .push_bind(Ts(o.not_before))
-                    .push_bind(now)
-                    .push_bind(now);
-            });
+            let mut insert = QueryBuilder::<DB>::new(OutboundInsert::<Ts>::INSERT);
+            insert.push_values(chunk, |values, row| row.bind(values));
             insert.build().execute(&mut *conn).await?;
         }
         Ok(created)
