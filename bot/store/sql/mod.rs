@@ -65,8 +65,12 @@ mod roster;
 /// The rows as read, and their conversions.
 mod rows;
 
-/// Durable starts, schedules and training assignments: the batched, set-wise write path.
+/// Durable starts: the batched, set-wise write path.
 mod starts;
+/// Recurring starts, per flow and time zone.
+mod schedules;
+/// Training assignments, started in batches like a durable start.
+mod training;
 
 /// The retention sweep, and one caregiver's export and erasure.
 mod privacy;
