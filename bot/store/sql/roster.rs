@@ -17,6 +17,14 @@ use crate::model::{
 };
 use crate::store::Result;
 
+/// What an import batch is compared with: the stored caregivers it names by external id (with
+/// their id, and whether active), who holds each of its phone numbers, and their SMS consent.
+struct StoredRoster {
+    stored: HashMap<String, (i64, CaregiverRecord, bool)>,
+    phone_owner: HashMap<String, String>,
+    consent: HashMap<String, ConsentStatus>,
+}
+
 /// Which caregivers to load.
 #[derive(Debug, Clone, Copy)]
 pub(in crate::store) enum Filter<'a> {
@@ -172,16 +180,103 @@ where
         Ok(found)
     }
 
-    // Long because an import batch is read, decided and written in one pass over shared maps.
+    /// Imports a batch of caregivers: compared with what is stored, decided row by row against
+    /// it and the batch's earlier rows, then written.
     pub(super) async fn upsert_caregivers_in(
         conn: &mut DB::Connection,
         rows: &[CaregiverRecord],
     ) -> Result<Vec<(UpsertOutcome, Option<String>)>> {
         let now = Ts::now();
+        let StoredRoster {
+            stored,
+            mut phone_owner,
+            mut consent,
+        } = Self::stored_roster(conn, rows).await?;
+        // A number that was opted out when its caregiver was erased is opted out again when an
+        // import brings it back: the erasure kept its hash for exactly this.
+        for phone in Self::erased_opt_outs(conn, rows, &consent).await? {
+            let address = Address::new(Channel::Sms, phone.clone());
+            Self::write_consent(
+                conn,
+                &address,
+                None,
+                None,
+                ConsentStatus::OptedOut,
+                "erasure",
+                "opted out before the caregiver's data was erased",
+                now,
+            )
+            .await?;
+            consent.insert(phone, ConsentStatus::OptedOut);
+        }
 
-        // Everything the comparison needs, in three reads of the rows this batch touches (its
-        // external ids and its phone numbers), not of the whole roster: an import in chunks
-        // stays linear in the size of the file.
+        // Decide every row against what is stored and what earlier rows of this batch did.
+        let mut outcomes = Vec::with_capacity(rows.len());
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut inserts: Vec<&CaregiverRecord> = Vec::new();
+        let mut updates: Vec<(i64, &CaregiverRecord, bool, bool)> = Vec::new();
+        let mut opt_ins: Vec<&CaregiverRecord> = Vec::new();
+        for record in rows {
+            if !seen.insert(&record.external_id) {
+                outcomes.push((
+                    UpsertOutcome::Rejected,
+                    Some(format!(
+                        "external_id {} appears more than once",
+                        record.external_id
+                    )),
+                ));
+                continue;
+            }
+            if let Some(owner) = phone_owner.get(&record.phone)
+                && *owner != record.external_id
+            {
+                outcomes.push((
+                    UpsertOutcome::Rejected,
+                    Some(format!(
+                        "phone {} belongs to caregiver {owner}",
+                        record.phone
+                    )),
+                ));
+                continue;
+            }
+            let outcome = match stored.get(&record.external_id) {
+                None => {
+                    inserts.push(record);
+                    UpsertOutcome::Added
+                }
+                Some((_, old, true)) if old == record => UpsertOutcome::Unchanged,
+                Some((id, old, _)) => {
+                    let phone_changed = old.phone != record.phone;
+                    if phone_changed {
+                        phone_owner.remove(&old.phone);
+                    }
+                    updates.push((*id, record, old.groups != record.groups, phone_changed));
+                    UpsertOutcome::Updated
+                }
+            };
+            phone_owner.insert(record.phone.clone(), record.external_id.clone());
+            // Written consent on file opts the number in, once; it never overrides a STOP.
+            let status = consent
+                .get(&record.phone)
+                .copied()
+                .unwrap_or(ConsentStatus::Unknown);
+            if record.consent_at.is_some() && status == ConsentStatus::Unknown {
+                consent.insert(record.phone.clone(), ConsentStatus::OptedIn);
+                opt_ins.push(record);
+            }
+            outcomes.push((outcome, None));
+        }
+        Self::write_roster(conn, &inserts, &updates, &opt_ins, now).await?;
+        Ok(outcomes)
+    }
+
+    /// Everything an import batch is compared with, in three reads of the rows this batch
+    /// touches (its external ids and its phone numbers), not of the whole roster: an import in
+    /// chunks stays linear in the size of the file.
+    async fn stored_roster(
+        conn: &mut DB::Connection,
+        rows: &[CaregiverRecord],
+    ) -> Result<StoredRoster> {
         let mut existing: Vec<RosterDb> = Vec::new();
         let mut seen_ids: HashSet<i64> = HashSet::new();
         // Two lists of binds per statement: 2 × 2,000 stays under either database's limit.
@@ -270,84 +365,25 @@ where
         for (address, status) in subscriptions {
             consent.insert(address, parse("consent status", &status)?);
         }
-        // A number that was opted out when its caregiver was erased is opted out again when an
-        // import brings it back: the erasure kept its hash for exactly this.
-        for phone in Self::erased_opt_outs(conn, rows, &consent).await? {
-            let address = Address::new(Channel::Sms, phone.clone());
-            Self::write_consent(
-                conn,
-                &address,
-                None,
-                None,
-                ConsentStatus::OptedOut,
-                "erasure",
-                "opted out before the caregiver's data was erased",
-                now,
-            )
-            .await?;
-            consent.insert(phone, ConsentStatus::OptedOut);
-        }
+        Ok(StoredRoster {
+            stored,
+            phone_owner,
+            consent,
+        })
+    }
 
-        // Decide every row against what is stored and what earlier rows of this batch did.
-        let mut outcomes = Vec::with_capacity(rows.len());
-        let mut seen: HashSet<&str> = HashSet::new();
-        let mut inserts: Vec<&CaregiverRecord> = Vec::new();
-        let mut updates: Vec<(i64, &CaregiverRecord, bool, bool)> = Vec::new();
-        let mut opt_ins: Vec<&CaregiverRecord> = Vec::new();
-        for record in rows {
-            if !seen.insert(&record.external_id) {
-                outcomes.push((
-                    UpsertOutcome::Rejected,
-                    Some(format!(
-                        "external_id {} appears more than once",
-                        record.external_id
-                    )),
-                ));
-                continue;
-            }
-            if let Some(owner) = phone_owner.get(&record.phone)
-                && *owner != record.external_id
-            {
-                outcomes.push((
-                    UpsertOutcome::Rejected,
-                    Some(format!(
-                        "phone {} belongs to caregiver {owner}",
-                        record.phone
-                    )),
-                ));
-                continue;
-            }
-            let outcome = match stored.get(&record.external_id) {
-                None => {
-                    inserts.push(record);
-                    UpsertOutcome::Added
-                }
-                Some((_, old, true)) if old == record => UpsertOutcome::Unchanged,
-                Some((id, old, _)) => {
-                    let phone_changed = old.phone != record.phone;
-                    if phone_changed {
-                        phone_owner.remove(&old.phone);
-                    }
-                    updates.push((*id, record, old.groups != record.groups, phone_changed));
-                    UpsertOutcome::Updated
-                }
-            };
-            phone_owner.insert(record.phone.clone(), record.external_id.clone());
-            // Written consent on file opts the number in, once; it never overrides a STOP.
-            let status = consent
-                .get(&record.phone)
-                .copied()
-                .unwrap_or(ConsentStatus::Unknown);
-            if record.consent_at.is_some() && status == ConsentStatus::Unknown {
-                consent.insert(record.phone.clone(), ConsentStatus::OptedIn);
-                opt_ins.push(record);
-            }
-            outcomes.push((outcome, None));
-        }
-
+    /// Writes an import batch as decided: `updates` are `(id, row, groups changed, phone
+    /// changed)`; `opt_ins` the rows whose written consent opts their number in.
+    async fn write_roster(
+        conn: &mut DB::Connection,
+        inserts: &[&CaregiverRecord],
+        updates: &[(i64, &CaregiverRecord, bool, bool)],
+        opt_ins: &[&CaregiverRecord],
+        now: Ts,
+    ) -> Result<()> {
         // Updates first, in batch order: a number an update gives up may be taken by a later row.
         let mut ids: HashMap<&str, i64> = HashMap::new();
-        for &(id, record, groups_changed, phone_changed) in &updates {
+        for &(id, record, groups_changed, phone_changed) in updates {
             sqlx::query(
                 "UPDATE caregivers SET first_name = $2, last_name = $3, phone = $4, language = $5, \
                  timezone = $6, branch = $7, supervisor_external_id = $8, consent_at = $9, \
@@ -455,7 +491,7 @@ where
             });
             ledger.build().execute(&mut *conn).await?;
         }
-        Ok(outcomes)
+        Ok(())
     }
 
     pub(super) async fn upsert_supervisors_in(
