@@ -1,6 +1,6 @@
 //! PostgreSQL, the store for production and for several instances: how to open it, and what
 //! PostgreSQL does differently from SQLite (row locks). Everything else is the shared code in
-//! `sql.rs`.
+//! `sql/`.
 
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;

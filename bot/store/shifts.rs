@@ -1,7 +1,7 @@
 //! Shift offers in the store: the offers, who each was texted to and what they answered, and
 //! the one conditional write that awards a shift. The types come first (what the runner's
 //! `shifts` module reads and hands back); the SQL after them is shared by SQLite and PostgreSQL,
-//! like the rest of `sql.rs`.
+//! like the rest of `sql/`.
 //!
 //! Exactly one winner: a YES is applied inside the transaction that recorded the message, as
 //! `UPDATE shift_offers SET status = 'filled' … WHERE id = $1 AND status = 'open'`. On SQLite
@@ -16,7 +16,7 @@ use chrono::{Duration, NaiveDate};
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type};
 
-use super::sql::{Dialect, SqlStore, SqlValue, Ts, parse, to_json};
+use super::sql::{Dialect, OutboundInsert, SqlStore, SqlValue, Ts, conversation_id, parse};
 use super::{Result, StoreError};
 use crate::model::{
     Caregiver, ClaimOutcome, ConsentStatus, DecideError, HeldShift, NewOutbound, NewShiftOffer,
@@ -155,7 +155,7 @@ macro_rules! claim_outcome_sql {
     };
 }
 
-// The same bounds as `sql.rs`: everything the shared code asks of a database.
+// The same bounds as `sql/mod.rs`: everything the shared code asks of a database.
 impl<DB> SqlStore<DB>
 where
     DB: Dialect,
@@ -354,29 +354,22 @@ where
         Ok(())
     }
 
-    /// Queues a message and returns its id.
+    /// Queues a message and returns its id: encoded as every path encodes a queued message,
+    /// so a shift text has its `conversation_id` (none) like any other.
     async fn insert_outbound(
         conn: &mut DB::Connection,
         outbound: &NewOutbound,
         now: Ts,
     ) -> Result<i64> {
-        let (id,): (i64,) = sqlx::query_as(
-            "INSERT INTO outbound_messages (channel, address, caregiver_id, kind, body, encoding, \
-             segments, buttons, status, attempts, not_before, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'queued', 0, $9, $10, $10) RETURNING id",
-        )
-        .bind(outbound.address.channel.as_str())
-        .bind(outbound.address.value.clone())
-        .bind(outbound.caregiver_id)
-        .bind(outbound.kind.as_str())
-        .bind(outbound.body.clone())
-        .bind(outbound.encoding.clone())
-        .bind(i64::from(outbound.segments))
-        .bind(to_json(&outbound.buttons))
-        .bind(Ts(outbound.not_before))
-        .bind(now)
-        .fetch_one(&mut *conn)
-        .await?;
+        let conversation = outbound
+            .conversation
+            .map(|c| conversation_id(c, None))
+            .transpose()?;
+        let row = OutboundInsert::encode(outbound.clone(), conversation, &now);
+        let mut insert = QueryBuilder::<DB>::new(OutboundInsert::<Ts>::INSERT);
+        insert.push_values([&row], |values, row| row.bind(values));
+        insert.push(" RETURNING id");
+        let (id,): (i64,) = insert.build_query_as().fetch_one(&mut *conn).await?;
         Ok(id)
     }
 
@@ -520,6 +513,7 @@ where
     }
 
     /// Locks offer `id` for `trigger`, reads its snapshot, decides, applies: one transaction.
+    // Long because lock, snapshot, decide and apply are one transaction; each write is a few lines.
     pub(super) async fn lock_and_handle_shift_offer(
         &self,
         id: i64,

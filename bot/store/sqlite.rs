@@ -1,11 +1,10 @@
 //! SQLite, the default store (one file, zero set-up): how to open it, and what SQLite does
-//! differently from PostgreSQL. Everything else is the shared code in `sql.rs`.
+//! differently from PostgreSQL. Everything else is the shared code in `sql/`.
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::SecondsFormat;
 use sqlx::encode::IsNull;
 use sqlx::error::BoxDynError;
 use sqlx::migrate::Migrator;
@@ -18,6 +17,7 @@ use sqlx::{Decode, Encode, Sqlite, Type};
 use super::Result;
 use super::sql::{
     Dialect, GroupCommit, SqlStore, Ts, claim_outbound_sql, conversation_sql, escalation_sql,
+    sqlite_text,
 };
 
 /// The store on a SQLite file.
@@ -182,7 +182,7 @@ impl Type<Sqlite> for Ts {
 
 impl Encode<'_, Sqlite> for Ts {
     fn encode_by_ref(&self, buf: &mut SqliteArgumentsBuffer) -> Result<IsNull, BoxDynError> {
-        Encode::<Sqlite>::encode(self.0.to_rfc3339_opts(SecondsFormat::Micros, true), buf)
+        Encode::<Sqlite>::encode(sqlite_text(self.0), buf)
     }
 }
 

@@ -40,11 +40,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::oneshot;
 
-use super::{CaregiverDb, ConversationDb, Ts, json, parse, to_json};
+use super::encode::{AnswerInsert, ConversationUpdate, OutboundInsert, sqlite_text};
+use super::{CaregiverDb, ConversationDb, Ts, json, parse};
 use crate::domain::phone::masked_error;
 use crate::domain::{Address, Channel};
 use crate::model::{ConsentStatus, ConvRef, Inbound, InboundOutcome, Plan, Snapshot, Write};
@@ -154,6 +155,9 @@ struct Answer {
 /// What a caller decided, for the message at that position; none: leave the message out.
 type Answered = (usize, Option<Reply>);
 
+// Large because `Rows` is carried by value: it moves once, from the caller to the writer, and
+// boxing it would allocate once more per message.
+#[allow(clippy::large_enum_variant)]
 enum Reply {
     /// The rows of a plan the grouped statements can write.
     Rows(Rows),
@@ -990,7 +994,7 @@ fn snapshot(conn: &Connection, inbound: &Inbound) -> GroupResult<Read> {
             a.value,
             inbound.external_id,
             inbound.received_at.date_naive().to_string(),
-            ts(inbound.received_at),
+            sqlite_text(inbound.received_at),
         ],
         SnapshotDb::from_row,
     )?;
@@ -1001,11 +1005,6 @@ fn snapshot(conn: &Connection, inbound: &Inbound) -> GroupResult<Read> {
     } else {
         Read::Row(Box::new(row))
     })
-}
-
-/// SQLite's text for an instant, as [`Ts`] binds it.
-fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Whether every write of `plan` can go into the grouped statements: answers, outbound
@@ -1035,45 +1034,18 @@ fn groupable(plan: &Plan, snapshot: &Snapshot) -> bool {
 }
 
 /// A grouped plan's rows, every value as it is bound: made by the caller, off the writer's
-/// thread.
+/// thread, by the encodings the sqlx paths use (`encode.rs`), with instants as SQLite's text.
 struct Rows {
     caregiver_id: Option<i64>,
     /// The message's instant, which every row of it carries.
     now: String,
-    answers: Vec<AnswerRow>,
-    outbound: Vec<OutboundRow>,
+    answers: Vec<AnswerInsert<String>>,
+    outbound: Vec<OutboundInsert<String>>,
     update: Option<UpdateRow>,
 }
 
-struct AnswerRow {
-    conversation: i64,
-    flow_id: String,
-    step: String,
-    key: String,
-    value: String,
-    raw: String,
-    free_text: bool,
-}
-
-struct OutboundRow {
-    channel: &'static str,
-    address: String,
-    caregiver_id: Option<i64>,
-    conversation: Option<i64>,
-    kind: &'static str,
-    body: String,
-    encoding: String,
-    segments: u32,
-    buttons: String,
-    not_before: String,
-}
-
 struct UpdateRow {
-    id: i64,
-    status: &'static str,
-    state: String,
-    wake_at: Option<String>,
-    ended_at: Option<String>,
+    update: ConversationUpdate<String>,
     /// An active conversation that stays active (a step forward, the common case): its
     /// status and end are left as they are, and with them the CHECK on the status and the
     /// one-active-conversation index, which SQLite would otherwise evaluate and rewrite.
@@ -1083,10 +1055,11 @@ struct UpdateRow {
 impl Rows {
     /// The rows of `plan`, which [`groupable`] admitted.
     fn new(inbound: &Inbound, snapshot: &Snapshot, plan: Plan) -> Rows {
-        let now = ts(inbound.received_at);
+        let now = sqlite_text(inbound.received_at);
+        let caregiver_id = snapshot.caregiver.as_ref().map(|c| c.id);
         let mut rows = Rows {
-            caregiver_id: snapshot.caregiver.as_ref().map(|c| c.id),
-            now: now.clone(),
+            caregiver_id,
+            now,
             answers: Vec::new(),
             outbound: Vec::new(),
             update: None,
@@ -1095,37 +1068,21 @@ impl Rows {
             match w {
                 Write::Answer {
                     conversation: ConvRef::Existing(conversation),
-                    flow_id,
-                    step,
-                    key,
-                    value,
-                    raw,
-                    free_text,
                     ..
-                } => rows.answers.push(AnswerRow {
-                    conversation,
-                    flow_id,
-                    step,
-                    key,
-                    value: to_json(&value),
-                    raw,
-                    free_text,
-                }),
-                Write::Outbound(o) => rows.outbound.push(OutboundRow {
-                    channel: o.address.channel.as_str(),
-                    conversation: match o.conversation {
+                } => {
+                    let caregiver_id =
+                        caregiver_id.expect("groupable() admits a caregiver's answers only");
+                    let row = AnswerInsert::encode(w, conversation, caregiver_id, &rows.now);
+                    rows.answers.push(row);
+                }
+                Write::Outbound(o) => {
+                    let conversation = match o.conversation {
                         Some(ConvRef::Existing(id)) => Some(id),
                         _ => None,
-                    },
-                    address: o.address.value,
-                    caregiver_id: o.caregiver_id,
-                    kind: o.kind.as_str(),
-                    body: o.body,
-                    encoding: o.encoding,
-                    segments: o.segments,
-                    buttons: to_json(&o.buttons),
-                    not_before: ts(o.not_before),
-                }),
+                    };
+                    let row = OutboundInsert::encode(o, conversation, &rows.now);
+                    rows.outbound.push(row);
+                }
                 Write::UpdateConversation {
                     conversation: ConvRef::Existing(id),
                     status,
@@ -1138,13 +1095,10 @@ impl Rows {
                             .conversation
                             .as_ref()
                             .is_some_and(|c| c.id == id && c.status == active);
+                    let update = ConversationUpdate::encode(id, status, &state, wake_at, &rows.now);
                     rows.update = Some(UpdateRow {
-                        id,
+                        update,
                         stays_active,
-                        status: status.as_str(),
-                        state: to_json(&state),
-                        wake_at: wake_at.map(ts),
-                        ended_at: (status != active).then(|| now.clone()),
                     });
                 }
                 _ => unreachable!("groupable() admits nothing else"),
@@ -1172,60 +1126,39 @@ fn write(conn: &Connection, inbound: &Inbound, rows: &Rows) -> GroupResult<()> {
         rows.now,
     ])?;
     for a in &rows.answers {
-        conn.prepare_cached(
-            "INSERT INTO answers (conversation_id, caregiver_id, flow_id, step, key, value, \
-             raw, anonymous, answered_at, free_text) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, ?8, ?9)",
-        )?
-        .execute(rusqlite::params![
-            a.conversation,
-            rows.caregiver_id,
-            a.flow_id,
-            a.step,
-            a.key,
-            a.value,
-            a.raw,
-            rows.now,
-            a.free_text,
-        ])?;
+        conn.prepare_cached(AnswerInsert::<String>::INSERT_ONE)?
+            .execute(a.params())?;
     }
     for o in &rows.outbound {
-        conn.prepare_cached(
-            "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, \
-             kind, body, encoding, segments, buttons, status, attempts, not_before, created_at, \
-             updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?10, ?11, ?11)",
-        )?
-        .execute(rusqlite::params![
-            o.channel,
-            o.address,
-            o.caregiver_id,
-            o.conversation,
-            o.kind,
-            o.body,
-            o.encoding,
-            o.segments,
-            o.buttons,
-            o.not_before,
-            rows.now,
-        ])?;
+        conn.prepare_cached(OutboundInsert::<String>::INSERT_ONE)?
+            .execute(o.params())?;
     }
-    if let Some(u) = &rows.update {
-        let updated = if u.stays_active {
+    if let Some(UpdateRow {
+        update: u,
+        stays_active,
+    }) = &rows.update
+    {
+        // The statement of `ConversationUpdate::UPDATE`, with rusqlite's placeholders.
+        let updated = if *stays_active {
             // Read active in this transaction; `status` in the condition all the same, so
             // that a conversation that is not counts as not found instead of being changed.
             conn.prepare_cached(
                 "UPDATE conversations SET state = ?2, wake_at = ?3, updated_at = ?4 \
                  WHERE id = ?1 AND status = 'active'",
             )?
-            .execute(rusqlite::params![u.id, u.state, u.wake_at, rows.now])?
+            .execute(rusqlite::params![u.id, u.state, u.wake_at, u.updated_at])?
         } else {
             conn.prepare_cached(
                 "UPDATE conversations SET status = ?2, state = ?3, wake_at = ?4, \
                  updated_at = ?5, ended_at = ?6 WHERE id = ?1",
             )?
             .execute(rusqlite::params![
-                u.id, u.status, u.state, u.wake_at, rows.now, u.ended_at,
+                u.id,
+                u.status,
+                u.state,
+                u.wake_at,
+                u.updated_at,
+                u.ended_at,
             ])?
         };
         if updated != 1 {

@@ -24,7 +24,7 @@ use crate::privacy::{
 };
 use crate::store::Result;
 
-/// What erased text is replaced with (`suppress_sql!` in `store/sql.rs` spells it too: an
+/// What erased text is replaced with (`suppress_sql!` in `store/sql/fragments.rs` spells it too: an
 /// outbound message with this text is never sent).
 const ERASED: &str = "[erased]";
 
@@ -455,6 +455,7 @@ where
         Ok(out)
     }
 
+    // Long because it reads every table that holds her and lays out the export in one place.
     pub(super) async fn export_caregiver_in(
         &self,
         who: &Person,
@@ -713,6 +714,7 @@ where
         }))
     }
 
+    // Long because one transaction over every table that holds her, a statement or two per table.
     pub(super) async fn erase_caregiver_in(
         &self,
         who: &Person,
@@ -1080,6 +1082,7 @@ where
     /// Only the supervisors who were sent something about them are read: the chain of each of
     /// their escalations, whoever acted on one, and the supervisor of each shift they took, at
     /// their current phone and links.
+    // Long because each kind of text a supervisor was sent about her is found and emptied in turn.
     async fn erase_supervisor_texts(
         conn: &mut DB::Connection,
         p: &ProfileDb,

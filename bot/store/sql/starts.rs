@@ -1,5 +1,5 @@
-//! The roster at scale, in SQL: durable starts (a flow started for an audience, resumed after a
-//! crash from its cursor), recurring schedules per time zone, and training assignments.
+//! The roster at scale, in SQL: durable starts, a flow started for an audience and resumed after
+//! a crash from its cursor (schedules and training assignments start theirs through here too).
 //!
 //! Starting a flow for 100,000 caregivers must take seconds, so a batch of caregivers is read
 //! with a handful of `IN (…)` queries and written with multi-row `INSERT`s, in one transaction
@@ -12,21 +12,21 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{Duration, NaiveDate};
 use serde_json::Value;
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Encode, Executor, FromRow, IntoArguments, QueryBuilder, Type};
 
+use super::encode::{ConversationInsert, NewConversation, OutboundInsert};
 use super::{
-    CHUNK, CaregiverDb, ConversationDb, Ctx, Dialect, SqlStore, SqlValue, Ts, caregivers_select,
-    conversation_id, json, parse, to_json,
+    CHUNK, CaregiverDb, ConversationDb, Ctx, Dialect, SqlStore, SqlValue, Ts, conversation_id,
+    json, parse, to_json,
 };
+use crate::domain::Channel;
 use crate::domain::phone::masked_error;
-use crate::domain::{Address, Channel};
 use crate::model::{
-    Audience, CAP_WINDOW, Caregiver, ConsentStatus, ConversationStatus, NewStart, Plan,
-    ScheduleRow, Snapshot, StartBatch, StartOutcome, StartRow, StartSnapshot, StartStatus,
-    TrainingBatch, TrainingRecord, TrainingRow, UpsertOutcome, Write,
+    Audience, CAP_WINDOW, Caregiver, ConsentStatus, ConversationStatus, NewStart, Plan, Snapshot,
+    StartBatch, StartOutcome, StartRow, StartSnapshot, StartStatus, Write,
 };
 use crate::store::{Result, StartDecide, StoreError};
 
@@ -78,18 +78,6 @@ impl StartDb {
             finished_at: self.finished_at.map(|t| t.0),
         })
     }
-}
-
-/// A conversation a batch creates: the plan's `CreateConversation` with its last
-/// `UpdateConversation` of the new conversation folded in, so it is one row in one `INSERT`.
-struct NewConversation<'a> {
-    caregiver_id: i64,
-    address: &'a Address,
-    flow_id: &'a str,
-    flow_rev: i64,
-    status: ConversationStatus,
-    state: &'a Value,
-    wake_at: Option<DateTime<Utc>>,
 }
 
 /// The parts of a caregiver's start snapshot that replies, opt-outs and other starts change
@@ -215,7 +203,7 @@ where
     }
 
     /// Appends `(a, b, c)` binding each value.
-    fn push_list<T>(qb: &mut QueryBuilder<DB>, values: impl IntoIterator<Item = T>)
+    pub(super) fn push_list<T>(qb: &mut QueryBuilder<DB>, values: impl IntoIterator<Item = T>)
     where
         T: SqlValue<DB> + 'static,
     {
@@ -389,6 +377,7 @@ where
         Ok(())
     }
 
+    // Long because the prepared batch, its re-check and its write are one transaction's steps.
     pub(super) async fn run_start_batch_in(
         &self,
         id: i64,
@@ -872,7 +861,7 @@ where
     }
 
     /// The start snapshots of caregivers `ids` (ascending), read with one query per table.
-    async fn start_snapshots(
+    pub(super) async fn start_snapshots(
         conn: &mut DB::Connection,
         ids: &[i64],
         now: Ts,
@@ -882,6 +871,7 @@ where
     }
 
     /// [`Self::start_snapshots`], with the [`Volatile`] parts of each as read.
+    // Long because a batch's snapshots are assembled from a handful of set-wise reads.
     async fn read_start_batch(
         conn: &mut DB::Connection,
         ids: &[i64],
@@ -1015,7 +1005,8 @@ where
     /// then every outbound message in multi-row `INSERT`s; anything else (an answer, an alert
     /// raised at the first step) one by one. Returns the conversation created for each
     /// snapshot, if any.
-    async fn apply_start_plans(
+    // Long because a batch's plans are folded into multi-row inserts: conversations, then messages.
+    pub(super) async fn apply_start_plans(
         conn: &mut DB::Connection,
         start_id: Option<i64>,
         program: &str,
@@ -1023,7 +1014,10 @@ where
         plans: &[&Plan],
         now: Ts,
     ) -> Result<Vec<Option<i64>>> {
-        let mut creates: Vec<(usize, NewConversation<'_>)> = Vec::new();
+        // A conversation a batch creates: the plan's `CreateConversation` with its last
+        // `UpdateConversation` of the new conversation folded in, so it is one row in one
+        // `INSERT`; with the snapshot it is for and its caregiver.
+        let mut creates: Vec<(usize, i64, NewConversation<'_>)> = Vec::new();
         for (i, (snapshot, plan)) in snapshots.iter().zip(plans).enumerate() {
             let ctx = Ctx {
                 snapshot: &snapshot.snapshot,
@@ -1048,14 +1042,15 @@ where
             else {
                 unreachable!("position found a CreateConversation");
             };
+            let caregiver_id = ctx.caregiver("CreateConversation")?.id;
             let mut new = NewConversation {
-                caregiver_id: ctx.caregiver("CreateConversation")?.id,
-                address: &snapshot.snapshot.address,
                 flow_id,
                 flow_rev: *flow_rev,
                 status: ConversationStatus::Active,
                 state,
                 wake_at: *wake_at,
+                program: Some(program),
+                start_id,
             };
             for w in &plan.writes[at + 1..] {
                 if let Write::UpdateConversation {
@@ -1070,30 +1065,24 @@ where
                     new.wake_at = *wake_at;
                 }
             }
-            creates.push((i, new));
+            creates.push((i, caregiver_id, new));
         }
 
         let mut created: Vec<Option<i64>> = vec![None; snapshots.len()];
         for chunk in creates.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<DB>::new(
-                "INSERT INTO conversations (caregiver_id, channel, address, flow_id, flow_rev, \
-                 status, state, wake_at, started_at, updated_at, ended_at, program, start_id) ",
-            );
-            insert.push_values(chunk, |mut row, (_, c)| {
-                row.push_bind(c.caregiver_id)
-                    .push_bind(c.address.channel.as_str())
-                    .push_bind(c.address.value.clone())
-                    .push_bind(c.flow_id.to_owned())
-                    .push_bind(c.flow_rev)
-                    .push_bind(c.status.as_str())
-                    .push_bind(to_json(c.state))
-                    .push_bind(c.wake_at.map(Ts))
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind((c.status != ConversationStatus::Active).then_some(now))
-                    .push_bind(program.to_owned())
-                    .push_bind(start_id);
-            });
+            let rows: Vec<ConversationInsert> = chunk
+                .iter()
+                .map(|(i, caregiver_id, c)| {
+                    ConversationInsert::encode(
+                        *caregiver_id,
+                        &snapshots[*i].snapshot.address,
+                        c,
+                        now,
+                    )
+                })
+                .collect();
+            let mut insert = QueryBuilder::<DB>::new(ConversationInsert::INSERT);
+            insert.push_values(&rows, |values, row| row.bind(values));
             insert.push(" RETURNING id, caregiver_id");
             let ids: HashMap<i64, i64> = insert
                 .build_query_as::<(i64, i64)>()
@@ -1102,15 +1091,15 @@ where
                 .into_iter()
                 .map(|(id, caregiver_id)| (caregiver_id, id))
                 .collect();
-            for (i, c) in chunk {
-                created[*i] = Some(ids[&c.caregiver_id]);
+            for (i, caregiver_id, _) in chunk {
+                created[*i] = Some(ids[caregiver_id]);
             }
         }
 
         // Everything after each CreateConversation: outbound messages together, the rest one
         // by one (the new conversation's updates were folded into its row above).
         let mut outbound = Vec::new();
-        for (i, _) in &creates {
+        for (i, _, _) in &creates {
             let (snapshot, plan) = (&snapshots[*i], plans[*i]);
             let ctx = Ctx {
                 snapshot: &snapshot.snapshot,
@@ -1133,7 +1122,7 @@ where
                             .conversation
                             .map(|c| conversation_id(c, created[*i]))
                             .transpose()?;
-                        outbound.push((o, conv));
+                        outbound.push(OutboundInsert::encode(o.clone(), conv, &now));
                     }
                     other => {
                         Self::apply_writes(conn, &ctx, std::slice::from_ref(other), created[*i])
@@ -1143,353 +1132,10 @@ where
             }
         }
         for chunk in outbound.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<DB>::new(
-                "INSERT INTO outbound_messages (channel, address, caregiver_id, conversation_id, \
-                 kind, body, encoding, segments, buttons, status, attempts, not_before, \
-                 created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut row, (o, conv)| {
-                row.push_bind(o.address.channel.as_str())
-                    .push_bind(o.address.value.clone())
-                    .push_bind(o.caregiver_id)
-                    .push_bind(*conv)
-                    .push_bind(o.kind.as_str())
-                    .push_bind(o.body.clone())
-                    .push_bind(o.encoding.clone())
-                    .push_bind(i64::from(o.segments))
-                    .push_bind(to_json(&o.buttons))
-                    .push("'queued'")
-                    .push("0")
-                    .push_bind(Ts(o.not_before))
-                    .push_bind(now)
-                    .push_bind(now);
-            });
+            let mut insert = QueryBuilder::<DB>::new(OutboundInsert::<Ts>::INSERT);
+            insert.push_values(chunk, |values, row| row.bind(values));
             insert.build().execute(&mut *conn).await?;
         }
         Ok(created)
-    }
-
-    // Schedules ---------------------------------------------------------------------------------
-
-    pub(super) async fn schedules_in(&self) -> Result<Vec<ScheduleRow>> {
-        let rows: Vec<(String, String, String, String, Ts)> = sqlx::query_as(
-            "SELECT flow_id, timezone, cron, audience, next_run_at FROM schedules \
-             ORDER BY flow_id, timezone",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(flow_id, timezone, cron, audience, next)| ScheduleRow {
-                flow_id,
-                timezone,
-                cron,
-                audience,
-                next_run_at: next.0,
-            })
-            .collect())
-    }
-
-    pub(super) async fn put_schedule_in(&self, row: &ScheduleRow) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO schedules (flow_id, timezone, cron, audience, next_run_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (flow_id, timezone) DO UPDATE SET \
-             cron = excluded.cron, audience = excluded.audience, \
-             next_run_at = excluded.next_run_at, updated_at = excluded.updated_at",
-        )
-        .bind(row.flow_id.clone())
-        .bind(row.timezone.clone())
-        .bind(row.cron.clone())
-        .bind(row.audience.clone())
-        .bind(Ts(row.next_run_at))
-        .bind(Ts::now())
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    pub(super) async fn delete_schedules_except_in(&self, flow_ids: &[String]) -> Result<u64> {
-        let mut delete = QueryBuilder::<DB>::new("DELETE FROM schedules");
-        if !flow_ids.is_empty() {
-            delete.push(" WHERE flow_id NOT IN ");
-            Self::push_list(&mut delete, flow_ids.iter().cloned());
-        }
-        let done = delete.build().execute(&self.pool).await?;
-        Ok(DB::rows_affected(&done))
-    }
-
-    pub(super) async fn caregiver_timezones_in(&self) -> Result<Vec<String>> {
-        Ok(sqlx::query_scalar(
-            "SELECT DISTINCT timezone FROM caregivers WHERE active ORDER BY timezone",
-        )
-        .fetch_all(&self.pool)
-        .await?)
-    }
-
-    pub(super) async fn fire_schedule_in(
-        &self,
-        flow_id: &str,
-        timezone: &str,
-        due: Ts,
-        next: Ts,
-        start: &NewStart,
-    ) -> Result<Option<i64>> {
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
-        let moved = sqlx::query(
-            "UPDATE schedules SET next_run_at = $4, updated_at = $5 \
-             WHERE flow_id = $1 AND timezone = $2 AND next_run_at = $3",
-        )
-        .bind(flow_id.to_owned())
-        .bind(timezone.to_owned())
-        .bind(due)
-        .bind(next)
-        .bind(Ts::now())
-        .execute(&mut *tx)
-        .await?;
-        if DB::rows_affected(&moved) == 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        let id = Self::insert_start(&mut *tx, start, Ts::now()).await?;
-        tx.commit().await?;
-        Ok(Some(id))
-    }
-
-    // Training assignments ------------------------------------------------------------------------
-
-    pub(super) async fn caregiver_external_ids_in(&self) -> Result<Vec<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT external_id FROM caregivers ORDER BY external_id")
-                .fetch_all(&self.pool)
-                .await?,
-        )
-    }
-
-    pub(super) async fn upsert_training_in(
-        &self,
-        flow_id: &str,
-        rows: &[TrainingRecord],
-        now: Ts,
-    ) -> Result<Vec<UpsertOutcome>> {
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
-        let ids: HashMap<String, i64> =
-            sqlx::query_as::<_, (i64, String)>("SELECT id, external_id FROM caregivers")
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .map(|(id, e)| (e, id))
-                .collect();
-        type Stored = (i64, i64, String, String, NaiveDate, String);
-        let existing: HashMap<(i64, String), Stored> = sqlx::query_as::<_, Stored>(
-            "SELECT id, caregiver_id, module, link, due_date, status FROM training_assignments \
-             WHERE flow_id = $1",
-        )
-        .bind(flow_id.to_owned())
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(|row| ((row.1, row.2.clone()), row))
-        .collect();
-        let mut outcomes = Vec::with_capacity(rows.len());
-        let mut inserts: Vec<(i64, &TrainingRecord)> = Vec::new();
-        for record in rows {
-            let Some(&caregiver_id) = ids.get(&record.caregiver) else {
-                outcomes.push(UpsertOutcome::Rejected);
-                continue;
-            };
-            match existing.get(&(caregiver_id, record.module.clone())) {
-                None => {
-                    inserts.push((caregiver_id, record));
-                    outcomes.push(UpsertOutcome::Added);
-                }
-                Some((_, _, _, link, due, _))
-                    if *link == record.link && *due == record.due_date =>
-                {
-                    outcomes.push(UpsertOutcome::Unchanged)
-                }
-                Some((id, _, _, _, _, status)) => {
-                    // Done stays done (no nudge for a module already finished); running keeps
-                    // its conversation; assigned or expired is assigned again, from now.
-                    let reassign = status == "assigned" || status == "expired";
-                    sqlx::query(
-                        "UPDATE training_assignments SET link = $2, due_date = $3, \
-                         status = CASE WHEN $4 THEN 'assigned' ELSE status END, \
-                         next_try_at = CASE WHEN $4 THEN $5 ELSE next_try_at END, \
-                         updated_at = $5 WHERE id = $1",
-                    )
-                    .bind(*id)
-                    .bind(record.link.clone())
-                    .bind(record.due_date)
-                    .bind(reassign)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                    outcomes.push(UpsertOutcome::Updated);
-                }
-            }
-        }
-        for chunk in inserts.chunks(CHUNK) {
-            let mut insert = QueryBuilder::<DB>::new(
-                "INSERT INTO training_assignments (caregiver_id, flow_id, module, link, due_date, \
-                 status, next_try_at, created_at, updated_at) ",
-            );
-            insert.push_values(chunk, |mut row, (caregiver_id, record)| {
-                row.push_bind(*caregiver_id)
-                    .push_bind(flow_id.to_owned())
-                    .push_bind(record.module.clone())
-                    .push_bind(record.link.clone())
-                    .push_bind(record.due_date)
-                    .push("'assigned'")
-                    .push_bind(now)
-                    .push_bind(now)
-                    .push_bind(now);
-            });
-            insert.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(outcomes)
-    }
-
-    pub(super) async fn run_training_batch_in(
-        &self,
-        flow_id: &str,
-        program: &str,
-        now: Ts,
-        limit: u32,
-        decide: &StartDecide<'_>,
-    ) -> Result<TrainingBatch> {
-        let mut tx = self.pool.begin_with(DB::BEGIN_WRITE).await?;
-        // Settle assignments whose conversation has ended: DONE completes the flow.
-        for (ended, becomes) in [
-            ("'completed'", "'done'"),
-            ("'expired'", "'expired'"),
-            ("'interrupted'", "'assigned'"),
-        ] {
-            let sql = format!(
-                "UPDATE training_assignments SET status = {becomes}, updated_at = $1, \
-                 next_try_at = $1 WHERE status = 'started' AND EXISTS (SELECT 1 FROM \
-                 conversations v WHERE v.id = training_assignments.conversation_id \
-                 AND v.status = {ended})"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-        }
-        type Due = (i64, i64, String, String, NaiveDate);
-        let due: Vec<Due> = sqlx::query_as(
-            "SELECT id, caregiver_id, module, link, due_date FROM training_assignments \
-             WHERE status = 'assigned' AND flow_id = $1 AND next_try_at <= $2 \
-             ORDER BY next_try_at, id LIMIT $3",
-        )
-        .bind(flow_id.to_owned())
-        .bind(now)
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        // One module per caregiver per batch: a caregiver is in one conversation at a time.
-        let mut assignment_of: HashMap<i64, i64> = HashMap::new();
-        let mut vars: HashMap<i64, BTreeMap<String, Value>> = HashMap::new();
-        for (id, caregiver_id, module, link, due_date) in &due {
-            if assignment_of.contains_key(caregiver_id) {
-                continue;
-            }
-            assignment_of.insert(*caregiver_id, *id);
-            vars.insert(
-                *caregiver_id,
-                BTreeMap::from([
-                    ("module".to_owned(), Value::from(module.clone())),
-                    ("link".to_owned(), Value::from(link.clone())),
-                    ("due_date".to_owned(), Value::from(due_date.to_string())),
-                ]),
-            );
-        }
-        let mut ids: Vec<i64> = assignment_of.keys().copied().collect();
-        ids.sort_unstable();
-        let mut report = TrainingBatch::default();
-        if ids.is_empty() {
-            tx.commit().await?;
-            return Ok(report);
-        }
-        let snapshots = Self::start_snapshots(&mut *tx, &ids, now, &vars).await?;
-        let mut plans = Vec::with_capacity(snapshots.len());
-        for snapshot in &snapshots {
-            plans.push(decide(snapshot).map_err(StoreError::Decide)?);
-        }
-        let only_plans: Vec<&Plan> = plans.iter().map(|(p, _)| p).collect();
-        let created =
-            Self::apply_start_plans(&mut *tx, None, program, &snapshots, &only_plans, now).await?;
-        for ((snapshot, (_, outcome)), conversation) in snapshots.iter().zip(&plans).zip(created) {
-            let caregiver_id = snapshot.snapshot.caregiver.as_ref().map_or(0, |c| c.id);
-            let assignment = assignment_of[&caregiver_id];
-            let (status, next_try, skip) = match outcome {
-                StartOutcome::Started => {
-                    report.started += 1;
-                    ("started", now, None)
-                }
-                StartOutcome::Skipped(reason) => {
-                    *report.skipped.entry(reason.clone()).or_default() += 1;
-                    // A caregiver busy in another conversation is tried again within the
-                    // hour; one without consent, opted out or capped, the next day.
-                    let later = if reason == "already in a conversation" {
-                        Duration::hours(1)
-                    } else {
-                        Duration::days(1)
-                    };
-                    ("assigned", Ts(now.0 + later), Some(reason.clone()))
-                }
-                StartOutcome::Wait { retry_at } => {
-                    *report.skipped.entry("capped".into()).or_default() += 1;
-                    ("assigned", Ts(*retry_at), Some("capped".to_owned()))
-                }
-            };
-            sqlx::query(
-                "UPDATE training_assignments SET status = $2, conversation_id = $3, \
-                 next_try_at = $4, last_skip = $5, updated_at = $6 WHERE id = $1",
-            )
-            .bind(assignment)
-            .bind(status)
-            .bind(conversation)
-            .bind(next_try)
-            .bind(skip)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(report)
-    }
-
-    pub(super) async fn training_assignments_in(&self) -> Result<Vec<TrainingRow>> {
-        type Row = (
-            String,
-            String,
-            String,
-            NaiveDate,
-            String,
-            Option<i64>,
-            Ts,
-            Option<String>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
-            "SELECT c.external_id, a.module, a.link, a.due_date, a.status, a.conversation_id, \
-             a.next_try_at, a.last_skip FROM training_assignments a \
-             JOIN caregivers c ON c.id = a.caregiver_id ORDER BY c.external_id, a.module",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| TrainingRow {
-                caregiver: r.0,
-                module: r.1,
-                link: r.2,
-                due_date: r.3,
-                status: r.4,
-                conversation_id: r.5,
-                next_try_at: r.6.0,
-                last_skip: r.7,
-            })
-            .collect())
     }
 }
