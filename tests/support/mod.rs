@@ -4,7 +4,8 @@
 //!
 //! Use it from a test file with `mod support;` and either [`stores`] (both databases, in one
 //! test) or [`store_tests!`] (a `sqlite::NAME` and a `postgres::NAME` test for each
-//! `async fn NAME(store: AnyStore)`).
+//! `async fn NAME(store: AnyStore)`); the end-to-end suites use [`app_tests!`], which does the
+//! same for tests of the whole server ([`app`]), started on each database.
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
@@ -12,6 +13,7 @@
 pub mod app;
 pub mod fake_telegram;
 pub mod fake_twilio;
+pub mod roster;
 pub mod shift_race;
 
 use std::io::Write as _;
@@ -174,6 +176,59 @@ macro_rules! store_tests {
 }
 #[allow(unused_imports)]
 pub(crate) use store_tests;
+
+/// Defines, for each `async fn NAME(arg)` in the calling file, a test `sqlite::NAME` and a test
+/// `postgres::NAME` (which returns at once when `CAREBOT_TEST_POSTGRES_URL` is unset), on a
+/// runtime with two worker threads: the server under test, its dispatcher and the test itself
+/// run side by side. The first word says what `arg` is:
+///
+/// - `app_tests!(app: NAME, …)`: the [`app::TestApp`] that [`app::spawn_app`] starts;
+/// - `app_tests!(db: NAME, …)`: the fresh [`TestStore`] alone, for a test that starts its app
+///   with options of its own;
+/// - `app_tests!(telegram MODE: NAME, …)`, MODE `webhook` or `polling`: the app that
+///   [`app::spawn_telegram_app`] starts with Telegram updates arriving that way; the tests sit
+///   in a module named MODE, so both modes can run one test.
+#[allow(unused_macros)]
+macro_rules! app_tests {
+    (app: $($test:ident),+ $(,)?) => {
+        crate::support::app_tests!(@each crate::support::app::spawn_app; $($test),+);
+    };
+    (db: $($test:ident),+ $(,)?) => {
+        crate::support::app_tests!(@each std::future::ready; $($test),+);
+    };
+    (telegram $mode:ident: $($test:ident),+ $(,)?) => {
+        mod $mode {
+            use super::*;
+            crate::support::app_tests!(@each
+                |db| crate::support::app::spawn_telegram_app(db, stringify!($mode).parse().unwrap());
+                $($test),+);
+        }
+    };
+    (@each $arg:expr; $($test:ident),+) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let db = crate::support::sqlite().await;
+                    super::$test(($arg)(db).await).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(db) = crate::support::postgres().await else {
+                        return;
+                    };
+                    super::$test(($arg)(db).await).await;
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use app_tests;
 
 // ---------------------------------------------------------------------------------------------
 // Builders
