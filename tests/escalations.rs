@@ -24,6 +24,15 @@ const OMAR: &str = "+13125550143";
 const LENA: &str = "+13125550144";
 /// Program staff: the last level.
 const PAT: &str = "+13125550145";
+/// Everyone whose phone a transcript shows.
+const PEOPLE: [(&str, &str); 6] = [
+    ("Maria", MARIA),
+    ("Ana", ANA),
+    ("Dana", DANA),
+    ("Omar", OMAR),
+    ("Lena", LENA),
+    ("Pat", PAT),
+];
 
 app_tests!(db:
     a_low_score_reaches_the_supervisor_and_ack_closes_the_loop,
@@ -210,6 +219,10 @@ async fn a_low_score_reaches_the_supervisor_and_ack_closes_the_loop(db: TestStor
     );
     assert!(app.twilio.delivered_to(OMAR).is_empty());
     assert!(app.twilio.delivered_to(PAT).is_empty());
+    insta::assert_snapshot!(
+        "a_low_score_reaches_the_supervisor_and_ack_closes_the_loop",
+        app.transcript(&PEOPLE).await
+    );
     app.stop().await;
 }
 
@@ -295,6 +308,10 @@ async fn an_unacknowledged_high_alert_is_re_sent_and_raised_after_its_window(db:
         .text_and_wait(DANA, &format!("DONE {id} all settled"), DANA, 4)
         .await;
     assert_eq!(done, format!("ALERT {id} is closed. Thank you."));
+    insta::assert_snapshot!(
+        "an_unacknowledged_high_alert_is_re_sent_and_raised_after_its_window",
+        app.transcript(&PEOPLE).await
+    );
     app.stop().await;
 }
 
@@ -333,6 +350,10 @@ async fn the_chain_ends_with_program_staff_and_a_bounded_number_of_reminders(db:
     assert_eq!(app.twilio.delivered_to(PAT).len(), 3);
     assert_eq!(app.twilio.delivered_to(OMAR).len(), 2);
     assert_eq!(app.twilio.delivered_to(DANA).len(), 2);
+    insta::assert_snapshot!(
+        "the_chain_ends_with_program_staff_and_a_bounded_number_of_reminders",
+        app.transcript(&PEOPLE).await
+    );
     app.stop().await;
 }
 
@@ -389,6 +410,10 @@ async fn a_reply_from_another_supervisor_is_refused(db: TestStore) {
     assert_eq!(
         late,
         format!("ALERT {id} is already taken by Omar Reyes. Reply NOTE {id} <text> to add a note.")
+    );
+    insta::assert_snapshot!(
+        "a_reply_from_another_supervisor_is_refused",
+        app.transcript(&PEOPLE).await
     );
     app.stop().await;
 }
@@ -460,6 +485,10 @@ async fn an_anonymous_answers_escalation_asks_the_caregiver_first(db: TestStore)
         .await
         .unwrap();
     assert!(stored.is_empty(), "{stored:?}");
+    insta::assert_snapshot!(
+        "an_anonymous_answers_escalation_asks_the_caregiver_first",
+        app.transcript(&PEOPLE).await
+    );
     app.stop().await;
 }
 

@@ -17,7 +17,7 @@ use clap::Parser;
 use sqlx::Connection as _;
 use support::app::{AppOptions, TestApp, spawn_app_with, tuesday_morning};
 use support::roster::{import_caregivers, import_supervisors};
-use support::{TestStore, app_tests};
+use support::{TestStore, app_tests, rows};
 
 const MARIA: &str = "+13125550123";
 const ANA: &str = "+13125550124";
@@ -113,44 +113,6 @@ async fn caregiver_cmd(app: &TestApp, args: &[&str]) -> (ExitCode, String, Strin
         String::from_utf8(out).unwrap(),
         String::from_utf8(err).unwrap(),
     )
-}
-
-/// Rows of a query on the test's database, every column read as text, whichever the database.
-async fn rows(db: &TestStore, sql: &str) -> Vec<Vec<Option<String>>> {
-    use sqlx::{Row, ValueRef};
-    fn read<R: Row>(row: &R) -> Vec<Option<String>>
-    where
-        usize: sqlx::ColumnIndex<R>,
-        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    {
-        (0..row.columns().len())
-            .map(|i| {
-                if row.try_get_raw(i).unwrap().is_null() {
-                    None
-                } else {
-                    row.try_get::<String, _>(i)
-                        .or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string()))
-                        .ok()
-                }
-            })
-            .collect()
-    }
-    if db.url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        rows.iter().map(read).collect()
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        rows.iter().map(read).collect()
-    }
 }
 
 /// Every text column of every table that can hold a person's words or numbers, as one list of

@@ -115,6 +115,10 @@ async fn a_pulse_survey_runs_from_start_to_stored_answers(app: TestApp) {
     assert_eq!(app.twilio.send_status(&sid, "sent", None).await, 200);
     let statuses = app.store().outbound_to(&maria()).await.unwrap();
     assert_eq!(statuses[0].0, OutboundStatus::Delivered);
+    insta::assert_snapshot!(
+        "a_pulse_survey_by_sms",
+        app.transcript(&[("Maria", MARIA), ("Dana", DANA)]).await
+    );
     app.stop().await;
 }
 
@@ -221,6 +225,10 @@ async fn after_stop_a_new_start_sends_nothing(app: TestApp) {
     let got = app.twilio.wait_for(MARIA, 2).await;
     assert!(got[1].starts_with("Welcome back!"), "{got:?}");
     assert_eq!(app.start("weekly-pulse", &[MARIA]).await.started, 1);
+    insta::assert_snapshot!(
+        "stop_then_start_by_sms",
+        app.transcript(&[("Maria", MARIA)]).await
+    );
     app.stop().await;
 }
 
@@ -314,6 +322,10 @@ async fn a_stranger_gets_one_polite_reply_a_day(app: TestApp) {
     app.post_sms(stranger, "hello??", "SM-s2").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.twilio.delivered_to(stranger).len(), 1);
+    insta::assert_snapshot!(
+        "a_stranger_by_sms",
+        app.transcript(&[("A stranger", stranger)]).await
+    );
     app.stop().await;
 }
 

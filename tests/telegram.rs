@@ -271,10 +271,7 @@ async fn a_pulse_survey_answered_by_button_taps(app: TestApp) {
     app.settle().await;
     assert_eq!(answers(&app).await.len(), 3);
     assert_eq!(tg.chat(maria.id).len(), 6);
-    println!(
-        "--- fake Bot API transcript ---\n{}\n--- end ---",
-        tg.transcript()
-    );
+    insta::assert_snapshot!("a_pulse_survey_answered_by_button_taps", tg.transcript());
     app.stop().await;
 }
 

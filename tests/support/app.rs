@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::TestStore;
+use super::conversation::{self, Inbox};
 use super::fake_telegram::{self, FakeTelegram};
 use super::fake_twilio::{self, FakeTwilio};
 
@@ -64,6 +65,8 @@ pub struct TestApp {
     options: AppOptions,
     /// The fake Bot API, when the app runs with Telegram.
     pub telegram: Option<FakeTelegram>,
+    /// The texts sent through [`TestApp::post_sms`], for [`TestApp::transcript`].
+    inbox: Inbox,
     telegram_mode: Option<TelegramMode>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
@@ -220,6 +223,7 @@ pub async fn spawn_app_with(db: TestStore, options: AppOptions) -> TestApp {
         clock,
         options,
         telegram: None,
+        inbox: Inbox::default(),
         telegram_mode: None,
         shutdown,
         server,
@@ -262,6 +266,7 @@ pub async fn spawn_telegram_app(db: TestStore, mode: TelegramMode) -> TestApp {
         clock,
         options,
         telegram: Some(telegram),
+        inbox: Inbox::default(),
         telegram_mode: Some(mode),
         shutdown,
         server,
@@ -358,9 +363,21 @@ impl TestApp {
 
     /// Posts an inbound SMS as Twilio would, signed. Returns (status, body).
     pub async fn post_sms(&self, from: &str, body: &str, sid: &str) -> (u16, String) {
+        let after = conversation::last_outbound_id(&self.db).await;
         let params = sms_params(from, body, sid);
-        self.post_twilio("/webhooks/twilio/sms", &params, true)
-            .await
+        let answered = self
+            .post_twilio("/webhooks/twilio/sms", &params, true)
+            .await;
+        if answered.0 == 200 {
+            self.inbox.note(after, sid, from, body);
+        }
+        answered
+    }
+
+    /// The SMS conversation between carebot and `people` (name, number) so far, as they saw
+    /// it: one line per text, `Maria → carebot: 4` or `carebot → Dana: ALERT 1 …`.
+    pub async fn transcript(&self, people: &[(&str, &str)]) -> String {
+        conversation::transcript(&self.db, &self.inbox, people).await
     }
 
     /// Posts a form to a Twilio webhook, signed correctly or not.

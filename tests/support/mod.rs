@@ -5,12 +5,16 @@
 //! Use it from a test file with `mod support;` and either [`stores`] (both databases, in one
 //! test) or [`store_tests!`] (a `sqlite::NAME` and a `postgres::NAME` test for each
 //! `async fn NAME(store: AnyStore)`); the end-to-end suites use [`app_tests!`], which does the
-//! same for tests of the whole server ([`app`]), started on each database.
+//! same for tests of the whole server ([`app`]), started on each database. What the people
+//! of such a test saw is one string ([`conversation`]) for an insta snapshot in
+//! tests/snapshots/; a snapshot that differs fails the test (in CI, where `CI` is set, insta
+//! writes nothing; elsewhere it leaves a `.snap.new` for `cargo insta review`).
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
 pub mod app;
+pub mod conversation;
 pub mod fake_telegram;
 pub mod fake_twilio;
 pub mod roster;
@@ -229,6 +233,44 @@ macro_rules! app_tests {
 }
 #[allow(unused_imports)]
 pub(crate) use app_tests;
+
+/// Rows of a query on the test's database, every column read as text, whichever the database.
+pub async fn rows(db: &TestStore, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::{Row, ValueRef};
+    fn read<R: Row>(row: &R) -> Vec<Option<String>>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        (0..row.columns().len())
+            .map(|i| {
+                if row.try_get_raw(i).unwrap().is_null() {
+                    None
+                } else {
+                    row.try_get::<String, _>(i)
+                        .or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string()))
+                        .ok()
+                }
+            })
+            .collect()
+    }
+    if db.url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        rows.iter().map(read).collect()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        rows.iter().map(read).collect()
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Builders
