@@ -8,11 +8,11 @@ mod support;
 
 use std::path::Path;
 
-use carebot::model::Audience;
 use carebot::store::Store;
-use chrono::{DateTime, Duration, Utc};
-use support::TestStore;
-use support::app::{AppOptions, TestApp, spawn_app_with};
+use chrono::Duration;
+use support::app::{AppOptions, TestApp, carebot, spawn_app_with, tuesday_morning};
+use support::roster::{import_caregivers, import_caregivers_in, import_supervisors};
+use support::{TestStore, app_tests};
 
 const MARIA: &str = "+13125550123";
 const ANA: &str = "+13125550124";
@@ -24,30 +24,17 @@ const OMAR: &str = "+13125550143";
 const LENA: &str = "+13125550144";
 /// Program staff: the last level.
 const PAT: &str = "+13125550145";
+/// Everyone whose phone a transcript shows.
+const PEOPLE: [(&str, &str); 6] = [
+    ("Maria", MARIA),
+    ("Ana", ANA),
+    ("Dana", DANA),
+    ("Omar", OMAR),
+    ("Lena", LENA),
+    ("Pat", PAT),
+];
 
-macro_rules! app_tests {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(crate::support::sqlite().await).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(db) = crate::support::postgres().await else { return };
-                    super::$test(db).await;
-                }
-            )+
-        }
-    };
-}
-
-app_tests!(
+app_tests!(db:
     a_low_score_reaches_the_supervisor_and_ack_closes_the_loop,
     an_unacknowledged_high_alert_is_re_sent_and_raised_after_its_window,
     the_chain_ends_with_program_staff_and_a_bounded_number_of_reminders,
@@ -56,13 +43,6 @@ app_tests!(
     supervisors_get_one_digest_a_day_of_what_was_open,
     the_pulse_report_counts_people_asked_not_people_who_answered,
 );
-
-/// Tuesday 2026-11-17, 10:00 in Chicago: where every test's clock starts.
-fn tuesday_morning() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-17T16:00:00Z")
-        .unwrap()
-        .to_utc()
-}
 
 /// A server whose alerts go Dana -> Omar (Chicago North's contact) -> Pat (program staff),
 /// with its clock on Tuesday morning and the roster imported.
@@ -84,47 +64,19 @@ async fn app(db: TestStore, extra_flows: &[&str]) -> TestApp {
         starts_at: Some(tuesday_morning()),
     };
     let app = spawn_app_with(db, options).await;
-    let sups = format!(
-        "external_id,name,phone,email,branch,timezone\n\
-         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n\
-         S2,Omar Reyes,{OMAR},omar@example.org,Chicago North,America/Chicago\n\
-         S3,Lena Park,{LENA},lena@example.org,Peoria,America/Chicago\n\
-         P1,Pat Kim,{PAT},pat@example.org,Program,America/Chicago\n"
-    );
-    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
-        .await
-        .unwrap();
-    let cgs = format!(
-        "external_id,first_name,last_name,phone,language,timezone,branch,supervisor_id,groups,consent_at\n\
-         C1,Maria,Gonzalez,{MARIA},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n\
-         C2,Ana,Lopez,{ANA},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n"
-    );
-    carebot::roster::import_caregivers(app.store(), cgs.as_bytes(), false)
-        .await
-        .unwrap();
+    let supervisors = [
+        ("S1", "Dana Smith", DANA, "Chicago North"),
+        ("S2", "Omar Reyes", OMAR, "Chicago North"),
+        ("S3", "Lena Park", LENA, "Peoria"),
+        ("P1", "Pat Kim", PAT, "Program"),
+    ];
+    import_supervisors(app.store(), &supervisors).await;
+    let caregivers = [
+        ("C1", "Maria", "Gonzalez", MARIA),
+        ("C2", "Ana", "Lopez", ANA),
+    ];
+    import_caregivers(app.store(), &caregivers).await;
     app
-}
-
-async fn start(app: &TestApp, flow: &str, phones: &[&str]) {
-    let report = app
-        .runner
-        .start(
-            flow,
-            &Audience::Phones(phones.iter().map(|p| (*p).to_owned()).collect()),
-            Default::default(),
-            app.clock.now(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.started, phones.len(), "{report:?}");
-}
-
-/// Texts `body` from `from` and waits for the `n`th message to `to`; returns it.
-async fn text_and_wait(app: &TestApp, from: &str, body: &str, to: &str, n: usize) -> String {
-    let sid = format!("SM{:032x}", rand::random::<u128>());
-    let (status, _) = app.post_sms(from, body, &sid).await;
-    assert_eq!(status, 200);
-    app.twilio.wait_for(to, n).await[n - 1].clone()
 }
 
 /// The number an alert asks to be answered with ("ALERT 14 (high): …" -> 14).
@@ -134,33 +86,6 @@ fn alert_id(alert: &str) -> i64 {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("not an alert: {alert:?}"))
-}
-
-/// What `carebot ARGS` prints for an export or a report on the test's database: the command
-/// line parsed as the binary parses it, written to a buffer instead of stdout. (Not the
-/// binary itself: in a target directory shared between branches, `CARGO_BIN_EXE_carebot` may
-/// be another branch's build.)
-async fn carebot(db_url: &str, args: &[&str]) -> String {
-    use clap::Parser;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let flows = root.join("flows");
-    let templates = root.join("templates");
-    let mut argv = vec![
-        "carebot",
-        "--flows",
-        flows.to_str().unwrap(),
-        "--templates",
-        templates.to_str().unwrap(),
-        "--database-url",
-        db_url,
-    ];
-    argv.extend(args);
-    let cli = carebot::cli::Cli::try_parse_from(argv).expect("a valid command line");
-    let mut out = Vec::new();
-    carebot::cli::results(&cli, &mut out)
-        .await
-        .unwrap_or_else(|e| panic!("carebot {args:?} failed: {e:#}"));
-    String::from_utf8(out).unwrap()
 }
 
 /// `carebot export escalations` as (id, caregiver, supervisor, priority, reason, status,
@@ -189,10 +114,10 @@ fn row(fields: &[&str]) -> Vec<String> {
 
 async fn a_low_score_reaches_the_supervisor_and_ack_closes_the_loop(db: TestStore) {
     let app = app(db, &[]).await;
-    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.start_all("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
 
-    let alert = text_and_wait(&app, MARIA, "1", DANA, 1).await;
+    let alert = app.text_and_wait(MARIA, "1", DANA, 1).await;
     let id = alert_id(&alert);
     assert_eq!(
         alert,
@@ -215,7 +140,7 @@ async fn a_low_score_reaches_the_supervisor_and_ack_closes_the_loop(db: TestStor
     );
 
     // Dana acknowledges from her phone: she is told it is hers, and Maria that it is in hand.
-    let confirmation = text_and_wait(&app, DANA, &format!("ack {id}"), DANA, 2).await;
+    let confirmation = app.text_and_wait(DANA, &format!("ack {id}"), DANA, 2).await;
     assert_eq!(
         confirmation,
         format!(
@@ -252,16 +177,13 @@ async fn a_low_score_reaches_the_supervisor_and_ack_closes_the_loop(db: TestStor
         0
     );
 
-    let note = text_and_wait(
-        &app,
-        DANA,
-        &format!("NOTE {id} called her, she is OK"),
-        DANA,
-        3,
-    )
-    .await;
+    let note = app
+        .text_and_wait(DANA, &format!("NOTE {id} called her, she is OK"), DANA, 3)
+        .await;
     assert_eq!(note, format!("Note added to ALERT {id}."));
-    let done = text_and_wait(&app, DANA, &format!("Done {id}"), DANA, 4).await;
+    let done = app
+        .text_and_wait(DANA, &format!("Done {id}"), DANA, 4)
+        .await;
     assert_eq!(done, format!("ALERT {id} is closed. Thank you."));
     assert_eq!(
         exported(&app).await,
@@ -297,14 +219,18 @@ async fn a_low_score_reaches_the_supervisor_and_ack_closes_the_loop(db: TestStor
     );
     assert!(app.twilio.delivered_to(OMAR).is_empty());
     assert!(app.twilio.delivered_to(PAT).is_empty());
+    insta::assert_snapshot!(
+        "a_low_score_reaches_the_supervisor_and_ack_closes_the_loop",
+        app.transcript(&PEOPLE).await
+    );
     app.stop().await;
 }
 
 async fn an_unacknowledged_high_alert_is_re_sent_and_raised_after_its_window(db: TestStore) {
     let app = app(db, &[]).await;
-    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.start_all("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
-    let alert = text_and_wait(&app, MARIA, "2", DANA, 1).await;
+    let alert = app.text_and_wait(MARIA, "2", DANA, 1).await;
     let id = alert_id(&alert);
 
     // A minute before the two-hour window ends, nothing is due.
@@ -336,7 +262,9 @@ async fn an_unacknowledged_high_alert_is_re_sent_and_raised_after_its_window(db:
     );
 
     // Omar takes it: Dana hears it is in hand, Maria hears from Omar.
-    let confirmation = text_and_wait(&app, OMAR, &format!("CALL {id}"), OMAR, 2).await;
+    let confirmation = app
+        .text_and_wait(OMAR, &format!("CALL {id}"), OMAR, 2)
+        .await;
     assert_eq!(
         confirmation,
         format!("ALERT {id}: you will call Maria G. Reply DONE {id} when it is resolved.")
@@ -376,16 +304,22 @@ async fn an_unacknowledged_high_alert_is_re_sent_and_raised_after_its_window(db:
     assert!(app.twilio.delivered_to(PAT).is_empty());
 
     // Dana, who had it first, can still close it.
-    let done = text_and_wait(&app, DANA, &format!("DONE {id} all settled"), DANA, 4).await;
+    let done = app
+        .text_and_wait(DANA, &format!("DONE {id} all settled"), DANA, 4)
+        .await;
     assert_eq!(done, format!("ALERT {id} is closed. Thank you."));
+    insta::assert_snapshot!(
+        "an_unacknowledged_high_alert_is_re_sent_and_raised_after_its_window",
+        app.transcript(&PEOPLE).await
+    );
     app.stop().await;
 }
 
 async fn the_chain_ends_with_program_staff_and_a_bounded_number_of_reminders(db: TestStore) {
     let app = app(db, &[]).await;
-    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.start_all("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
-    let alert = text_and_wait(&app, MARIA, "1", DANA, 1).await;
+    let alert = app.text_and_wait(MARIA, "1", DANA, 1).await;
 
     // Every two hours: Omar, then Pat, then Pat reminded twice; then it is left to the digest.
     for (hours, omar, pat) in [(2, 1, 0), (4, 2, 1), (6, 2, 2), (8, 2, 3)] {
@@ -416,33 +350,37 @@ async fn the_chain_ends_with_program_staff_and_a_bounded_number_of_reminders(db:
     assert_eq!(app.twilio.delivered_to(PAT).len(), 3);
     assert_eq!(app.twilio.delivered_to(OMAR).len(), 2);
     assert_eq!(app.twilio.delivered_to(DANA).len(), 2);
+    insta::assert_snapshot!(
+        "the_chain_ends_with_program_staff_and_a_bounded_number_of_reminders",
+        app.transcript(&PEOPLE).await
+    );
     app.stop().await;
 }
 
 async fn a_reply_from_another_supervisor_is_refused(db: TestStore) {
     let app = app(db, &[]).await;
-    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.start_all("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
-    let id = alert_id(&text_and_wait(&app, MARIA, "1", DANA, 1).await);
+    let id = alert_id(&app.text_and_wait(MARIA, "1", DANA, 1).await);
 
     // Lena supervises another branch; Pat is two levels above the alert.
-    let lena = text_and_wait(&app, LENA, &format!("ACK {id}"), LENA, 1).await;
+    let lena = app.text_and_wait(LENA, &format!("ACK {id}"), LENA, 1).await;
     assert_eq!(
         lena,
         format!("ALERT {id} is not one of your alerts, so nothing changed.")
     );
-    let pat = text_and_wait(&app, PAT, &format!("done {id}"), PAT, 1).await;
+    let pat = app.text_and_wait(PAT, &format!("done {id}"), PAT, 1).await;
     assert_eq!(
         pat,
         format!("ALERT {id} is not one of your alerts, so nothing changed.")
     );
     // Anything that is not a reply to an alert gets one line of help.
-    let help = text_and_wait(&app, LENA, "what is this?", LENA, 2).await;
+    let help = app.text_and_wait(LENA, "what is this?", LENA, 2).await;
     assert_eq!(
         help,
         "To answer an alert, reply with its number: ACK 14, CALL 14, NOTE 14 <text> or DONE 14. You have no open alerts."
     );
-    let help = text_and_wait(&app, DANA, "hi, which one?", DANA, 2).await;
+    let help = app.text_and_wait(DANA, "hi, which one?", DANA, 2).await;
     assert_eq!(
         help,
         format!(
@@ -463,28 +401,32 @@ async fn a_reply_from_another_supervisor_is_refused(db: TestStore) {
         ])]
     );
     // Omar, the next level, may act before the window ends.
-    let omar = text_and_wait(&app, OMAR, &format!("Ack {id}"), OMAR, 1).await;
+    let omar = app.text_and_wait(OMAR, &format!("Ack {id}"), OMAR, 1).await;
     assert!(omar.starts_with(&format!("ALERT {id} is yours.")), "{omar}");
     // And then Dana hears it is taken: her own ACK is too late.
     let dana = app.twilio.wait_for(DANA, 3).await;
     assert!(dana[2].contains("Omar Reyes replied ACK"), "{dana:?}");
-    let late = text_and_wait(&app, DANA, &format!("ACK {id}"), DANA, 4).await;
+    let late = app.text_and_wait(DANA, &format!("ACK {id}"), DANA, 4).await;
     assert_eq!(
         late,
         format!("ALERT {id} is already taken by Omar Reyes. Reply NOTE {id} <text> to add a note.")
+    );
+    insta::assert_snapshot!(
+        "a_reply_from_another_supervisor_is_refused",
+        app.transcript(&PEOPLE).await
     );
     app.stop().await;
 }
 
 async fn an_anonymous_answers_escalation_asks_the_caregiver_first(db: TestStore) {
     let app = app(db, &["anonymous-feedback.yaml"]).await;
-    start(&app, "anonymous-feedback", &[MARIA, ANA]).await;
+    app.start_all("anonymous-feedback", &[MARIA, ANA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     app.twilio.wait_for(ANA, 1).await;
 
     // Maria's answer has worrying words: she is asked before anyone is told.
     let words = "My client's son yells at me and I feel unsafe";
-    let asked = text_and_wait(&app, MARIA, words, MARIA, 2).await;
+    let asked = app.text_and_wait(MARIA, words, MARIA, 2).await;
     assert_eq!(
         asked,
         "Thank you for telling us. Your answer is anonymous. May we share it, with your name, with Dana Smith so they can help? Reply YES or NO."
@@ -500,7 +442,7 @@ async fn an_anonymous_answers_escalation_asks_the_caregiver_first(db: TestStore)
     assert!(app.twilio.delivered_to(DANA).is_empty());
 
     // Her yes names her to Dana.
-    let alert = text_and_wait(&app, MARIA, "Yes", DANA, 1).await;
+    let alert = app.text_and_wait(MARIA, "Yes", DANA, 1).await;
     let id = alert_id(&alert);
     assert_eq!(
         alert,
@@ -512,8 +454,9 @@ async fn an_anonymous_answers_escalation_asks_the_caregiver_first(db: TestStore)
     assert!(maria[2].starts_with("Thank you, Maria!"), "{maria:?}");
 
     // Ana says no: nobody is told, and her answer stays anonymous.
-    text_and_wait(&app, ANA, "I want to quit, they harass me", ANA, 2).await;
-    let ana = text_and_wait(&app, ANA, "no", ANA, 3).await;
+    app.text_and_wait(ANA, "I want to quit, they harass me", ANA, 2)
+        .await;
+    let ana = app.text_and_wait(ANA, "no", ANA, 3).await;
     assert!(ana.starts_with("Thank you, Ana!"), "{ana}");
     assert_eq!(
         app.runner
@@ -542,18 +485,24 @@ async fn an_anonymous_answers_escalation_asks_the_caregiver_first(db: TestStore)
         .await
         .unwrap();
     assert!(stored.is_empty(), "{stored:?}");
+    insta::assert_snapshot!(
+        "an_anonymous_answers_escalation_asks_the_caregiver_first",
+        app.transcript(&PEOPLE).await
+    );
     app.stop().await;
 }
 
 async fn supervisors_get_one_digest_a_day_of_what_was_open(db: TestStore) {
     let app = app(db, &[]).await;
-    start(&app, "weekly-pulse", &[MARIA, ANA]).await;
+    app.start_all("weekly-pulse", &[MARIA, ANA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     app.twilio.wait_for(ANA, 1).await;
-    let first = alert_id(&text_and_wait(&app, MARIA, "1", DANA, 1).await);
-    let second = alert_id(&text_and_wait(&app, ANA, "2", DANA, 2).await);
-    text_and_wait(&app, DANA, &format!("ACK {first}"), DANA, 3).await;
-    text_and_wait(&app, DANA, &format!("CALL {second}"), DANA, 4).await;
+    let first = alert_id(&app.text_and_wait(MARIA, "1", DANA, 1).await);
+    let second = alert_id(&app.text_and_wait(ANA, "2", DANA, 2).await);
+    app.text_and_wait(DANA, &format!("ACK {first}"), DANA, 3)
+        .await;
+    app.text_and_wait(DANA, &format!("CALL {second}"), DANA, 4)
+        .await;
     // Raised after this morning's digest time: nothing until tomorrow's.
     assert_eq!(app.runner.send_digests(app.clock.now()).await.unwrap(), 1);
     assert_eq!(app.twilio.delivered_to(DANA).len(), 4);
@@ -570,8 +519,10 @@ async fn supervisors_get_one_digest_a_day_of_what_was_open(db: TestStore) {
     // Once a day.
     app.clock.advance(Duration::hours(3));
     assert_eq!(app.runner.send_digests(app.clock.now()).await.unwrap(), 0);
-    text_and_wait(&app, DANA, &format!("DONE {first}"), DANA, 6).await;
-    text_and_wait(&app, DANA, &format!("DONE {second}"), DANA, 7).await;
+    app.text_and_wait(DANA, &format!("DONE {first}"), DANA, 6)
+        .await;
+    app.text_and_wait(DANA, &format!("DONE {second}"), DANA, 7)
+        .await;
     // Nothing open: no digest on Thursday.
     app.clock.advance(Duration::hours(21));
     assert_eq!(app.runner.send_digests(app.clock.now()).await.unwrap(), 0);
@@ -582,35 +533,44 @@ async fn supervisors_get_one_digest_a_day_of_what_was_open(db: TestStore) {
 async fn the_pulse_report_counts_people_asked_not_people_who_answered(db: TestStore) {
     let app = app(db, &[]).await;
     // Ten caregivers asked: eight in Chicago North, two in Peoria.
-    let mut csv = String::from(
-        "external_id,first_name,last_name,phone,language,timezone,branch,supervisor_id,groups,consent_at\n",
-    );
     let phones: Vec<String> = (0..10).map(|n| format!("+1312555{:04}", 160 + n)).collect();
-    for (n, phone) in phones.iter().enumerate() {
-        let (branch, sup) = if n < 8 {
-            ("Chicago North", "S1")
-        } else {
-            ("Peoria", "S3")
-        };
-        csv.push_str(&format!(
-            "R{n},Caregiver,Number{n},{phone},en,America/Chicago,{branch},{sup},pulse,2026-01-15\n"
-        ));
-    }
-    carebot::roster::import_caregivers(app.store(), csv.as_bytes(), false)
-        .await
-        .unwrap();
+    let names: Vec<(String, String)> = (0..10)
+        .map(|n| (format!("R{n}"), format!("Number{n}")))
+        .collect();
+    let rows: Vec<_> = phones
+        .iter()
+        .zip(&names)
+        .enumerate()
+        .map(|(n, (phone, (id, last)))| {
+            let (branch, sup) = if n < 8 {
+                ("Chicago North", "S1")
+            } else {
+                ("Peoria", "S3")
+            };
+            (
+                id.as_str(),
+                "Caregiver",
+                last.as_str(),
+                phone.as_str(),
+                branch,
+                sup,
+            )
+        })
+        .collect();
+    import_caregivers_in(app.store(), &rows).await;
     let refs: Vec<&str> = phones.iter().map(String::as_str).collect();
-    start(&app, "weekly-pulse", &refs).await;
+    app.start_all("weekly-pulse", &refs).await;
     for p in &refs {
         app.twilio.wait_for(p, 1).await;
     }
     // Five of the eight in Chicago North answer, one of the two in Peoria.
     let scores = [(0, "3"), (1, "4"), (2, "5"), (3, "4"), (4, "2"), (8, "1")];
     for (n, score) in scores {
-        text_and_wait(&app, refs[n], score, refs[n], 2).await;
+        app.text_and_wait(refs[n], score, refs[n], 2).await;
     }
     let lena = app.twilio.wait_for(LENA, 1).await;
-    text_and_wait(&app, LENA, &format!("ack {}", alert_id(&lena[0])), LENA, 2).await;
+    app.text_and_wait(LENA, &format!("ack {}", alert_id(&lena[0])), LENA, 2)
+        .await;
 
     let report = carebot(
         &app.db.url,

@@ -6,11 +6,10 @@
 
 mod support;
 
-use std::path::Path;
-
-use carebot::model::Audience;
 use serde_json::Value;
-use support::app::TestApp;
+use support::app::{TestApp, carebot};
+use support::app_tests;
+use support::roster::{import_caregivers, import_supervisors};
 
 const MARIA: &str = "+13125550123";
 const ANA: &str = "+13125550124";
@@ -20,30 +19,7 @@ const DANA: &str = "+13125550142";
 const FORMULA: &str = r#"=HYPERLINK("http://evil","x")"#;
 const CALL_ME: &str = "+1 call me";
 
-macro_rules! app_tests {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let db = crate::support::sqlite().await;
-                    super::$test(crate::support::app::spawn_app(db).await).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(db) = crate::support::postgres().await else { return };
-                    super::$test(crate::support::app::spawn_app(db).await).await;
-                }
-            )+
-        }
-    };
-}
-
-app_tests!(csv_cells_a_spreadsheet_would_run_are_quoted_and_jsonl_keeps_them,);
+app_tests!(app: csv_cells_a_spreadsheet_would_run_are_quoted_and_jsonl_keeps_them);
 
 async fn csv_cells_a_spreadsheet_would_run_are_quoted_and_jsonl_keeps_them(app: TestApp) {
     roster(&app).await;
@@ -106,37 +82,19 @@ async fn csv_cells_a_spreadsheet_would_run_are_quoted_and_jsonl_keeps_them(app: 
 
 /// Dana supervises Maria (C1) and Ana (C2), both with written consent on file.
 async fn roster(app: &TestApp) {
-    let sups = format!(
-        "external_id,name,phone,email,branch,timezone\n\
-         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n"
-    );
-    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
-        .await
-        .unwrap();
-    let cgs = format!(
-        "external_id,first_name,last_name,phone,language,timezone,branch,supervisor_id,groups,consent_at\n\
-         C1,Maria,Gonzalez,{MARIA},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n\
-         C2,Ana,Lopez,{ANA},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n"
-    );
-    carebot::roster::import_caregivers(app.store(), cgs.as_bytes(), false)
-        .await
-        .unwrap();
+    let dana = ("S1", "Dana Smith", DANA, "Chicago North");
+    import_supervisors(app.store(), &[dana]).await;
+    let caregivers = [
+        ("C1", "Maria", "Gonzalez", MARIA),
+        ("C2", "Ana", "Lopez", ANA),
+    ];
+    import_caregivers(app.store(), &caregivers).await;
 }
 
 /// Starts the pulse for `phone` and answers its three questions by SMS, each after the
 /// question arrived.
 async fn answer_the_pulse(app: &TestApp, phone: &str, score: &str, help: &str) {
-    let report = app
-        .runner
-        .start(
-            "weekly-pulse",
-            &Audience::Phones(vec![phone.to_owned()]),
-            Default::default(),
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(report.started, 1, "{report:?}");
+    app.start_all("weekly-pulse", &[phone]).await;
     for (n, reply) in [score, "yes", help].into_iter().enumerate() {
         app.twilio.wait_for(phone, n + 1).await;
         let sid = format!("SM{:032x}", rand::random::<u128>());
@@ -144,31 +102,4 @@ async fn answer_the_pulse(app: &TestApp, phone: &str, score: &str, help: &str) {
     }
     let last = app.twilio.wait_for(phone, 4).await.pop().unwrap();
     assert!(last.starts_with("Thank you"), "{last}");
-}
-
-/// What `carebot ARGS` prints for an export on the test's database: the command line parsed
-/// as the binary parses it, written to a buffer instead of stdout (as in tests/escalations.rs:
-/// in a target directory shared between branches, `CARGO_BIN_EXE_carebot` may be another
-/// branch's build).
-async fn carebot(db_url: &str, args: &[&str]) -> String {
-    use clap::Parser;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let flows = root.join("flows");
-    let templates = root.join("templates");
-    let mut argv = vec![
-        "carebot",
-        "--flows",
-        flows.to_str().unwrap(),
-        "--templates",
-        templates.to_str().unwrap(),
-        "--database-url",
-        db_url,
-    ];
-    argv.extend(args);
-    let cli = carebot::cli::Cli::try_parse_from(argv).expect("a valid command line");
-    let mut out = Vec::new();
-    carebot::cli::results(&cli, &mut out)
-        .await
-        .unwrap_or_else(|e| panic!("carebot {args:?} failed: {e:#}"));
-    String::from_utf8(out).unwrap()
 }

@@ -1,8 +1,10 @@
 //! The shipped flows and templates as program staff see them: `flows check` finds no errors,
-//! every transcript in flows/tests passes, and a broken flow is refused with file:line:column.
+//! every transcript in flows/tests passes through the real runner, `flows test` prints what it
+//! prints (snapshots in tests/snapshots/), and a broken flow is refused with file:line:column.
 
 use std::path::Path;
 use std::process::Command;
+use std::sync::Arc;
 
 use carebot::catalog::{self, Catalog};
 use carebot::flow::Severity;
@@ -25,30 +27,29 @@ fn shipped_flows_and_templates_have_no_errors() {
     assert!(report.messages.len() >= 80, "{}", report.messages.len());
 }
 
-#[test]
-fn every_shipped_transcript_passes() {
-    let (catalog, _) =
-        Catalog::load(&root().join("flows"), &root().join("templates")).expect("valid catalog");
-    let results = carebot::transcript::run_dir(&catalog, &root().join("flows/tests"));
+#[tokio::test]
+async fn every_shipped_transcript_passes() {
+    let catalog = catalog();
+    let results = carebot::transcript::run_dir(&catalog, &root().join("flows/tests")).await;
     assert!(
         results.len() >= 8,
         "expected transcripts for every flow in both languages"
     );
-    let failures: Vec<String> = results
-        .iter()
-        .filter(|r| !r.failures.is_empty())
-        .map(|r| format!("{}:\n  {}", r.file.display(), r.failures.join("\n  ")))
-        .collect();
+    let failures: Vec<String> = results.iter().flat_map(|r| r.failure_lines()).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn a_transcript_that_expects_the_wrong_thing_fails() {
+#[tokio::test]
+async fn a_transcript_that_expects_the_wrong_thing_fails() {
+    let wrong = "flow: weekly-pulse\nlanguage: en\ntranscript:\n  - bot: \"this text is not in the question\"\nexpect:\n  outcome: completed\n";
+    let failures = carebot::transcript::run_one(&catalog(), wrong).await;
+    assert_eq!(failures.len(), 2, "{failures:?}");
+}
+
+fn catalog() -> Arc<Catalog> {
     let (catalog, _) =
         Catalog::load(&root().join("flows"), &root().join("templates")).expect("valid catalog");
-    let wrong = "flow: weekly-pulse\nlanguage: en\ntranscript:\n  - bot: \"this text is not in the question\"\nexpect:\n  outcome: completed\n";
-    let failures = carebot::transcript::run_one(&catalog, wrong);
-    assert_eq!(failures.len(), 2, "{failures:?}");
+    Arc::new(catalog)
 }
 
 fn carebot(args: &[&str], dir: &Path) -> std::process::Output {
@@ -96,12 +97,29 @@ fn flows_check_reports_every_error_with_file_line_and_column_and_exits_1() {
     assert!(String::from_utf8_lossy(&sim.stderr).contains("unknown step"));
 }
 
+/// What program staff see from `carebot flows test` on the shipped flows: every transcript
+/// listed, each passing.
 #[test]
 fn flows_test_runs_the_shipped_transcripts() {
     let out = carebot(&["flows", "test"], root());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    insta::assert_snapshot!("flows_test_shipped", stdout);
+}
+
+/// A transcript that expects what does not happen fails the command, and each failure names
+/// the file and the line of the transcript that expected it.
+#[test]
+fn flows_test_names_the_file_and_line_of_each_failure() {
+    let out = carebot(
+        &["flows", "test", "--dir", "tests/fixtures/transcripts"],
+        root(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("1 passed, 1 failed"), "{stdout}");
+    insta::assert_snapshot!("flows_test_failing", stdout);
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -15,14 +15,14 @@ mod support;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use carebot::domain::{Address, Channel};
-use carebot::model::{Audience, OutboundStatus};
+use carebot::model::OutboundStatus;
 use carebot::store::Store;
 use support::app::{TelegramMode, TestApp, spawn_telegram_app};
 use support::fake_telegram::{self, Person};
 use support::fake_twilio;
+use support::roster::{import_caregivers, import_supervisors};
 
 /// Maria answers the pulse by SMS; her low score reaches Dana.
 const MARIA: &str = "+13125550123";
@@ -123,8 +123,8 @@ async fn run_the_story(app: TestApp) -> Seen {
 
     // Twilio refuses Rosa's number, quoting it.
     app.twilio.script([fake_twilio::Reply::invalid_to(ROSA)]);
-    assert_eq!(start_pulse(&app, ROSA).await, 1);
-    settle(&app).await;
+    app.start_all("weekly-pulse", &[ROSA]).await;
+    app.settle().await;
     let rosa = Address::new(Channel::Sms, ROSA);
     assert_eq!(
         app.store().outbound_to(&rosa).await.unwrap()[0].0,
@@ -132,7 +132,7 @@ async fn run_the_story(app: TestApp) -> Seen {
     );
 
     // Maria answers by SMS; her 2/5 reaches Dana, who acknowledges it.
-    assert_eq!(start_pulse(&app, MARIA).await, 1);
+    app.start_all("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     app.post_sms(MARIA, "2", "SM-in-1").await;
     app.twilio.wait_for(MARIA, 2).await;
@@ -158,7 +158,7 @@ async fn run_the_story(app: TestApp) -> Seen {
         .await;
     assert_eq!(shared, 200);
     tg.wait_for(LUZ_CHAT, 2).await;
-    assert_eq!(start_pulse(&app, LUZ).await, 1);
+    app.start_all("weekly-pulse", &[LUZ]).await;
     tg.wait_for(LUZ_CHAT, 3).await;
     tg.say(&luz, "4").await;
     tg.wait_for(LUZ_CHAT, 4).await;
@@ -172,7 +172,7 @@ async fn run_the_story(app: TestApp) -> Seen {
     tg.script([fake_telegram::Reply::Migrated { to: SUPERGROUP }]);
     tg.say(&luz, "HELP").await;
     tg.wait_for_calls("sendMessage", 7).await;
-    settle(&app).await;
+    app.settle().await;
     let luz_chat = Address::new(Channel::Telegram, LUZ_CHAT.to_string());
     let last = app.store().outbound_to(&luz_chat).await.unwrap();
     assert_eq!(last.last().unwrap().0, OutboundStatus::Failed);
@@ -193,54 +193,15 @@ async fn run_the_story(app: TestApp) -> Seen {
 /// Dana supervises Maria, Rosa and Luz, all with written consent on file: imported through the
 /// real roster import, as an operator would.
 async fn roster(app: &TestApp) {
-    let sups = format!(
-        "external_id,name,phone,email,branch,timezone\n\
-         S1,Dana Smith,{DANA},dana.smith@example.org,Chicago North,America/Chicago\n"
-    );
-    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
-        .await
-        .unwrap();
-    let cgs = format!(
-        "external_id,first_name,last_name,phone,language,timezone,branch,supervisor_id,groups,consent_at\n\
-         C1,Maria,Gonzalez,{MARIA},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n\
-         C2,Rosa,Delgado,{ROSA},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n\
-         C3,Luz,Herrera,{LUZ},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n"
-    );
-    let s = carebot::roster::import_caregivers(app.store(), cgs.as_bytes(), false)
-        .await
-        .unwrap();
+    let dana = ("S1", "Dana Smith", DANA, "Chicago North");
+    import_supervisors(app.store(), &[dana]).await;
+    let caregivers = [
+        ("C1", "Maria", "Gonzalez", MARIA),
+        ("C2", "Rosa", "Delgado", ROSA),
+        ("C3", "Luz", "Herrera", LUZ),
+    ];
+    let s = import_caregivers(app.store(), &caregivers).await;
     assert_eq!(s.added, 3, "{s}");
-}
-
-async fn start_pulse(app: &TestApp, phone: &str) -> usize {
-    app.runner
-        .start(
-            "weekly-pulse",
-            &Audience::Phones(vec![phone.into()]),
-            Default::default(),
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap()
-        .started
-}
-
-/// Waits (bounded) until the outbox holds no queued or sending message.
-async fn settle(app: &TestApp) {
-    for _ in 0..400 {
-        let counts = app.store().outbound_counts().await.unwrap();
-        if !counts
-            .iter()
-            .any(|(s, n)| (s == "queued" || s == "sending") && *n > 0)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "the outbox did not drain: {:?}",
-        app.store().outbound_counts().await.unwrap()
-    );
 }
 
 /// Every form a roster number is written in: E.164, without `+`, national, and the usual

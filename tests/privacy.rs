@@ -15,8 +15,9 @@ use carebot::store::Store;
 use chrono::{DateTime, Duration, Utc};
 use clap::Parser;
 use sqlx::Connection as _;
-use support::TestStore;
-use support::app::{AppOptions, TestApp, spawn_app_with};
+use support::app::{AppOptions, TestApp, spawn_app_with, tuesday_morning};
+use support::roster::{import_caregivers, import_supervisors};
+use support::{TestStore, app_tests, rows};
 
 const MARIA: &str = "+13125550123";
 const ANA: &str = "+13125550124";
@@ -24,29 +25,7 @@ const ROSA: &str = "+13125550125";
 const DANA: &str = "+13125550142";
 const OMAR: &str = "+13125550143";
 
-macro_rules! app_tests {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(crate::support::sqlite().await).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(db) = crate::support::postgres().await else { return };
-                    super::$test(db).await;
-                }
-            )+
-        }
-    };
-}
-
-app_tests!(
+app_tests!(db:
     an_anonymous_answer_cannot_be_tied_back_with_the_database_in_hand,
     retention_removes_old_words_and_keeps_scores_and_the_ledger,
     export_hands_over_everything_and_erase_removes_it_keeping_totals,
@@ -56,13 +35,6 @@ app_tests!(
     erase_cancels_what_is_queued_and_nothing_in_flight_goes_out_afterwards,
     erase_waits_for_a_transaction_writing_about_her_and_erases_what_it_wrote,
 );
-
-/// Tuesday 2026-11-17, 10:00 in Chicago.
-fn tuesday_morning() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-17T16:00:00Z")
-        .unwrap()
-        .to_utc()
-}
 
 /// A server on Tuesday morning with Dana (supervisor) and Maria, Ana and Rosa (caregivers in
 /// Chicago North, consent on file) imported.
@@ -77,14 +49,9 @@ async fn app(db: TestStore, settings: &[(&'static str, &str)]) -> TestApp {
         starts_at: Some(tuesday_morning()),
     };
     let app = spawn_app_with(db, options).await;
-    let sups = format!(
-        "external_id,name,phone,email,branch,timezone\n\
-         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n"
-    );
-    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
-        .await
-        .unwrap();
-    import_caregivers(
+    let dana = ("S1", "Dana Smith", DANA, "Chicago North");
+    import_supervisors(app.store(), &[dana]).await;
+    import(
         &app,
         &[
             ("C1", "Maria", "Gonzalez", MARIA),
@@ -96,39 +63,10 @@ async fn app(db: TestStore, settings: &[(&'static str, &str)]) -> TestApp {
     app
 }
 
-async fn import_caregivers(app: &TestApp, rows: &[(&str, &str, &str, &str)]) {
-    let mut csv = String::from(
-        "external_id,first_name,last_name,phone,language,timezone,branch,supervisor_id,groups,consent_at\n",
-    );
-    for (id, first, last, phone) in rows {
-        csv.push_str(&format!(
-            "{id},{first},{last},{phone},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n"
-        ));
-    }
-    let summary = carebot::roster::import_caregivers(app.store(), csv.as_bytes(), false)
-        .await
-        .unwrap();
+/// Imports these caregivers (Chicago North, under Dana), every row accepted.
+async fn import(app: &TestApp, rows: &[(&str, &str, &str, &str)]) {
+    let summary = import_caregivers(app.store(), rows).await;
     assert!(summary.rejected.is_empty(), "{summary}");
-}
-
-async fn start(app: &TestApp, flow: &str, phones: &[&str]) -> carebot::runner::StartReport {
-    app.runner
-        .start(
-            flow,
-            &Audience::Phones(phones.iter().map(|p| (*p).to_owned()).collect()),
-            Default::default(),
-            app.clock.now(),
-        )
-        .await
-        .unwrap()
-}
-
-/// Texts `body` from `from` and waits for the `n`th message to `to`; returns it.
-async fn text_and_wait(app: &TestApp, from: &str, body: &str, to: &str, n: usize) -> String {
-    let sid = format!("SM{:032x}", rand::random::<u128>());
-    let (status, _) = app.post_sms(from, body, &sid).await;
-    assert_eq!(status, 200);
-    app.twilio.wait_for(to, n).await[n - 1].clone()
 }
 
 /// Texts `body` from `from` and waits for a new message to `to` that contains `needle` (other
@@ -175,44 +113,6 @@ async fn caregiver_cmd(app: &TestApp, args: &[&str]) -> (ExitCode, String, Strin
         String::from_utf8(out).unwrap(),
         String::from_utf8(err).unwrap(),
     )
-}
-
-/// Rows of a query on the test's database, every column read as text, whichever the database.
-async fn rows(db: &TestStore, sql: &str) -> Vec<Vec<Option<String>>> {
-    use sqlx::{Row, ValueRef};
-    fn read<R: Row>(row: &R) -> Vec<Option<String>>
-    where
-        usize: sqlx::ColumnIndex<R>,
-        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    {
-        (0..row.columns().len())
-            .map(|i| {
-                if row.try_get_raw(i).unwrap().is_null() {
-                    None
-                } else {
-                    row.try_get::<String, _>(i)
-                        .or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string()))
-                        .ok()
-                }
-            })
-            .collect()
-    }
-    if db.url.starts_with("sqlite:") {
-        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        rows.iter().map(read).collect()
-    } else {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-        rows.iter().map(read).collect()
-    }
 }
 
 /// Every text column of every table that can hold a person's words or numbers, as one list of
@@ -287,7 +187,7 @@ fn occurrences(haystack: &[u8], needle: &str) -> usize {
 
 async fn an_anonymous_answer_cannot_be_tied_back_with_the_database_in_hand(db: TestStore) {
     let app = app(db, &[]).await;
-    let report = start(&app, "anonymous-feedback", &[MARIA, ANA, ROSA]).await;
+    let report = app.start("anonymous-feedback", &[MARIA, ANA, ROSA]).await;
     assert_eq!(report.started, 3, "{report:?}");
     let words = [
         (MARIA, "more hours near Evanston please"),
@@ -296,7 +196,7 @@ async fn an_anonymous_answer_cannot_be_tied_back_with_the_database_in_hand(db: T
     ];
     for (phone, text) in words {
         app.twilio.wait_for(phone, 1).await;
-        let thanks = text_and_wait(&app, phone, text, phone, 2).await;
+        let thanks = app.text_and_wait(phone, text, phone, 2).await;
         assert!(thanks.starts_with("Thank you"), "{thanks}");
     }
     app.clock.advance(Duration::hours(1));
@@ -460,7 +360,7 @@ async fn retention_removes_old_words_and_keeps_scores_and_the_ledger(db: TestSto
         ],
     )
     .await;
-    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     text_and_expect(&app, MARIA, "1", MARIA, "6 months from now").await;
     let alert = app.twilio.wait_for(DANA, 1).await[0].clone();
@@ -510,7 +410,8 @@ async fn retention_removes_old_words_and_keeps_scores_and_the_ledger(db: TestSto
         "every old inbound message"
     );
     // What is written now is kept, through the next sweeps.
-    text_and_wait(&app, ANA, "hello, is this the agency?", ANA, 1).await;
+    app.text_and_wait(ANA, "hello, is this the agency?", ANA, 1)
+        .await;
     app.clock.advance(Duration::minutes(11));
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(found(&app.db, "hello, is this the agency?").await.len(), 1);
@@ -586,7 +487,7 @@ where
 
 async fn export_hands_over_everything_and_erase_removes_it_keeping_totals(db: TestStore) {
     let app = app(db, &[]).await;
-    start(&app, "weekly-pulse", &[MARIA, ANA]).await;
+    app.start("weekly-pulse", &[MARIA, ANA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     app.twilio.wait_for(ANA, 1).await;
     text_and_expect(&app, MARIA, "1", MARIA, "6 months from now").await;
@@ -706,8 +607,8 @@ async fn export_hands_over_everything_and_erase_removes_it_keeping_totals(db: Te
     assert_eq!(code, ExitCode::FAILURE);
 
     // She had said STOP: the same row imported again is opted out, and a survey skips her.
-    import_caregivers(&app, &[("C1", "Maria", "Gonzalez", MARIA)]).await;
-    let report = start(&app, "weekly-pulse", &[MARIA]).await;
+    import(&app, &[("C1", "Maria", "Gonzalez", MARIA)]).await;
+    let report = app.start("weekly-pulse", &[MARIA]).await;
     assert_eq!(report.started, 0);
     assert_eq!(report.skipped.get("opted out"), Some(&1), "{report:?}");
     app.stop().await;
@@ -730,7 +631,7 @@ async fn report(app: &TestApp) -> serde_json::Value {
 
 async fn erasing_someone_mid_conversation_stops_every_message_to_them(db: TestStore) {
     let app = app(db, &[]).await;
-    start(&app, "weekly-pulse", &[ROSA]).await;
+    app.start("weekly-pulse", &[ROSA]).await;
     app.twilio.wait_for(ROSA, 1).await;
     let (code, out, _) = caregiver_cmd(&app, &["erase", "C3", "--confirm"]).await;
     assert_eq!(code, ExitCode::SUCCESS);
@@ -803,14 +704,11 @@ async fn erase_empties_what_supervisors_were_told_about_her_and_takes_her_out_of
     db: TestStore,
 ) {
     let app = app(db, &[("CAREBOT_BRANCH_CONTACTS", "Chicago North=S2")]).await;
-    let sups = format!(
-        "external_id,name,phone,email,branch,timezone\n\
-         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n\
-         S2,Omar Reyes,{OMAR},omar@example.org,Chicago North,America/Chicago\n"
-    );
-    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
-        .await
-        .unwrap();
+    let supervisors = [
+        ("S1", "Dana Smith", DANA, "Chicago North"),
+        ("S2", "Omar Reyes", OMAR, "Chicago North"),
+    ];
+    import_supervisors(app.store(), &supervisors).await;
     // A survey for Maria and Ana by number, with variables that name them.
     let vars = std::collections::BTreeMap::from([
         ("buddies".to_owned(), serde_json::json!(["C1", "C2"])),
@@ -935,28 +833,25 @@ async fn erase_leaves_alone_what_others_got_at_numbers_she_once_had(db: TestStor
     let app = app(db, &[]).await;
     let maria_id = caregiver_id(&app, "C1").await;
     // Maria answers a survey from three numbers in turn.
-    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     text_and_expect(&app, MARIA, "4", MARIA, "6 months from now").await;
-    import_caregivers(&app, &[("C1", "Maria", "Gonzalez", SECOND)]).await;
+    import(&app, &[("C1", "Maria", "Gonzalez", SECOND)]).await;
     text_and_expect(&app, SECOND, "2", SECOND, "make your work better").await;
-    import_caregivers(&app, &[("C1", "Maria", "Gonzalez", THIRD)]).await;
+    import(&app, &[("C1", "Maria", "Gonzalez", THIRD)]).await;
     text_and_expect(&app, THIRD, "more hours please", THIRD, "Thank you").await;
     // Her first number is Lucia's now, and her second a new supervisor's.
-    import_caregivers(&app, &[("C4", "Lucia", "Perez", MARIA)]).await;
-    let sups = format!(
-        "external_id,name,phone,email,branch,timezone\n\
-         S1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n\
-         S3,Sam Lee,{SECOND},sam@example.org,Chicago North,America/Chicago\n"
-    );
-    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
-        .await
-        .unwrap();
+    import(&app, &[("C4", "Lucia", "Perez", MARIA)]).await;
+    let supervisors = [
+        ("S1", "Dana Smith", DANA, "Chicago North"),
+        ("S3", "Sam Lee", SECOND, "Chicago North"),
+    ];
+    import_supervisors(app.store(), &supervisors).await;
     let (mark,): (i64,) = {
         let max = rows(&app.db, "SELECT MAX(id) FROM outbound_messages").await;
         (max[0][0].as_deref().unwrap().parse().unwrap(),)
     };
-    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     delivered_with(&app, MARIA, "Hi Lucia").await;
     text_and_expect(&app, MARIA, "5", MARIA, "6 months from now").await;
     text_and_expect(&app, SECOND, "hello", SECOND, "To answer an alert").await;
@@ -1068,7 +963,7 @@ async fn erase_cancels_what_is_queued_and_nothing_in_flight_goes_out_afterwards(
     )
     .await;
     let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().to_utc();
-    start(&app, "weekly-pulse", &[MARIA]).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     text_and_expect(&app, MARIA, "3", MARIA, "6 months from now").await;
     // "No" to staying: an alert for Dana, held until 18:00.

@@ -13,33 +13,11 @@ use carebot::domain::{Address, Channel};
 use carebot::model::ShiftStatus;
 use carebot::store::Store;
 use sqlx::Connection as _;
-use support::TestStore;
 use support::app::{TestApp, spawn_app};
 use support::shift_race::{DANA, NAMES, RACERS, client, offer_args, phone, post, race, roster};
+use support::{TestStore, app_tests};
 
-macro_rules! app_tests {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    super::$test(crate::support::sqlite().await).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(db) = crate::support::postgres().await else { return };
-                    super::$test(db).await;
-                }
-            )+
-        }
-    };
-}
-
-app_tests!(
+app_tests!(db:
     an_offer_to_five_with_two_racing_yes,
     an_offer_expires_on_the_scheduler_clock_and_a_late_yes_is_told,
     two_hundred_simultaneous_yes_one_winner_a_hundred_times,

@@ -7,39 +7,18 @@ mod support;
 use std::time::Duration;
 
 use carebot::domain::{Address, Channel};
-use carebot::model::{Audience, OutboundStatus};
+use carebot::model::OutboundStatus;
 use carebot::store::Store;
 use serde_json::Value;
 use support::app::{TestApp, sms_params};
+use support::app_tests;
 use support::fake_twilio::Reply;
+use support::roster::{import_caregivers, import_supervisors};
 
 const MARIA: &str = "+13125550123";
 const DANA: &str = "+13125550142";
 
-macro_rules! app_tests {
-    ($($test:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let db = crate::support::sqlite().await;
-                    super::$test(crate::support::app::spawn_app(db).await).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $test() {
-                    let Some(db) = crate::support::postgres().await else { return };
-                    super::$test(crate::support::app::spawn_app(db).await).await;
-                }
-            )+
-        }
-    };
-}
-
-app_tests!(
+app_tests!(app:
     a_pulse_survey_runs_from_start_to_stored_answers,
     a_bad_signature_is_refused_and_records_nothing,
     a_malformed_webhook_is_a_400_and_records_nothing,
@@ -56,63 +35,23 @@ app_tests!(
 /// Imports Dana (supervisor) and Maria (caregiver, consent on record) through the real roster
 /// import, as an operator would.
 async fn roster(app: &TestApp) {
-    let sups = format!(
-        "external_id,name,phone,email,branch,timezone\nS1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n"
-    );
-    let s = carebot::roster::import_supervisors(app.store(), sups.as_bytes())
-        .await
-        .unwrap();
+    let dana = ("S1", "Dana Smith", DANA, "Chicago North");
+    let s = import_supervisors(app.store(), &[dana]).await;
     assert_eq!(
         s.to_string(),
         "added 1, updated 0, unchanged 0, deactivated 0, rejected 0"
     );
-    let cgs = format!(
-        "external_id,first_name,last_name,phone,language,timezone,branch,supervisor_id,groups,consent_at\n\
-         C1,Maria,Gonzalez,{MARIA},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n"
-    );
-    let s = carebot::roster::import_caregivers(app.store(), cgs.as_bytes(), false)
-        .await
-        .unwrap();
+    let s = import_caregivers(app.store(), &[("C1", "Maria", "Gonzalez", MARIA)]).await;
     assert_eq!(s.added, 1, "{s}");
-}
-
-async fn start_pulse(app: &TestApp) -> carebot::runner::StartReport {
-    app.runner
-        .start(
-            "weekly-pulse",
-            &Audience::Phones(vec![MARIA.into()]),
-            Default::default(),
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap()
 }
 
 fn maria() -> Address {
     Address::new(Channel::Sms, MARIA)
 }
 
-/// Waits (bounded) until the outbox holds no queued or sending message.
-async fn settle(app: &TestApp) {
-    for _ in 0..200 {
-        let counts = app.store().outbound_counts().await.unwrap();
-        if !counts
-            .iter()
-            .any(|(s, n)| (s == "queued" || s == "sending") && *n > 0)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "the outbox did not drain: {:?}",
-        app.store().outbound_counts().await.unwrap()
-    );
-}
-
 async fn a_pulse_survey_runs_from_start_to_stored_answers(app: TestApp) {
     roster(&app).await;
-    let report = start_pulse(&app).await;
+    let report = app.start("weekly-pulse", &[MARIA]).await;
     assert_eq!(report.started, 1);
 
     let got = app.twilio.wait_for(MARIA, 1).await;
@@ -171,18 +110,22 @@ async fn a_pulse_survey_runs_from_start_to_stored_answers(app: TestApp) {
     assert_eq!(escalations[0].priority, "high");
 
     // Twilio reports delivery; a late "sent" afterwards does not move it back.
-    settle(&app).await;
+    app.settle().await;
     let sid = app.twilio.delivered()[0].sid.clone().unwrap();
     assert_eq!(app.twilio.send_status(&sid, "delivered", None).await, 200);
     assert_eq!(app.twilio.send_status(&sid, "sent", None).await, 200);
     let statuses = app.store().outbound_to(&maria()).await.unwrap();
     assert_eq!(statuses[0].0, OutboundStatus::Delivered);
+    insta::assert_snapshot!(
+        "a_pulse_survey_by_sms",
+        app.transcript(&[("Maria", MARIA), ("Dana", DANA)]).await
+    );
     app.stop().await;
 }
 
 async fn a_bad_signature_is_refused_and_records_nothing(app: TestApp) {
     roster(&app).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     let params = sms_params(MARIA, "4", "SM-forged");
     let (status, _) = app
@@ -213,7 +156,7 @@ async fn a_bad_signature_is_refused_and_records_nothing(app: TestApp) {
 
 async fn a_malformed_webhook_is_a_400_and_records_nothing(app: TestApp) {
     roster(&app).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     let no_sid: Vec<(String, String)> = sms_params(MARIA, "4", "x")
         .into_iter()
@@ -241,12 +184,12 @@ async fn a_malformed_webhook_is_a_400_and_records_nothing(app: TestApp) {
 
 async fn a_retried_message_sid_is_processed_once(app: TestApp) {
     roster(&app).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     assert_eq!(app.post_sms(MARIA, "4", "SM-dup").await.0, 200);
     assert_eq!(app.post_sms(MARIA, "4", "SM-dup").await.0, 200);
     app.twilio.wait_for(MARIA, 2).await;
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(
         app.twilio.delivered_to(MARIA).len(),
         2,
@@ -264,7 +207,7 @@ async fn after_stop_a_new_start_sends_nothing(app: TestApp) {
         got[0].starts_with("You will get no more messages"),
         "{got:?}"
     );
-    let report = start_pulse(&app).await;
+    let report = app.start("weekly-pulse", &[MARIA]).await;
     assert_eq!(report.started, 0);
     assert_eq!(report.skipped.get("opted out"), Some(&1));
     // A second STOP gets no second confirmation; a question reply gets nothing.
@@ -282,7 +225,11 @@ async fn after_stop_a_new_start_sends_nothing(app: TestApp) {
     app.post_sms(MARIA, "start", "SM-start").await;
     let got = app.twilio.wait_for(MARIA, 2).await;
     assert!(got[1].starts_with("Welcome back!"), "{got:?}");
-    assert_eq!(start_pulse(&app).await.started, 1);
+    assert_eq!(app.start("weekly-pulse", &[MARIA]).await.started, 1);
+    insta::assert_snapshot!(
+        "stop_then_start_by_sms",
+        app.transcript(&[("Maria", MARIA)]).await
+    );
     app.stop().await;
 }
 
@@ -293,7 +240,7 @@ async fn a_429_is_retried_and_the_text_is_sent_once(app: TestApp) {
         code: 20429,
         message: "Too Many Requests".into(),
     }]);
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     // The retry waits out its backoff (about 2 s) before the second attempt.
     let mut delivered = Vec::new();
     for _ in 0..400 {
@@ -318,7 +265,7 @@ async fn a_crash_mid_send_never_sends_twice(mut app: TestApp) {
     roster(&app).await;
     // Twilio takes the message, then carebot dies before Twilio's answer arrives.
     app.twilio.script([Reply::Slow(Duration::from_secs(5))]);
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     for _ in 0..200 {
         if !app.twilio.delivered().is_empty() {
             break;
@@ -352,8 +299,8 @@ async fn twilio_21610_marks_the_caregiver_opted_out(app: TestApp) {
         code: 21610,
         message: "Attempt to send to unsubscribed recipient".into(),
     }]);
-    start_pulse(&app).await;
-    settle(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
+    app.settle().await;
     assert_eq!(
         app.store().outbound_to(&maria()).await.unwrap()[0].0,
         OutboundStatus::Failed
@@ -369,8 +316,8 @@ async fn twilio_21610_marks_the_caregiver_opted_out(app: TestApp) {
 /// clock; the ledger must follow it, not the machine's).
 async fn a_21610_status_callback_opts_the_caregiver_out_on_the_servers_clock(app: TestApp) {
     roster(&app).await;
-    start_pulse(&app).await;
-    settle(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
+    app.settle().await;
     app.clock.advance(chrono::Duration::hours(2));
     let sid = app.twilio.delivered()[0].sid.clone().unwrap();
     assert_eq!(
@@ -412,6 +359,10 @@ async fn a_stranger_gets_one_polite_reply_a_day(app: TestApp) {
     app.post_sms(stranger, "hello??", "SM-s2").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(app.twilio.delivered_to(stranger).len(), 1);
+    insta::assert_snapshot!(
+        "a_stranger_by_sms",
+        app.transcript(&[("A stranger", stranger)]).await
+    );
     app.stop().await;
 }
 

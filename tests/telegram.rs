@@ -9,53 +9,18 @@ mod support;
 use std::time::Duration;
 
 use carebot::domain::{Address, Channel};
-use carebot::model::{Audience, NewOutbound, OutboundKind, OutboundStatus, Plan, Snapshot, Write};
-use carebot::runner::StartReport;
+use carebot::model::{NewOutbound, OutboundKind, OutboundStatus, Plan, Snapshot, Write};
 use carebot::store::Store;
 use serde_json::Value;
-use support::app::{TelegramMode, TestApp};
+use support::app::TestApp;
+use support::app_tests;
 use support::fake_telegram::{self, Person, Reply, Sent};
+use support::roster::{import_caregivers, import_supervisors};
 
 const MARIA: &str = "+13125550123";
 const DANA: &str = "+13125550142";
 
-macro_rules! telegram_tests {
-    ($mode:ident: $($test:ident),+ $(,)?) => {
-        mod $mode {
-            mod sqlite {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $test() {
-                        let db = crate::support::sqlite().await;
-                        let app = crate::support::app::spawn_telegram_app(
-                            db, crate::telegram_mode(stringify!($mode))).await;
-                        crate::$test(app).await;
-                    }
-                )+
-            }
-            mod postgres {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    async fn $test() {
-                        let Some(db) = crate::support::postgres().await else { return };
-                        let app = crate::support::app::spawn_telegram_app(
-                            db, crate::telegram_mode(stringify!($mode))).await;
-                        crate::$test(app).await;
-                    }
-                )+
-            }
-        }
-    };
-}
-
-fn telegram_mode(name: &str) -> TelegramMode {
-    match name {
-        "webhook" => TelegramMode::Webhook,
-        _ => TelegramMode::Polling,
-    }
-}
-
-telegram_tests!(webhook:
+app_tests!(telegram webhook:
     a_caregiver_links_by_sharing_their_own_contact,
     someone_elses_contact_or_an_unknown_number_links_nothing,
     a_pulse_survey_answered_by_button_taps,
@@ -76,7 +41,7 @@ telegram_tests!(webhook:
     a_request_to_stop_is_asked_about_here_or_stops_an_unlinked_chat,
 );
 
-telegram_tests!(polling:
+app_tests!(telegram polling:
     long_polling_links_and_answers_by_buttons,
 );
 
@@ -93,19 +58,9 @@ fn chat(person: &Person) -> Address {
 
 /// Imports Dana (supervisor) and Maria (caregiver, written consent on file) as an operator would.
 async fn roster(app: &TestApp) {
-    let sups = format!(
-        "external_id,name,phone,email,branch,timezone\nS1,Dana Smith,{DANA},dana@example.org,Chicago North,America/Chicago\n"
-    );
-    carebot::roster::import_supervisors(app.store(), sups.as_bytes())
-        .await
-        .unwrap();
-    let cgs = format!(
-        "external_id,first_name,last_name,phone,language,timezone,branch,supervisor_id,groups,consent_at\n\
-         C1,Maria,Gonzalez,{MARIA},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n"
-    );
-    let s = carebot::roster::import_caregivers(app.store(), cgs.as_bytes(), false)
-        .await
-        .unwrap();
+    let dana = ("S1", "Dana Smith", DANA, "Chicago North");
+    import_supervisors(app.store(), &[dana]).await;
+    let s = import_caregivers(app.store(), &[("C1", "Maria", "Gonzalez", MARIA)]).await;
     assert_eq!(s.added, 1, "{s}");
 }
 
@@ -121,36 +76,6 @@ async fn link(app: &TestApp, person: &Person, phone: &str) {
         .await;
     assert_eq!(status, 200);
     tg.wait_for(person.id, before + 2).await;
-}
-
-async fn start_pulse(app: &TestApp) -> StartReport {
-    app.runner
-        .start(
-            "weekly-pulse",
-            &Audience::Phones(vec![MARIA.into()]),
-            Default::default(),
-            chrono::Utc::now(),
-        )
-        .await
-        .unwrap()
-}
-
-/// Waits (bounded) until the outbox holds no queued or sending message.
-async fn settle(app: &TestApp) {
-    for _ in 0..400 {
-        let counts = app.store().outbound_counts().await.unwrap();
-        if !counts
-            .iter()
-            .any(|(s, n)| (s == "queued" || s == "sending") && *n > 0)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!(
-        "the outbox did not drain: {:?}",
-        app.store().outbound_counts().await.unwrap()
-    );
 }
 
 async fn answers(app: &TestApp) -> Vec<(String, Value)> {
@@ -224,11 +149,11 @@ async fn a_caregiver_links_by_sharing_their_own_contact(app: TestApp) {
     );
 
     // She last wrote on Telegram, so the survey goes there, and not by SMS.
-    assert_eq!(start_pulse(&app).await.started, 1);
+    assert_eq!(app.start("weekly-pulse", &[MARIA]).await.started, 1);
     let got = tg.wait_for(maria.id, 3).await;
     assert!(got[2].text.starts_with("Hi Maria, Sunrise Home Care here."));
     assert_eq!(got[2].buttons(), ["1", "2", "3", "4", "5"]);
-    settle(&app).await;
+    app.settle().await;
     assert!(app.twilio.delivered_to(MARIA).is_empty());
     app.stop().await;
 }
@@ -269,9 +194,9 @@ async fn someone_elses_contact_or_an_unknown_number_links_nothing(app: TestApp) 
 
     // Nothing was linked or opted in: Maria's survey goes by SMS, and Pat hears nothing more.
     assert_eq!(last_consent(&app, &chat(&stranger)).await, None);
-    assert_eq!(start_pulse(&app).await.started, 1);
+    assert_eq!(app.start("weekly-pulse", &[MARIA]).await.started, 1);
     app.twilio.wait_for(MARIA, 1).await;
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(tg.chat(stranger.id).len(), 4);
     app.stop().await;
 }
@@ -281,7 +206,7 @@ async fn a_pulse_survey_answered_by_button_taps(app: TestApp) {
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     let question = tg.wait_for(maria.id, 3).await[2].clone();
     assert_eq!(question.buttons(), ["1", "2", "3", "4", "5"]);
 
@@ -343,13 +268,10 @@ async fn a_pulse_survey_answered_by_button_taps(app: TestApp) {
         calls[2].params["text"],
         Value::from("This question has closed.")
     );
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(answers(&app).await.len(), 3);
     assert_eq!(tg.chat(maria.id).len(), 6);
-    println!(
-        "--- fake Bot API transcript ---\n{}\n--- end ---",
-        tg.transcript()
-    );
+    insta::assert_snapshot!("a_pulse_survey_answered_by_button_taps", tg.transcript());
     app.stop().await;
 }
 
@@ -358,7 +280,7 @@ async fn a_pulse_survey_answered_by_typed_numbers(app: TestApp) {
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     tg.wait_for(maria.id, 3).await;
     tg.say(&maria, "4").await;
     let got = tg.wait_for(maria.id, 4).await;
@@ -387,7 +309,7 @@ async fn a_tap_on_a_closed_question_says_so(app: TestApp) {
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     let last_week = tg.wait_for(maria.id, 3).await[2].clone();
     // Maria answers by typing, to the end: the first question's buttons are still on screen.
     tg.say(&maria, "5").await;
@@ -409,7 +331,7 @@ async fn a_tap_on_a_closed_question_says_so(app: TestApp) {
     assert_eq!(now.text, last_week.text, "the question itself stays");
 
     // Next week's survey asks the same question; last week's buttons cannot answer it.
-    assert_eq!(start_pulse(&app).await.started, 1);
+    assert_eq!(app.start("weekly-pulse", &[MARIA]).await.started, 1);
     tg.wait_for(maria.id, 7).await;
     let data = last_week.markup.as_ref().unwrap()["inline_keyboard"][0][0]["callback_data"]
         .as_str()
@@ -421,7 +343,7 @@ async fn a_tap_on_a_closed_question_says_so(app: TestApp) {
         calls[1].params["text"],
         Value::from("This question has closed.")
     );
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(
         answers(&app).await.len(),
         3,
@@ -436,12 +358,12 @@ async fn a_429_retry_after_is_honoured(app: TestApp) {
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    settle(&app).await;
+    app.settle().await;
     tg.script([Reply::TooManyRequests { retry_after: 1 }]);
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     let got = tg.wait_for(maria.id, 3).await;
     assert!(got[2].text.starts_with("Hi Maria"));
-    settle(&app).await;
+    app.settle().await;
     let sends = tg.calls_to("sendMessage");
     let (refused, accepted) = (&sends[sends.len() - 2], &sends[sends.len() - 1]);
     assert_eq!((refused.status, accepted.status), (429, 200));
@@ -459,10 +381,10 @@ async fn a_blocked_bot_opts_the_caregiver_out(app: TestApp) {
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    settle(&app).await;
+    app.settle().await;
     tg.script([Reply::Blocked]);
-    assert_eq!(start_pulse(&app).await.started, 1);
-    settle(&app).await;
+    assert_eq!(app.start("weekly-pulse", &[MARIA]).await.started, 1);
+    app.settle().await;
     assert_eq!(
         last_consent(&app, &chat(&maria)).await,
         Some((
@@ -474,7 +396,7 @@ async fn a_blocked_bot_opts_the_caregiver_out(app: TestApp) {
     let statuses = app.store().outbound_to(&chat(&maria)).await.unwrap();
     assert_eq!(statuses.last().unwrap().0, OutboundStatus::Failed);
     // Telegram is closed now; her phone is still open, so the next survey goes by SMS.
-    assert_eq!(start_pulse(&app).await.started, 1);
+    assert_eq!(app.start("weekly-pulse", &[MARIA]).await.started, 1);
     let texts = app.twilio.wait_for(MARIA, 1).await;
     assert!(texts[0].starts_with("Hi Maria"));
 
@@ -496,7 +418,7 @@ async fn a_blocked_bot_opts_the_caregiver_out(app: TestApp) {
             "blocked the bot".into()
         ))
     );
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(tg.chat(dana.id).len(), 2);
     app.stop().await;
 }
@@ -506,14 +428,14 @@ async fn a_redelivered_update_is_processed_once(app: TestApp) {
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     tg.wait_for(maria.id, 3).await;
     let update = tg.text_update(&maria, "4", 900_000_001);
     // Telegram delivers it again when the first answer is slow or lost.
     assert_eq!(tg.send_update(update.clone()).await, 200);
     assert_eq!(tg.send_update(update).await, 200);
     tg.wait_for(maria.id, 4).await;
-    settle(&app).await;
+    app.settle().await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         answers(&app).await,
@@ -533,7 +455,7 @@ async fn a_wrong_or_missing_webhook_secret_is_refused_and_records_nothing(app: T
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     tg.wait_for(maria.id, 3).await;
     let url = format!("{}/webhooks/telegram", app.url);
     let update = tg.text_update(&maria, "1", 900_000_002);
@@ -673,7 +595,7 @@ async fn stop_on_one_channel_keeps_the_other_and_stop_all_stops_both(app: TestAp
     );
     assert_eq!(last_consent(&app, &sms).await.unwrap().0, "opted_in");
     // Not silently stopped: the survey still reaches her, by SMS.
-    assert_eq!(start_pulse(&app).await.started, 1);
+    assert_eq!(app.start("weekly-pulse", &[MARIA]).await.started, 1);
     app.twilio.wait_for(MARIA, 1).await;
     app.post_sms(MARIA, "4", "SM-a1").await;
     app.twilio.wait_for(MARIA, 2).await;
@@ -697,9 +619,9 @@ async fn stop_on_one_channel_keeps_the_other_and_stop_all_stops_both(app: TestAp
         ))
     );
     assert_eq!(last_consent(&app, &sms).await.unwrap().0, "opted_out");
-    let report = start_pulse(&app).await;
+    let report = app.start("weekly-pulse", &[MARIA]).await;
     assert_eq!(report.started, 0);
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(tg.chat(maria.id).len(), 4, "nothing after STOP ALL");
     app.stop().await;
 }
@@ -709,7 +631,7 @@ async fn a_conversation_continues_on_the_channel_the_caregiver_answers_from(app:
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     tg.wait_for(maria.id, 3).await;
     // She answers the Telegram question by SMS: the next question comes by SMS.
     app.post_sms(MARIA, "4", "SM-c1").await;
@@ -719,7 +641,7 @@ async fn a_conversation_continues_on_the_channel_the_caregiver_answers_from(app:
     tg.say(&maria, "1").await;
     let got = tg.wait_for(maria.id, 4).await;
     assert!(got[3].text.starts_with("Last one"), "{got:?}");
-    settle(&app).await;
+    app.settle().await;
     assert_eq!(app.twilio.delivered_to(MARIA).len(), 1);
     assert_eq!(
         answers(&app).await,
@@ -744,7 +666,7 @@ async fn a_linked_supervisor_gets_alerts_on_telegram(app: TestApp) {
         "{got:?}"
     );
     // Maria is on SMS only; her low score alerts Dana on Telegram, not by SMS.
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     app.post_sms(MARIA, "1", "SM-s1").await;
     let got = tg.wait_for(dana.id, 3).await;
@@ -752,7 +674,7 @@ async fn a_linked_supervisor_gets_alerts_on_telegram(app: TestApp) {
         got[2].text.starts_with("ALERT 1 (high): Maria G."),
         "{got:?}"
     );
-    settle(&app).await;
+    app.settle().await;
     assert!(app.twilio.delivered_to(DANA).is_empty());
     // A supervisor writing something else is told what the chat is for, once a day.
     tg.say(&dana, "thanks").await;
@@ -766,10 +688,10 @@ async fn an_alert_telegram_refuses_reaches_the_supervisor_by_sms(app: TestApp) {
     let dana = Person::new(7_042, "Dana");
     let tg = app.tg();
     link(&app, &dana, DANA).await;
-    settle(&app).await;
+    app.settle().await;
     // Dana blocked the bot since; the next Telegram send says so.
     tg.script([Reply::Blocked]);
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     app.twilio.wait_for(MARIA, 1).await;
     app.post_sms(MARIA, "1", "SM-b1").await;
     let alert = app.twilio.wait_for(DANA, 1).await;
@@ -794,7 +716,7 @@ async fn messages_to_one_chat_go_one_a_second_in_order(app: TestApp) {
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    settle(&app).await;
+    app.settle().await;
     // Seven messages queued at once for one chat: more than a lane holds, so some wait in the
     // outbox, and still none overtakes another.
     let address = chat(&maria);
@@ -863,15 +785,9 @@ async fn the_language_command_switches_to_spanish(app: TestApp) {
             .ends_with("✔ Español")
     );
     // Her next survey is in Spanish; a re-import of the roster (which says English) keeps it.
-    let cgs = format!(
-        "external_id,first_name,last_name,phone,language,timezone,branch,supervisor_id,groups,consent_at\n\
-         C1,Maria,Gonzalez,{MARIA},en,America/Chicago,Chicago North,S1,pulse,2026-01-15\n"
-    );
-    let s = carebot::roster::import_caregivers(app.store(), cgs.as_bytes(), false)
-        .await
-        .unwrap();
+    let s = import_caregivers(app.store(), &[("C1", "Maria", "Gonzalez", MARIA)]).await;
     assert_eq!(s.unchanged, 1, "{s}");
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     let got = tg.wait_for(maria.id, 5).await;
     assert!(got[4].text.starts_with("Hola Maria"), "{got:?}");
     app.stop().await;
@@ -882,7 +798,7 @@ async fn long_polling_links_and_answers_by_buttons(app: TestApp) {
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     let question = tg.wait_for(maria.id, 3).await[2].clone();
     tg.tap(&maria, &question, "4").await;
     tg.wait_for(maria.id, 4).await;
@@ -904,7 +820,7 @@ async fn a_request_to_stop_is_asked_about_here_or_stops_an_unlinked_chat(app: Te
     let maria = maria();
     let tg = app.tg();
     link(&app, &maria, MARIA).await;
-    start_pulse(&app).await;
+    app.start("weekly-pulse", &[MARIA]).await;
     tg.wait_for(maria.id, 3).await;
     tg.say(&maria, "4").await;
     tg.wait_for(maria.id, 4).await;

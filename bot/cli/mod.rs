@@ -171,7 +171,8 @@ pub enum FlowsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Run the transcript tests kept with the flows.
+    /// Run the transcript tests kept with the flows, each through the real runner on a
+    /// temporary database; each failure as file:line.
     Test {
         /// Directory of transcript files (default: FLOWS/tests).
         #[arg(long)]
@@ -352,14 +353,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Flows(FlowsCommand::Test { dir }) => {
             let catalog = cli.catalog()?;
             let dir = dir.clone().unwrap_or_else(|| cli.flows.join("tests"));
-            let results = crate::transcript::run_dir(&catalog, &dir);
+            let results = crate::transcript::run_dir(&catalog, &dir).await;
             let failed = results.iter().filter(|r| !r.failures.is_empty()).count();
             for r in &results {
                 if r.failures.is_empty() {
                     println!("ok    {}", r.file.display());
                 } else {
                     println!("FAIL  {}", r.file.display());
-                    for f in &r.failures {
+                    for f in r.failure_lines() {
                         println!("      {f}");
                     }
                 }

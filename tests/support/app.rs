@@ -1,6 +1,7 @@
 //! `spawn_app`: the real `carebot serve` (HTTP, dispatcher, scheduler) on 127.0.0.1:0 against a
 //! fresh database and a fake Twilio, with helpers that act as Twilio and as an operator.
 //! `spawn_telegram_app` adds a fake Telegram Bot API, reached by webhook or by long polling.
+//! [`carebot`] runs an operator's command line against the same database.
 
 #![allow(dead_code)]
 
@@ -10,13 +11,15 @@ use std::sync::Arc;
 use carebot::catalog::Catalog;
 use carebot::clock::Clock;
 use carebot::config::Config;
-use carebot::runner::Runner;
-use carebot::store::AnyStore;
+use carebot::model::Audience;
+use carebot::runner::{Runner, StartReport};
+use carebot::store::{AnyStore, Store};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::TestStore;
+use super::conversation::{self, Inbox};
 use super::fake_telegram::{self, FakeTelegram};
 use super::fake_twilio::{self, FakeTwilio};
 
@@ -27,6 +30,27 @@ pub enum TelegramMode {
     Webhook,
     /// No `CAREBOT_PUBLIC_URL`: carebot long-polls getUpdates.
     Polling,
+}
+
+/// `webhook` or `polling`: the name of the module `app_tests!(telegram MODE: …)` puts its tests
+/// in.
+impl std::str::FromStr for TelegramMode {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "webhook" => Ok(TelegramMode::Webhook),
+            "polling" => Ok(TelegramMode::Polling),
+            other => Err(format!("no Telegram mode {other:?}: webhook or polling")),
+        }
+    }
+}
+
+/// Tuesday 2026-11-17, 10:00 in Chicago: a working morning for a test that sets its clock.
+pub fn tuesday_morning() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-11-17T16:00:00Z")
+        .unwrap()
+        .to_utc()
 }
 
 pub struct TestApp {
@@ -41,6 +65,8 @@ pub struct TestApp {
     options: AppOptions,
     /// The fake Bot API, when the app runs with Telegram.
     pub telegram: Option<FakeTelegram>,
+    /// The texts sent through [`TestApp::post_sms`], for [`TestApp::transcript`].
+    inbox: Inbox,
     telegram_mode: Option<TelegramMode>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
@@ -197,6 +223,7 @@ pub async fn spawn_app_with(db: TestStore, options: AppOptions) -> TestApp {
         clock,
         options,
         telegram: None,
+        inbox: Inbox::default(),
         telegram_mode: None,
         shutdown,
         server,
@@ -239,6 +266,7 @@ pub async fn spawn_telegram_app(db: TestStore, mode: TelegramMode) -> TestApp {
         clock,
         options,
         telegram: Some(telegram),
+        inbox: Inbox::default(),
         telegram_mode: Some(mode),
         shutdown,
         server,
@@ -286,11 +314,70 @@ impl TestApp {
         panic!("carebot did not become healthy");
     }
 
+    /// Starts `flow` now (on the app's clock) for these caregivers, as `carebot start --to
+    /// phone:…` would.
+    pub async fn start(&self, flow: &str, phones: &[&str]) -> StartReport {
+        self.runner
+            .start(
+                flow,
+                &Audience::Phones(phones.iter().map(|p| (*p).to_owned()).collect()),
+                Default::default(),
+                self.clock.now(),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// [`TestApp::start`], for a test that needs every one of them started.
+    pub async fn start_all(&self, flow: &str, phones: &[&str]) -> StartReport {
+        let report = self.start(flow, phones).await;
+        assert_eq!(report.started, phones.len(), "{report:?}");
+        report
+    }
+
+    /// Texts `body` from `from` and waits for the `n`th message to `to`; returns it.
+    pub async fn text_and_wait(&self, from: &str, body: &str, to: &str, n: usize) -> String {
+        let sid = format!("SM{:032x}", rand::random::<u128>());
+        let (status, _) = self.post_sms(from, body, &sid).await;
+        assert_eq!(status, 200);
+        self.twilio.wait_for(to, n).await[n - 1].clone()
+    }
+
+    /// Waits (bounded) until the outbox holds no queued or sending message.
+    pub async fn settle(&self) {
+        for _ in 0..400 {
+            let counts = self.store().outbound_counts().await.unwrap();
+            if !counts
+                .iter()
+                .any(|(s, n)| (s == "queued" || s == "sending") && *n > 0)
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!(
+            "the outbox did not drain: {:?}",
+            self.store().outbound_counts().await.unwrap()
+        );
+    }
+
     /// Posts an inbound SMS as Twilio would, signed. Returns (status, body).
     pub async fn post_sms(&self, from: &str, body: &str, sid: &str) -> (u16, String) {
+        let after = conversation::last_outbound_id(&self.db).await;
         let params = sms_params(from, body, sid);
-        self.post_twilio("/webhooks/twilio/sms", &params, true)
-            .await
+        let answered = self
+            .post_twilio("/webhooks/twilio/sms", &params, true)
+            .await;
+        if answered.0 == 200 {
+            self.inbox.note(after, sid, from, body);
+        }
+        answered
+    }
+
+    /// The SMS conversation between carebot and `people` (name, number) so far, as they saw
+    /// it: one line per text, `Maria → carebot: 4` or `carebot → Dana: ALERT 1 …`.
+    pub async fn transcript(&self, people: &[(&str, &str)]) -> String {
+        conversation::transcript(&self.db, &self.inbox, people).await
     }
 
     /// Posts a form to a Twilio webhook, signed correctly or not.
@@ -374,4 +461,31 @@ pub fn sms_params(from: &str, body: &str, sid: &str) -> Vec<(String, String)> {
     ]
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .to_vec()
+}
+
+/// What `carebot ARGS` prints (an export, a report) on the database at `db_url`: the command
+/// line parsed as the binary parses it, written to a buffer instead of stdout. Not the binary
+/// itself: in a target directory shared between branches, `CARGO_BIN_EXE_carebot` may be
+/// another branch's build.
+pub async fn carebot(db_url: &str, args: &[&str]) -> String {
+    use clap::Parser;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let flows = root.join("flows");
+    let templates = root.join("templates");
+    let mut argv = vec![
+        "carebot",
+        "--flows",
+        flows.to_str().unwrap(),
+        "--templates",
+        templates.to_str().unwrap(),
+        "--database-url",
+        db_url,
+    ];
+    argv.extend(args);
+    let cli = carebot::cli::Cli::try_parse_from(argv).expect("a valid command line");
+    let mut out = Vec::new();
+    carebot::cli::results(&cli, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("carebot {args:?} failed: {e:#}"));
+    String::from_utf8(out).unwrap()
 }

@@ -4,14 +4,20 @@
 //!
 //! Use it from a test file with `mod support;` and either [`stores`] (both databases, in one
 //! test) or [`store_tests!`] (a `sqlite::NAME` and a `postgres::NAME` test for each
-//! `async fn NAME(store: AnyStore)`).
+//! `async fn NAME(store: AnyStore)`); the end-to-end suites use [`app_tests!`], which does the
+//! same for tests of the whole server ([`app`]), started on each database. What the people
+//! of such a test saw is one string ([`conversation`]) for an insta snapshot in
+//! tests/snapshots/; a snapshot that differs fails the test (in CI, where `CI` is set, insta
+//! writes nothing; elsewhere it leaves a `.snap.new` for `cargo insta review`).
 
 // Each test file uses a different part of this module.
 #![allow(dead_code)]
 
 pub mod app;
+pub mod conversation;
 pub mod fake_telegram;
 pub mod fake_twilio;
+pub mod roster;
 pub mod shift_race;
 
 use std::io::Write as _;
@@ -174,6 +180,97 @@ macro_rules! store_tests {
 }
 #[allow(unused_imports)]
 pub(crate) use store_tests;
+
+/// Defines, for each `async fn NAME(arg)` in the calling file, a test `sqlite::NAME` and a test
+/// `postgres::NAME` (which returns at once when `CAREBOT_TEST_POSTGRES_URL` is unset), on a
+/// runtime with two worker threads: the server under test, its dispatcher and the test itself
+/// run side by side. The first word says what `arg` is:
+///
+/// - `app_tests!(app: NAME, …)`: the [`app::TestApp`] that [`app::spawn_app`] starts;
+/// - `app_tests!(db: NAME, …)`: the fresh [`TestStore`] alone, for a test that starts its app
+///   with options of its own;
+/// - `app_tests!(telegram MODE: NAME, …)`, MODE `webhook` or `polling`: the app that
+///   [`app::spawn_telegram_app`] starts with Telegram updates arriving that way; the tests sit
+///   in a module named MODE, so both modes can run one test.
+#[allow(unused_macros)]
+macro_rules! app_tests {
+    (app: $($test:ident),+ $(,)?) => {
+        crate::support::app_tests!(@each crate::support::app::spawn_app; $($test),+);
+    };
+    (db: $($test:ident),+ $(,)?) => {
+        crate::support::app_tests!(@each std::future::ready; $($test),+);
+    };
+    (telegram $mode:ident: $($test:ident),+ $(,)?) => {
+        mod $mode {
+            use super::*;
+            crate::support::app_tests!(@each
+                |db| crate::support::app::spawn_telegram_app(db, stringify!($mode).parse().unwrap());
+                $($test),+);
+        }
+    };
+    (@each $arg:expr; $($test:ident),+) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let db = crate::support::sqlite().await;
+                    super::$test(($arg)(db).await).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let Some(db) = crate::support::postgres().await else {
+                        return;
+                    };
+                    super::$test(($arg)(db).await).await;
+                }
+            )+
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use app_tests;
+
+/// Rows of a query on the test's database, every column read as text, whichever the database.
+pub async fn rows(db: &TestStore, sql: &str) -> Vec<Vec<Option<String>>> {
+    use sqlx::{Row, ValueRef};
+    fn read<R: Row>(row: &R) -> Vec<Option<String>>
+    where
+        usize: sqlx::ColumnIndex<R>,
+        for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+        for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        (0..row.columns().len())
+            .map(|i| {
+                if row.try_get_raw(i).unwrap().is_null() {
+                    None
+                } else {
+                    row.try_get::<String, _>(i)
+                        .or_else(|_| row.try_get::<i64, _>(i).map(|n| n.to_string()))
+                        .ok()
+                }
+            })
+            .collect()
+    }
+    if db.url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        rows.iter().map(read).collect()
+    } else {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        rows.iter().map(read).collect()
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Builders
