@@ -211,6 +211,8 @@ pub fn check(flows_dir: &Path, templates_dir: &Path) -> (Catalog, Report) {
     (Catalog { flows, templates }, report)
 }
 
+// Long because it renders every message of a flow in every language against the samples, one
+// short block per kind of message (questions, re-asks, reminders, alerts).
 fn check_flow(file: &str, flow: &Flow, templates: &Templates, report: &mut Report) {
     let answers = sample_answers(flow);
     let agency = sample_agency();

@@ -256,6 +256,8 @@ impl Sources {
 impl Config {
     /// Loads settings. `file` is `carebot.toml` unless given; a missing default file is fine.
     /// `flags` are `(ENV_NAME, value)` pairs from the command line.
+    // Long because it reads every setting in one place, each a line or two (file, then
+    // environment, then flags), so an operator can see every name carebot looks at.
     pub fn load(file: Option<&Path>, flags: Vec<(String, String)>) -> Result<Config, ConfigError> {
         let path = file.unwrap_or(Path::new("carebot.toml"));
         let table = match std::fs::read_to_string(path) {

@@ -168,6 +168,8 @@ impl<T: Sender> Dispatcher<T> {
 
     /// Runs until `shutdown` turns true; sends already handed to the provider are finished
     /// and recorded before it returns, and rows claimed but not yet sent go back to the outbox.
+    // Long because it is the worker's one loop: claim, hand to lanes, record, and on shutdown
+    // finish what was handed over and put back what was not.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let wake = self.wake.clone();
         let shared = Arc::new(Shared {

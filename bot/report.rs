@@ -153,6 +153,8 @@ fn suppressed<'a>(groups: impl Iterator<Item = (&'a str, u64)>) -> HashSet<&'a s
 }
 
 /// Builds the report from the store's rows.
+// Long because it is one pass over the week's rows that fills every figure of a week at
+// once; the suppression rules it applies are separate functions above.
 pub async fn pulse<S: Store>(
     store: &S,
     options: &PulseOptions,

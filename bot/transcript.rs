@@ -231,6 +231,8 @@ impl Play {
     }
 }
 
+// Long because it is one transcript played line by line (me, bot, wait) against the store;
+// each kind of line is a short arm.
 async fn play(
     catalog: &Arc<Catalog>,
     dir: &Path,

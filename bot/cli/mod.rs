@@ -7,13 +7,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde_json::Value;
 
 use crate::catalog::{self, Catalog, Report};
 use crate::config::{Config, redact_url};
-use crate::domain::Channel;
 use crate::flow::Severity;
 use crate::store::{AnyStore, Store};
 
@@ -382,66 +381,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             export::results(&cli, &mut out).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Telegram(cmd) => {
-            let config = cli.config()?;
-            match cmd {
-                TelegramCommand::SetWebhook => {
-                    let url = telegram::set_webhook(&config).await?;
-                    println!("Telegram will post updates to {url}");
-                }
-                TelegramCommand::DeleteWebhook => {
-                    telegram::delete_webhook(&config).await?;
-                    println!(
-                        "webhook removed: `carebot serve` without CAREBOT_PUBLIC_URL polls for updates"
-                    );
-                }
-                TelegramCommand::Status => println!("{}", telegram::status(&config).await?),
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Invite(args) => {
-            let config = cli.config()?;
-            let valid_for = crate::flow::definition::parse_duration(&args.valid_for)
-                .map_err(anyhow::Error::msg)?;
-            let client = telegram::client(&config)?;
-            let store = cli.store(&config).await?;
-            let invite =
-                telegram::invite(&store, &client, &args.phone, valid_for, Utc::now()).await?;
-            let who = match &invite.invitee {
-                crate::model::Invitee::Caregiver { external_id, name } => {
-                    format!("caregiver {external_id} ({name})")
-                }
-                crate::model::Invitee::Supervisor { external_id, name } => {
-                    format!("supervisor {external_id} ({name})")
-                }
-            };
-            println!(
-                "one-time link for {who}, valid until {} UTC:",
-                invite.expires_at.format("%Y-%m-%d %H:%M")
-            );
-            println!("{}", invite.url);
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Prefer(args) => {
-            let channel = match args.channel.to_lowercase().as_str() {
-                "sms" => Some(Channel::Sms),
-                "telegram" => Some(Channel::Telegram),
-                "last" | "auto" => None,
-                other => bail!("channel {other:?} must be sms, telegram or last"),
-            };
-            let config = cli.config()?;
-            let store = cli.store(&config).await?;
-            telegram::prefer(&store, &args.phone, channel).await?;
-            println!(
-                "program messages to {} go by {}",
-                args.phone,
-                channel.map_or("the channel they last wrote on", |c| match c {
-                    Channel::Telegram => "Telegram when it is open",
-                    _ => "SMS when it is open",
-                })
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Telegram(cmd) => telegram::run(&cli, cmd).await,
+        Command::Invite(args) => telegram::run_invite(&cli, args).await,
+        Command::Prefer(args) => telegram::run_prefer(&cli, args).await,
         Command::Shifts(cmd) => shifts::run(&cli, cmd).await,
         Command::Caregiver(cmd) => {
             let config = cli.config()?;

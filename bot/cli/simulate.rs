@@ -17,6 +17,8 @@ use crate::model::{Audience, CaregiverRecord, Inbound, SupervisorRecord};
 use crate::runner::Runner;
 use crate::store::{AnyStore, Store};
 
+// Long because it is an interactive session read top to bottom: a throwaway database, a
+// roster of one, the start, then the read-reply loop with its commands.
 pub(super) async fn run(cli: &Cli, args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     let catalog = cli.catalog()?;
     if catalog.get(&args.flow_id).is_none() {

@@ -9,6 +9,9 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rand::Rng;
 
+use std::process::ExitCode;
+
+use super::{Cli, InviteArgs, PreferArgs, TelegramCommand};
 use crate::channel::telegram::TelegramClient;
 use crate::config::Config;
 use crate::domain::{Channel, Phone};
@@ -131,4 +134,69 @@ pub async fn prefer(store: &AnyStore, phone: &str, channel: Option<Channel>) -> 
         bail!("no caregiver has the phone number {}", phone.masked());
     }
     Ok(())
+}
+
+/// `carebot telegram set-webhook|delete-webhook|status`.
+pub(super) async fn run(cli: &Cli, cmd: &TelegramCommand) -> anyhow::Result<ExitCode> {
+    let config = cli.config()?;
+    match cmd {
+        TelegramCommand::SetWebhook => {
+            let url = set_webhook(&config).await?;
+            println!("Telegram will post updates to {url}");
+        }
+        TelegramCommand::DeleteWebhook => {
+            delete_webhook(&config).await?;
+            println!(
+                "webhook removed: `carebot serve` without CAREBOT_PUBLIC_URL polls for updates"
+            );
+        }
+        TelegramCommand::Status => println!("{}", status(&config).await?),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `carebot invite PHONE`: a one-time Telegram link for a caregiver or a supervisor.
+pub(super) async fn run_invite(cli: &Cli, args: &InviteArgs) -> anyhow::Result<ExitCode> {
+    let config = cli.config()?;
+    let valid_for =
+        crate::flow::definition::parse_duration(&args.valid_for).map_err(anyhow::Error::msg)?;
+    let client = client(&config)?;
+    let store = cli.store(&config).await?;
+    let invite = invite(&store, &client, &args.phone, valid_for, Utc::now()).await?;
+    let who = match &invite.invitee {
+        crate::model::Invitee::Caregiver { external_id, name } => {
+            format!("caregiver {external_id} ({name})")
+        }
+        crate::model::Invitee::Supervisor { external_id, name } => {
+            format!("supervisor {external_id} ({name})")
+        }
+    };
+    println!(
+        "one-time link for {who}, valid until {} UTC:",
+        invite.expires_at.format("%Y-%m-%d %H:%M")
+    );
+    println!("{}", invite.url);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `carebot prefer PHONE sms|telegram|last`.
+pub(super) async fn run_prefer(cli: &Cli, args: &PreferArgs) -> anyhow::Result<ExitCode> {
+    let channel = match args.channel.to_lowercase().as_str() {
+        "sms" => Some(Channel::Sms),
+        "telegram" => Some(Channel::Telegram),
+        "last" | "auto" => None,
+        other => bail!("channel {other:?} must be sms, telegram or last"),
+    };
+    let config = cli.config()?;
+    let store = cli.store(&config).await?;
+    prefer(&store, &args.phone, channel).await?;
+    println!(
+        "program messages to {} go by {}",
+        args.phone,
+        channel.map_or("the channel they last wrote on", |c| match c {
+            Channel::Telegram => "Telegram when it is open",
+            _ => "SMS when it is open",
+        })
+    );
+    Ok(ExitCode::SUCCESS)
 }

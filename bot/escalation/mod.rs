@@ -248,6 +248,8 @@ impl<S: Store> Runner<S> {
 
     /// The follow-up clock for one escalation: route it the first time, re-send and raise it
     /// when its window passed without an acknowledgement.
+    // Long because it is the follow-up clock's whole decision for one alert (route, re-send,
+    // raise to the next level, stop at the last) with the texts each sends.
     pub(crate) fn decide_escalation(
         &self,
         snap: &EscalationSnapshot,

@@ -610,6 +610,8 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("invalid YAML").trim().to_owned()
 }
 
+// Long because it checks a flow file's fields in the order they are written, each check a
+// few lines pushing a problem at its position; split up, the order a reader follows is lost.
 fn build(raw: FlowFile, p: &mut Problems<'_>) -> Option<Flow> {
     let id_pos = Pos::from(&raw.id);
     if !is_identifier(&raw.id.value) {

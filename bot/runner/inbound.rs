@@ -14,6 +14,9 @@ use crate::model::{
 use crate::store::Store;
 
 impl<S: Store> Runner<S> {
+    // Long because it is the order of precedence an inbound message meets (consent words,
+    // opted out, a supervisor's reply, a shift YES/NO, a stranger, the conversation), each a
+    // few lines that return early; the order is the rule, so it stays in one place.
     pub(super) fn decide_inbound(
         &self,
         snap: &Snapshot,

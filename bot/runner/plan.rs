@@ -173,6 +173,8 @@ impl<'a, S: Store> PlanBuilder<'a, S> {
 
     /// Applies an engine transition: answers, fields, escalations, messages, and the
     /// conversation's new state.
+    // Long because it is one match over the engine's events (send, answer, opt-in, field, tag,
+    // escalate, wait, end), each arm the write that event becomes.
     pub(super) fn apply(
         &mut self,
         flow: &Flow,

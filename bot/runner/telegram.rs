@@ -285,6 +285,8 @@ impl<S: Store> Runner<S> {
         Ok(plan.finish())
     }
 
+    // Long because it is one match over what a Telegram update can be (blocked, /start, a
+    // shared contact, a language choice, a button tap, typed text), each arm a few lines.
     fn decide_telegram(
         &self,
         snap: &Snapshot,

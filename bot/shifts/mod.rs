@@ -283,6 +283,8 @@ impl<S: Store> Runner<S> {
 
     /// A YES or NO to a shift offer, read before any flow: `Ok(None)` when the message is not
     /// one (or the caregiver holds no offer it could be about), and the flows take it.
+    // Long because it is the whole table of answers to an offer (YES, NO, which offer, a clash,
+    // already filled, closed, won) read top to bottom; each case is a few lines.
     pub(crate) fn decide_shift_reply(
         &self,
         snap: &Snapshot,
@@ -466,6 +468,8 @@ impl<S: Store> Runner<S> {
 
     /// What happens to an offer the scheduler or `shifts cancel` took: expiry, the next wave,
     /// or cancellation.
+    // Long because it is the three things that happen to an offer the clock or a cancel took
+    // (expiry, the next wave, cancellation), each with the texts it sends.
     fn decide_shift(
         &self,
         snap: &ShiftSnapshot,
@@ -669,6 +673,8 @@ impl<S: Store> Runner<S> {
     }
 
     /// Creates an offer and sends its first wave now.
+    // Long because it resolves a request against the roster in the order an operator's
+    // mistakes should be reported: audience, branch and its zone, times, deadline, supervisor.
     pub async fn offer_shift(
         &self,
         request: &OfferRequest,
