@@ -41,7 +41,8 @@ pub mod quiet_hours;
 pub mod escalation;
 /// Shift offers: waves of texts, the first YES wins (once), expiry, the supervisor told.
 pub mod shifts;
-/// The one scheduler: recurring and one-off starts, training assignments, timers; takes a clock.
+/// The one scheduler tick, on a clock: shift waves, timers, recurring and one-off starts,
+/// training, escalation follow-ups, digests and the retention sweep.
 pub mod scheduler;
 /// Roster CSV import, validated row by row.
 pub mod roster;
@@ -49,7 +50,7 @@ pub mod roster;
 pub mod report;
 /// Personal data over time: retention periods, a caregiver's export and erasure.
 pub mod privacy;
-/// Transcript tests kept with the flows (`flows test`).
+/// Transcript tests kept with the flows (`flows test`), played through the real runner.
 pub mod transcript;
 /// `carebot serve`: server, dispatcher and scheduler, stopped together.
 pub mod server;
